@@ -1,0 +1,15 @@
+"""Associative memories written in context (the core of nestlearn; imports no other package folder).
+
+    mem = LinearMemory(heads=H, dim_in=D, dim_out=D, rule="dgd", chunk_size=C)
+    state = mem.init_state(batch_size=B)
+    y = mem.read(state, q)                                  # [B, T, H, Din] -> [B, T, H, Dout]
+    state = mem.write(state, k, v, lr=eta, decay=alpha)     # chunk-parallel
+    state = mem.write(state, k, v, lr=eta, impl="reference")  # token loop, same semantics
+"""
+
+from .base import OBJECTIVES, RULES, Memory, MemoryState, detach_state
+from .linear import LinearMemory
+from .mlp import ACTIVATIONS, MLPMemory
+
+__all__ = ["ACTIVATIONS", "OBJECTIVES", "RULES", "LinearMemory", "MLPMemory", "Memory", "MemoryState",
+           "detach_state"]

@@ -1,0 +1,38 @@
+"""The matrix memory ``M(k) = M k`` (stored as ``S = Mᵀ``, ``[H, Din, Dout]`` per head)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import Memory
+
+
+class LinearMemory(Memory):
+    """A matrix written in context: linear attention / DeltaNet / DGD memories.
+
+    Rules (per token t, gradient at the chunk-start state M₀, NL eq. 90):
+      gd:    M_t = α_t M_{t−1} − η_t ∇L(M₀; k_t, v_t)
+      dgd:   M_t = M_{t−1}(α_t I − η_t k_t k_tᵀ) − η_t ∇L(M₀; k_t, v_t)          (NL eq. 88 / 93)
+      delta: M_t = α_t M_{t−1}(I − η′_t k_t k_tᵀ) + η′_t v_t k_tᵀ, η′ = η/(1 + η‖k‖²)   (NL eq. 56–57)
+    with L = ‖M k − v‖² (``objective="l2"``) or −⟨M k, v⟩ (``"dot"``), and optional momentum
+    (Titans eq. 13–14): the write term feeds m_t = β_t m_{t−1} + step_t, and m_t replaces it.
+    """
+
+    kind = "linear"
+
+    def __init__(self, heads: int, dim_in: int, dim_out: int, rule: str = "dgd", chunk_size: int = 64,
+                 objective: str = "l2", momentum: bool = False, init_std: float = 0.0):
+        super().__init__(heads, dim_in, dim_out, rule, chunk_size, objective, momentum)
+        w = torch.randn(heads, dim_in, dim_out) * init_std
+        self.init = nn.ParameterList([nn.Parameter(w)])
+
+    def _map(self, weights, x: Tensor) -> Tensor:
+        return x @ weights[0]
+
+    def _plan(self, anchor, k, v, eta, alpha):
+        if self.rule == "delta":  # NL eq. 56: b = α η′, write η′ v
+            eta_p = eta / (1 + eta * (k * k).sum(-1))
+            return [(k, eta_p.unsqueeze(-1) * v, alpha * eta_p)]
+        e = 2 * (k @ anchor[0] - v) if self.objective == "l2" else -v  # ∇L = k eᵀ (row form)
+        return [(k, -eta.unsqueeze(-1) * e, eta if self.rule == "dgd" else None)]

@@ -1,0 +1,43 @@
+"""The write kernel of every memory: chunk-parallel (``chunk.py``) and its token-loop reference
+(``naive.py``), with the derivation in ``README.md``."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..base import Memory, MemoryState
+from .chunk import ChunkCoefficients, chunk_step, decay_matrix
+from .naive import write_reference
+
+__all__ = ["ChunkCoefficients", "chunk_step", "decay_matrix", "write_chunked", "write_reference"]
+
+
+def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor,
+                  beta: Tensor | None) -> MemoryState:
+    """Write ``k, v`` ``[B, H, T, D]`` with gates ``[B, H, T]``, one chunk at a time.
+
+    Chunks are fixed by absolute position: a state that stopped ``offset`` tokens into a chunk
+    first finishes that chunk (gradients still at its anchor), so any split of a sequence into
+    pieces gives the same state as one call. The loop runs over chunks, never over tokens.
+    """
+    C, T = mem.chunk_size, k.shape[-2]
+    weights, anchor, mom, offset = state
+    pos = 0
+    while pos < T:
+        n = min(C - offset, T - pos)
+        span = slice(pos, pos + n)
+        a = alpha[..., span]
+        bt = None if beta is None else beta[..., span]
+        plans = mem._plan(anchor, k[..., span, :], v[..., span, :], eta[..., span], a)
+        new_w, new_m = [], []
+        for i, (K, W, b) in enumerate(plans):
+            S, m = chunk_step(weights[i], None if mom is None else mom[i], W, ChunkCoefficients(K, a, b, bt))
+            new_w.append(S)
+            new_m.append(m)
+        weights = tuple(new_w)
+        mom = None if mom is None else tuple(new_m)
+        offset = (offset + n) % C
+        if offset == 0:
+            anchor = weights
+        pos += n
+    return MemoryState(weights, anchor, mom, offset)

@@ -1,0 +1,88 @@
+"""Token-by-token reference of the memory write, in the paper's symbols (float64-capable).
+
+Column convention as in the paper: a linear memory is ``M ∈ R^{Dout×Din}`` with ``M(k) = M k``; the
+residual MLP is ``M(x) = x + W1 σ(W2 x)`` with ``W2 ∈ R^{Dh×D}``, ``W1 ∈ R^{D×Dh}``. States are stored
+transposed (row convention, see ``base.py``), so this module transposes on the way in and out.
+
+Gradients of the inner objective are taken at the chunk-start weights ``M₀`` (NL eq. 90); for the MLP
+they come from ``torch.autograd`` rather than the hand-derived chunk formulas, so the two paths are
+independent. Slow by design: the tests compare the chunk kernel against it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..base import Memory, MemoryState
+
+
+def _outer(x: Tensor, y: Tensor) -> Tensor:
+    return x.unsqueeze(-1) * y.unsqueeze(-2)
+
+
+def _precond(M: Tensor, alpha: Tensor, P: Tensor, x: Tensor) -> Tensor:
+    """``M (α I − P x xᵀ)`` for batched ``M [.., R, Din]``, scalars ``α, P [..]`` and ``x [.., Din]``."""
+    Mx = (M @ x.unsqueeze(-1)).squeeze(-1)
+    return alpha[..., None, None] * M - P[..., None, None] * _outer(Mx, x)
+
+
+def _linear_token(mem: Memory, M0: list[Tensor], k, v, eta, alpha):
+    """One token for the matrix memory: ``[(step, P, key)]`` with ``M ← M(αI − P kkᵀ) + step``."""
+    (M0,) = M0
+    if mem.rule == "delta":  # NL eq. 56 solved exactly (Sherman–Morrison), retention α
+        eta_p = eta / (1 + eta * (k * k).sum(-1))
+        return [(eta_p[..., None, None] * _outer(v, k), alpha * eta_p, k)]
+    if mem.objective == "l2":  # ∇_M ‖M k − v‖² = 2 (M k − v) kᵀ
+        grad = 2 * _outer((M0 @ k.unsqueeze(-1)).squeeze(-1) - v, k)
+    else:  # ∇_M (−⟨M k, v⟩) = −v kᵀ
+        grad = -_outer(v, k)
+    P = eta if mem.rule == "dgd" else torch.zeros_like(eta)  # NL eq. 88: DGD adds −η k kᵀ
+    return [(-eta[..., None, None] * grad, P, k)]
+
+
+def _mlp_token(mem: Memory, W0: list[Tensor], k, v, eta, alpha):
+    """One token for the residual MLP. Order of weights: (W2, W1), matching the stored (A, B)."""
+    W2, W1 = (w.detach().requires_grad_(True) if not w.requires_grad else w for w in W0)
+    with torch.enable_grad():
+        z = (W2 @ k.unsqueeze(-1)).squeeze(-1)
+        h = mem.act(z)
+        y = k + (W1 @ h.unsqueeze(-1)).squeeze(-1)
+        if mem.rule == "delta":  # deviation D3: eq. 56 layer by layer, ℓ = ½‖M(k) − v‖²
+            loss = 0.5 * ((y - v) ** 2).sum()
+            (gz,) = torch.autograd.grad(loss, z, create_graph=True)
+            eta_k = eta / (1 + eta * (k * k).sum(-1))
+            eta_h = eta / (1 + eta * (h * h).sum(-1))
+            return [(eta_k[..., None, None] * _outer(z - gz, k), alpha * eta_k, k),  # target z₀ − ∂ℓ/∂z
+                    (eta_h[..., None, None] * _outer(v - k, h), alpha * eta_h, h)]  # target v − k
+        loss = ((y - v) ** 2).sum() if mem.objective == "l2" else -(y * v).sum()
+        g2, g1 = torch.autograd.grad(loss, (W2, W1), create_graph=True)
+    P = eta if mem.rule == "dgd" else torch.zeros_like(eta)  # deviation D2: DGD on the input side only
+    zero = torch.zeros_like(eta)
+    return [(-eta[..., None, None] * g2, P, k), (-eta[..., None, None] * g1, zero, h)]
+
+
+def write_reference(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor,
+                    beta: Tensor | None) -> MemoryState:
+    """Same contract as ``write_chunked``: ``k, v`` ``[B, H, T, D]``, gates ``[B, H, T]``."""
+    token = {"linear": _linear_token, "mlp": _mlp_token}[mem.kind]
+    M = [w.mT for w in state.weights]
+    M0 = [w.mT for w in state.anchor]
+    mom = None if state.momentum is None else [m.mT for m in state.momentum]
+    offset = state.offset
+    for t in range(k.shape[-2]):
+        if offset == 0:
+            M0 = M
+        updates = token(mem, M0, k[..., t, :], v[..., t, :], eta[..., t], alpha[..., t])
+        new = []
+        for i, (step, P, x) in enumerate(updates):
+            if mom is not None:  # Titans eq. 13–14: the step feeds a momentum that is then applied
+                mom[i] = beta[..., t, None, None] * mom[i] + step
+                step = mom[i]
+            new.append(_precond(M[i], alpha[..., t], P, x) + step)
+        M = new
+        offset = (offset + 1) % mem.chunk_size
+    if offset == 0:
+        M0 = M
+    tr = lambda ms: tuple(m.mT for m in ms)  # noqa: E731
+    return MemoryState(tr(M), tr(M0), None if mom is None else tr(mom), offset)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs nestlearn and what it needs into the active Python.
+# The CPU build of PyTorch is pinned first: an unpinned `torch` would pull a multi-gigabyte CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[dev]"
