@@ -123,7 +123,8 @@ class Memory(nn.Module):
             raise ValueError("momentum: this memory was built with momentum=False; build it with "
                              "momentum=True to pass a momentum gate")
         beta = None if momentum is None else self._gate("momentum", momentum, k, ref, validate)
-        k, v = k.transpose(1, 2), v.transpose(1, 2)
+        # Heads forward, made contiguous once so that every per-chunk matmul reads plain memory.
+        k, v = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
         fn = write_chunked if impl == "chunk" else write_reference
         return fn(self, state, k, v, eta, alpha, beta)
 
@@ -168,13 +169,19 @@ class Memory(nn.Module):
             raise ValueError(f"{name} is on {g.device} but the memory state is on {ref.device}")
         if validate and not bool(torch.isfinite(g).all()):
             raise ValueError(f"{name} contains NaN or inf; every gate value must be finite")
-        return g.transpose(1, 2)
+        return g.transpose(1, 2).contiguous()
 
     # ---- implemented by each kind -------------------------------------------------------------
     def _map(self, weights: tuple[Tensor, ...], x: Tensor) -> Tensor:
         """The map itself: x ``[B, H, T, Din]`` → ``[B, H, T, Dout]``."""
         raise NotImplementedError
 
+    def _static_keys(self, k: Tensor, eta: Tensor, alpha: Tensor) -> list:
+        """For each weight, ``(K, b)`` over the whole sequence when they do not depend on the state
+        (so every chunk's coefficients can be built at once), else ``None``."""
+        raise NotImplementedError
+
     def _plan(self, anchor: tuple[Tensor, ...], k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor):
-        """The rule in chunk form: for each weight, ``(K, W, b)`` for ``chunk.chunk_step``."""
+        """The rule in chunk form: for each weight, ``(K, W, b, KS)`` for ``chunk.chunk_step``, where
+        ``KS = K @ anchor`` if the rule computed it anyway (else ``None``)."""
         raise NotImplementedError

@@ -30,9 +30,19 @@ class LinearMemory(Memory):
     def _map(self, weights, x: Tensor) -> Tensor:
         return x @ weights[0]
 
+    def _static_keys(self, k, eta, alpha):
+        return [(k, self._precond(k, eta, alpha))]
+
+    def _precond(self, k, eta, alpha):
+        if self.rule == "delta":  # NL eq. 56: b = α η′, η′ = η / (1 + η‖k‖²)
+            return alpha * eta / (1 + eta * (k * k).sum(-1))
+        return eta if self.rule == "dgd" else None  # NL eq. 88: DGD adds −η k kᵀ
+
     def _plan(self, anchor, k, v, eta, alpha):
-        if self.rule == "delta":  # NL eq. 56: b = α η′, write η′ v
-            eta_p = eta / (1 + eta * (k * k).sum(-1))
-            return [(k, eta_p.unsqueeze(-1) * v, alpha * eta_p)]
-        e = 2 * (k @ anchor[0] - v) if self.objective == "l2" else -v  # ∇L = k eᵀ (row form)
-        return [(k, -eta.unsqueeze(-1) * e, eta if self.rule == "dgd" else None)]
+        b = self._precond(k, eta, alpha)
+        if self.rule == "delta":  # write η′ v
+            return [(k, (eta / (1 + eta * (k * k).sum(-1))).unsqueeze(-1) * v, b, None)]
+        if self.objective == "dot":
+            return [(k, eta.unsqueeze(-1) * v, b, None)]  # ∇(−⟨M k, v⟩) = −v kᵀ
+        ks = k @ anchor[0]
+        return [(k, -2 * eta.unsqueeze(-1) * (ks - v), b, ks)]  # ∇‖M k − v‖² = 2 (M k − v) kᵀ

@@ -66,6 +66,13 @@ class MLPMemory(Memory):
         A, Bm = weights
         return x + self.act(x @ A) @ Bm
 
+    def _static_keys(self, k, eta, alpha):
+        if self.rule == "delta":
+            b = alpha * eta / (1 + eta * (k * k).sum(-1))
+        else:
+            b = eta if self.rule == "dgd" else None
+        return [(k, b), None]  # the output side's keys are the hidden units: they depend on the state
+
     def _plan(self, anchor, k, v, eta, alpha):
         A0, B0 = anchor
         z = k @ A0
@@ -75,10 +82,10 @@ class MLPMemory(Memory):
             gz = self.act_grad(z) * ((y - v) @ B0.mT)
             eta_k = eta / (1 + eta * (k * k).sum(-1))
             eta_h = eta / (1 + eta * (h * h).sum(-1))
-            return [(k, eta_k.unsqueeze(-1) * (z - gz), alpha * eta_k),
-                    (h, eta_h.unsqueeze(-1) * (v - k), alpha * eta_h)]
+            return [(k, eta_k.unsqueeze(-1) * (z - gz), alpha * eta_k, z),
+                    (h, eta_h.unsqueeze(-1) * (v - k), alpha * eta_h, h @ B0)]
         e = 2 * (y - v) if self.objective == "l2" else -v  # ∂L/∂y
         gz = self.act_grad(z) * (e @ B0.mT)  # ∂L/∂z; ∇A = kᵀ gz, ∇Bm = hᵀ e (rank one per token)
         step = -eta.unsqueeze(-1)
-        return [(k, step * gz, eta if self.rule == "dgd" else None),  # deviation D2: preconditioner on W2
-                (h, step * e, None)]
+        return [(k, step * gz, eta if self.rule == "dgd" else None, z),  # deviation D2: preconditioner on W2
+                (h, step * e, None, None)]

@@ -175,3 +175,29 @@ def test_read_chunk_start_sees_the_anchor():
     q = torch.randn(2, 3, mem.heads, mem.dim_in, dtype=torch.float64)
     assert torch.allclose(mem.read(s, q, at="chunk_start"), mem.read(at4, q), atol=1e-12)
     assert isinstance(s, MemoryState)
+
+
+@pytest.mark.parametrize("kind,rule,momentum", list(itertools.product(KINDS, RULES, (False, True))))
+def test_zero_gates_match_reference(kind, rule, momentum):
+    """Exact zeros in α and β (a full wipe, a momentum reset) stay finite and exact."""
+    mem = make_memory(kind, rule, 4, momentum)
+    k, v, eta, alpha, beta = make_inputs(mem, T=13)
+    alpha[:, 5] = 0.0
+    if beta is not None:
+        beta[:, 2] = 0.0
+    s0 = mem.init_state(2)
+    fast = mem.write(s0, k, v, eta, alpha, beta)
+    ref = mem.write(s0, k, v, eta, alpha, beta, impl="reference")
+    assert max_rel(fast.weights, ref.weights) < 1e-9
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reference_runs_without_grad(kind):
+    mem = make_memory(kind, "dgd", 4)
+    k, v, eta, alpha, _ = make_inputs(mem, T=9)
+    with torch.no_grad():
+        s0 = mem.init_state(2)
+        fast = mem.write(s0, k, v, eta, alpha)
+        ref = mem.write(s0, k, v, eta, alpha, impl="reference")
+    assert not fast.weights[0].requires_grad
+    assert max_rel(fast.weights, ref.weights) < 1e-9

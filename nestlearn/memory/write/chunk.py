@@ -22,8 +22,8 @@ def decay_matrix(a: Tensor) -> Tensor:
     """Products of gates over spans: ``G[..., t, s] = Π_{j=s+1}^{t} a_j`` for ``s ≤ t``, else 0.
 
     ``a`` is ``[..., n]`` with token ``j`` at index ``j-1``; the result is ``[..., n+1, n+1]`` where
-    index 0 is the chunk start. A cumulative product (not exp of summed logs), so a gate of exactly 0
-    is handled and gradients stay finite.
+    index 0 is the chunk start. A cumulative product (not exp of differences of summed logs): exact
+    for a gate of 0, no cancellation in float32, finite gradients, and measured faster on CPU.
     """
     n = a.shape[-1]
     a1 = torch.cat([torch.ones_like(a[..., :1]), a], dim=-1)  # [..., n+1], slot 0 unused
@@ -36,18 +36,18 @@ def decay_matrix(a: Tensor) -> Tensor:
 class ChunkCoefficients:
     """Everything of a chunk that depends only on the gates and keys, not on the state.
 
-    Shapes: ``a, b, beta`` ``[..., n]``; ``K`` ``[..., n, Dk]``. Computed once per chunk and reusable by
-    every matrix that shares the keys and gates.
+    Shapes: ``K`` ``[..., n, Dk]``; ``a, b, beta`` ``[..., n]`` (``b = None``: no preconditioner,
+    ``beta = None``: no momentum).
     """
 
     def __init__(self, K: Tensor, a: Tensor, b: Tensor | None, beta: Tensor | None):
-        self.K = K
+        self.K, self.b = K, b
         gam = decay_matrix(a)  # [..., n+1, n+1]
         self.gamma_prev = gam[..., :-1, 0]  # γ_{t-1} = Π_{j<t} a_j
         self.gamma_last = gam[..., -1, 0]  # γ_n
         gshift = gam[..., :-1, 1:]  # [t, i] = Π_{j=i+1}^{t-1} a_j for i < t (strictly lower)
         self.glast = gam[..., -1, 1:]  # [i] = Π_{j=i+1}^{n} a_j
-        self.beta = beta
+        self.rho_prev = self.rho_last = self.delta_last = self.dlast = None
         if beta is not None:
             dl = decay_matrix(beta)
             self.delta_last = dl[..., -1, 0]  # Π_{j≤n} β_j
@@ -55,41 +55,47 @@ class ChunkCoefficients:
             # G[t, i] = Σ_s Γ[t, s] Δ[s, i]: how much of write i reaches S_t through momentum.
             gm = gam[..., :, 1:] @ dl[..., 1:, 1:]  # [..., n+1, n]
             rho = (gam[..., :, 1:] @ dl[..., 1:, :1]).squeeze(-1)  # [..., n+1]: reach of m_0
-            self.wshift, self.wlast = gm[..., :-1, :], gm[..., -1, :]
+            wshift, self.wlast = gm[..., :-1, :], gm[..., -1, :]
             self.rho_prev, self.rho_last = rho[..., :-1], rho[..., -1]
         else:
-            self.wshift, self.wlast = gshift, self.glast
-        self.b = b
+            wshift, self.wlast = gshift, self.glast
+        self.bkk_w = self.T = None
         if b is not None:
             kk = K @ K.mT
-            self.bkk_w = b.unsqueeze(-1) * (kk * self.wshift)
-            lower = b.unsqueeze(-1) * (kk * gshift)
-            eye = torch.eye(K.shape[-2], dtype=K.dtype, device=K.device)
-            # (I + lower) is unit lower triangular; its inverse turns the chunk into plain matmuls.
-            self.tinv = torch.linalg.solve_triangular(
-                eye + lower, eye.expand_as(lower), upper=False, unitriangular=True
-            )
+            self.bkk_w = b.unsqueeze(-1) * (kk * wshift)
+            # T = I + b ⊙ (KKᵀ ∘ Γshift) is unit lower triangular: only its strict lower part is
+            # stored, and the solve treats the diagonal as ones.
+            self.T = b.unsqueeze(-1) * (kk * gshift)
 
 
-def chunk_step(
-    S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients
-) -> tuple[Tensor, Tensor | None]:
+def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients,
+               KS: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """Advance ``S`` (and momentum ``m``) over one chunk of writes ``W`` ``[..., n, Dv]``.
 
     Returns the state after the last token. The per-token states are never formed; the state-driven
     part of each write is recovered through the unit-triangular system of the UT transform.
+    ``KS`` may pass ``K @ S`` when the caller has it already.
     """
     K = co.K
     write = co.wlast.unsqueeze(-1) * W  # the direct contribution of each write to S_n
     if co.b is not None:
-        rhs = (co.b * co.gamma_prev).unsqueeze(-1) * (K @ S) + co.bkk_w @ W
+        KS = K @ S if KS is None else KS
+        rhs = (co.b * co.gamma_prev).unsqueeze(-1) * KS + co.bkk_w @ W
         if m is not None:
             rhs = rhs + (co.b * co.rho_prev).unsqueeze(-1) * (K @ m)
-        U = -(co.tinv @ rhs)  # U[t] = −b_t S_{t−1}ᵀ k_t, the preconditioner's part of each update
-        write = write + co.glast.unsqueeze(-1) * U
-    S_new = co.gamma_last[..., None, None] * S + K.mT @ write
+        # −U[t] = b_t S_{t−1}ᵀ k_t, the preconditioner's part of each update (UT transform)
+        U = torch.linalg.solve_triangular(co.T, rhs, upper=False, unitriangular=True)
+        write = write - co.glast.unsqueeze(-1) * U
+    S_new = _baddbmm(co.gamma_last[..., None, None] * S, K.mT, write)
     if m is None:
         return S_new, None
     S_new = S_new + co.rho_last[..., None, None] * m
     m_new = co.delta_last[..., None, None] * m + K.mT @ (co.dlast.unsqueeze(-1) * W)
     return S_new, m_new
+
+
+def _baddbmm(C: Tensor, A: Tensor, B: Tensor) -> Tensor:
+    """``C + A @ B`` over any leading dims, fused into one kernel."""
+    lead = C.shape[:-2]
+    return torch.baddbmm(C.reshape(-1, *C.shape[-2:]), A.reshape(-1, *A.shape[-2:]),
+                         B.reshape(-1, *B.shape[-2:])).view(*lead, *C.shape[-2:])

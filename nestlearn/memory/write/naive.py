@@ -43,20 +43,23 @@ def _linear_token(mem: Memory, M0: list[Tensor], k, v, eta, alpha):
 
 def _mlp_token(mem: Memory, W0: list[Tensor], k, v, eta, alpha):
     """One token for the residual MLP. Order of weights: (W2, W1), matching the stored (A, B)."""
-    W2, W1 = (w.detach().requires_grad_(True) if not w.requires_grad else w for w in W0)
+    # Keep the graph when the caller records one (so gradients flow through the write); otherwise
+    # differentiate fresh leaves, which also works under torch.no_grad().
+    keep = torch.is_grad_enabled()
+    W2, W1 = (w if keep and w.requires_grad else w.detach().requires_grad_(True) for w in W0)
     with torch.enable_grad():
         z = (W2 @ k.unsqueeze(-1)).squeeze(-1)
         h = mem.act(z)
         y = k + (W1 @ h.unsqueeze(-1)).squeeze(-1)
         if mem.rule == "delta":  # deviation D3: eq. 56 layer by layer, ℓ = ½‖M(k) − v‖²
             loss = 0.5 * ((y - v) ** 2).sum()
-            (gz,) = torch.autograd.grad(loss, z, create_graph=True)
+            (gz,) = torch.autograd.grad(loss, z, create_graph=keep)
             eta_k = eta / (1 + eta * (k * k).sum(-1))
             eta_h = eta / (1 + eta * (h * h).sum(-1))
             return [(eta_k[..., None, None] * _outer(z - gz, k), alpha * eta_k, k),  # target z₀ − ∂ℓ/∂z
                     (eta_h[..., None, None] * _outer(v - k, h), alpha * eta_h, h)]  # target v − k
         loss = ((y - v) ** 2).sum() if mem.objective == "l2" else -(y * v).sum()
-        g2, g1 = torch.autograd.grad(loss, (W2, W1), create_graph=True)
+        g2, g1 = torch.autograd.grad(loss, (W2, W1), create_graph=keep)
     P = eta if mem.rule == "dgd" else torch.zeros_like(eta)  # deviation D2: DGD on the input side only
     zero = torch.zeros_like(eta)
     return [(-eta[..., None, None] * g2, P, k), (-eta[..., None, None] * g1, zero, h)]
