@@ -32,7 +32,7 @@ def make_inputs(mem, B=2, T=9, seed=1, requires_grad=False):
 
 
 def max_rel(xs, ys):
-    return max(((x - y).abs().max() / y.abs().max().clamp_min(1e-300)).item() for x, y in zip(xs, ys))
+    return max(((x - y).abs().max() / y.abs().max().clamp_min(1e-300)).item() for x, y in zip(xs, ys, strict=True))
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def test_pieces_equal_one_write(kind, rule, momentum):
     whole = mem.write(mem.init_state(2), k, v, eta, alpha, beta)
     for cuts in ([1, 5, 8, 12, 20], [3, 4, 11], [7]):
         state = mem.init_state(2)
-        for lo, hi in zip([0, *cuts], [*cuts, T]):
+        for lo, hi in zip([0, *cuts], [*cuts, T], strict=True):
             sl = slice(lo, hi)
             state = mem.write(state, k[:, sl], v[:, sl], eta[:, sl], alpha[:, sl],
                               None if beta is None else beta[:, sl])
@@ -201,3 +201,16 @@ def test_reference_runs_without_grad(kind):
         ref = mem.write(s0, k, v, eta, alpha, impl="reference")
     assert not fast.weights[0].requires_grad
     assert max_rel(fast.weights, ref.weights) < 1e-9
+
+
+def test_dgd_fixed_point_is_two_thirds_of_the_value():
+    """Paper-literal DGD with the ℓ2 loss (NL eq. 93) applies k kᵀ twice, once as the decay and once
+    inside the gradient: for one pair written over and over, M k → (2/3) v, while delta → v."""
+    k = torch.nn.functional.normalize(torch.randn(1, 1, 1, 4, dtype=torch.float64), dim=-1)
+    v = torch.randn(1, 1, 1, 4, dtype=torch.float64)
+    for rule, lr, want in (("dgd", 0.2, 2 / 3), ("gd", 0.2, 1.0), ("delta", 1.0, 1.0)):
+        mem = LinearMemory(1, 4, 4, rule=rule, chunk_size=1).double()
+        state = mem.init_state(1)
+        for _ in range(200):
+            state = mem.write(state, k, v, lr=lr)
+        assert torch.allclose(mem.read(state, k), want * v, atol=1e-8), rule

@@ -1,0 +1,118 @@
+"""Chunk-parallel memory write vs the token-loop reference, measured in the same run.
+
+    python benchmarks/memory_write.py            # H=4, D=64, T=2048, C=64, B=8, float32, CPU
+    python benchmarks/memory_write.py --quick    # a smaller shape, for a smoke run
+
+Prints tokens/s of both paths and their ratio for each memory kind and rule, and writes the table
+to benchmarks/results/memory_write.md. Target (issue 2): the chunked linear DGD write is ≥ 10× the
+reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from nestlearn.memory import LinearMemory, MLPMemory
+
+TARGET = 10.0
+
+
+def make_case(kind: str, rule: str, momentum: bool, H: int, D: int, C: int):
+    if kind == "linear":
+        return LinearMemory(H, D, D, rule=rule, chunk_size=C, momentum=momentum)
+    return MLPMemory(H, D, D, rule=rule, chunk_size=C, momentum=momentum)
+
+
+def inputs(mem, B: int, T: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    H, D = mem.heads, mem.dim_in
+    k = torch.nn.functional.normalize(torch.randn(B, T, H, D, generator=g), dim=-1)
+    v = torch.randn(B, T, H, mem.dim_out, generator=g)
+    eta = 0.05 + 0.1 * torch.rand(B, T, H, generator=g)
+    alpha = 0.95 + 0.05 * torch.rand(B, T, H, generator=g)
+    beta = 0.9 * torch.rand(B, T, H, generator=g) if mem.momentum else None
+    return k, v, eta, alpha, beta
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(mem, B, T, impl, train, repeats):
+    k, v, eta, alpha, beta = inputs(mem, B, T)
+    if train:
+        k.requires_grad_(True)
+
+        def run():
+            state = mem.write(mem.init_state(B), k, v, eta, alpha, beta, impl=impl, validate=False)
+            sum(w.sum() for w in state.weights).backward()
+        return timed(run, repeats)
+    with torch.no_grad():
+        return timed(lambda: mem.write(mem.init_state(B), k, v, eta, alpha, beta, impl=impl, validate=False),
+                     repeats)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small shape for a smoke run")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory_write.md"))
+    args = p.parse_args()
+    B, T, H, D, C = (2, 256, 2, 32, 32) if args.quick else (8, 2048, 4, 64, 64)
+    torch.manual_seed(0)
+    cases = [("linear", "dgd", False, False), ("linear", "gd", False, False), ("linear", "delta", False, False),
+             ("linear", "dgd", True, False), ("mlp", "dgd", False, False), ("linear", "dgd", False, True)]
+    rows = []
+    for kind, rule, momentum, train in cases:
+        mem = make_case(kind, rule, momentum, H, D, C)
+        t_chunk = measure(mem, B, T, "chunk", train, repeats=5)
+        t_ref = measure(mem, B, T, "reference", train, repeats=1 if train or kind == "mlp" else 3)
+        rows.append((kind, rule, momentum, "fwd+bwd" if train else "write", B * T / t_chunk, B * T / t_ref,
+                     t_ref / t_chunk))
+        print(f"{kind:6s} {rule:5s} momentum={momentum!s:5s} {rows[-1][3]:7s} chunk {rows[-1][4]:>12,.0f} tok/s"
+              f"  reference {rows[-1][5]:>10,.0f} tok/s  ratio {rows[-1][6]:6.1f}x", flush=True)
+
+    headline = rows[0][6]
+    ok = headline >= TARGET
+    cmd = "python benchmarks/memory_write.py" + (" --quick" if args.quick else "")
+    lines = [
+        "# Memory write: chunk-parallel vs token-loop reference",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Shape: B={B}, T={T}, H={H}, D={D} (MLP hidden={D}), C={C}, float32, CPU, "
+        f"{torch.get_num_threads()} threads  ",
+        f"Machine: {platform.machine()}, {platform.processor() or 'unknown cpu'}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}  ",
+        f"Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; median of 5 runs "
+        "(chunk), 1–3 runs (reference); `write` under no_grad, `fwd+bwd` includes the backward pass.",
+        "",
+        "| memory | rule | momentum | pass | chunk tok/s | reference tok/s | ratio |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for kind, rule, mom, what, c, r, ratio in rows:
+        lines.append(f"| {kind} | {rule} | {'yes' if mom else 'no'} | {what} | {c:,.0f} | {r:,.0f} | {ratio:.1f}× |")
+    lines += ["", f"Target: linear DGD write ≥ {TARGET:.0f}× the reference: "
+              f"{'met' if ok else 'NOT met'} ({headline:.1f}×)."]
+    if not args.quick or args.out != p.get_default("out"):
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+    print(f"target {'met' if ok else 'NOT met'}: linear dgd chunk/reference = {headline:.1f}x (target {TARGET:.0f}x)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
