@@ -1,0 +1,9 @@
+"""Sequence mixers and MLP systems, each ``forward(x, state=None) -> (y, state)``."""
+
+from .attention import Attention, KVCache
+from .cms import CMS, CMSConfig, CMSState, LevelConfig, level_steps
+from .selfmod import SelfModConfig, SelfModifyingTitans, SelfModState
+from .titans import TitansConfig, TitansLMM, TitansState
+
+__all__ = ["CMS", "Attention", "CMSConfig", "CMSState", "KVCache", "LevelConfig", "SelfModConfig",
+           "SelfModState", "SelfModifyingTitans", "TitansConfig", "TitansLMM", "TitansState", "level_steps"]

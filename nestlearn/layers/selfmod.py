@@ -1,0 +1,138 @@
+"""Self-modifying Titans (NL §8.1–8.2, eqs. 83–93): memories that generate their own keys, values,
+learning rates, retention gates and targets, written in context with DGD.
+
+Per head, with x the (conv-ed) input and every memory read at the start of its chunk (NL eq. 90):
+
+    k = M_k(x), v = M_v(x), η = M_η(x), α = M_α(x), q = x W_q          (eq. 83; q adaptive optionally)
+    v̂_□ = M_□(v)                                                       (eq. 84, each memory's own target)
+    M_□ ← M_□(α I − η k kᵀ) − η ∇L(M_□; k, v̂_□),  □ ∈ {k, v, q, η, α, memory}   (eq. 88)
+    o = M_memory(q)
+
+η and α are per-head scalars read out of M_η(x), M_α(x) (softplus·scale, sigmoid). The non-output
+memories are one grouped ``Memory`` whose heads are (memory, head) pairs: one write per chunk for
+all of them. Two chunk sizes: one for ``M_memory``, one for the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..memory import LinearMemory, MemoryState, MLPMemory
+from ..modules import RMSNorm, ShortConv
+
+
+@dataclass
+class SelfModConfig:
+    """Self-modifying Titans. Every row of the paper's ablation (Table 6) is a switch here."""
+
+    heads: int = 4
+    memory: str = "mlp"  # "mlp" (x + W1 σ(W2 x), eq. 89) or "linear"
+    hidden_mult: int = 2  # MLP memory hidden = hidden_mult · head_dim
+    rule: str = "dgd"  # "gd" = the ablation "w/o DGD"
+    momentum: bool = True  # False = "w/o Momentum"
+    weight_decay: bool = True  # False = "w/o weight decay" (α = 1)
+    adaptive_k: bool = True  # False = "w/o inner-projection k" (plain projection)
+    adaptive_v: bool = True  # False = "w/o inner-projection v"
+    adaptive_q: bool = False  # the paper's default: q is the only non-adaptive projection
+    chunk_size: int = 16  # M_memory's chunk
+    chunk_size_other: int = 8  # the other memories' chunk
+    conv_width: int = 4
+    eta_scale: float = 0.05  # η = eta_scale · softplus(·); initial η = eta_scale
+    alpha_init: float = 0.995  # initial retention α
+
+    def validate(self, dim: int) -> None:
+        if dim % self.heads:
+            raise ValueError(f"selfmod.heads must divide model.dim (got dim={dim}, heads={self.heads})")
+        if self.memory not in ("mlp", "linear"):
+            raise ValueError(f"selfmod.memory must be 'mlp' or 'linear' (got {self.memory!r})")
+        for name in ("chunk_size", "chunk_size_other", "conv_width", "hidden_mult"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"selfmod.{name} must be a positive int (got {getattr(self, name)})")
+        if not 0.0 < self.alpha_init < 1.0:
+            raise ValueError(f"selfmod.alpha_init must be in (0, 1) (got {self.alpha_init})")
+
+
+class SelfModState(NamedTuple):
+    conv: Tensor
+    group: MemoryState  # M_k, M_v, (M_q), M_η, M_α
+    memory: MemoryState  # M_memory
+
+
+def _make_memory(cfg: SelfModConfig, heads: int, dim: int, chunk: int):
+    if cfg.memory == "mlp":
+        return MLPMemory(heads, dim, cfg.hidden_mult * dim, rule=cfg.rule, chunk_size=chunk,
+                         momentum=cfg.momentum)
+    mem = LinearMemory(heads, dim, dim, rule=cfg.rule, chunk_size=chunk, momentum=cfg.momentum)
+    with torch.no_grad():  # start as the identity so that self-generated targets M(v) are not zero
+        mem.init[0].copy_(torch.eye(dim).expand(heads, dim, dim) + 0.02 * torch.randn(heads, dim, dim))
+    return mem
+
+
+class SelfModifyingTitans(nn.Module):
+    def __init__(self, dim: int, cfg: SelfModConfig):
+        super().__init__()
+        cfg.validate(dim)
+        self.cfg, self.dim = cfg, dim
+        H, Dh = cfg.heads, dim // cfg.heads
+        self.heads, self.head_dim = H, Dh
+        self.conv = ShortConv(dim, cfg.conv_width)
+        self.names = [n for n in ("k", "v", "q") if getattr(cfg, f"adaptive_{n}")] + ["eta", "alpha"]
+        self.static = nn.ModuleDict({n: nn.Linear(dim, dim, bias=False)
+                                     for n in ("k", "v", "q") if not getattr(cfg, f"adaptive_{n}")})
+        self.group = _make_memory(cfg, len(self.names) * H, Dh, cfg.chunk_size_other)
+        self.memory = _make_memory(cfg, H, Dh, cfg.chunk_size)
+        self.eta_read = nn.Parameter(torch.randn(H, Dh) * Dh ** -0.5 * 0.1)
+        self.eta_bias = nn.Parameter(torch.full((H,), math.log(math.e - 1)))  # softplus = 1
+        self.alpha_read = nn.Parameter(torch.randn(H, Dh) * Dh ** -0.5 * 0.1)
+        self.alpha_bias = nn.Parameter(torch.full((H,), math.log(cfg.alpha_init / (1 - cfg.alpha_init))))
+        self.beta_proj = nn.Linear(dim, H) if cfg.momentum else None
+        self.out_norm = RMSNorm(Dh)
+        self.gate = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def init_state(self, batch_size: int, ref: Tensor) -> SelfModState:
+        conv = ref.new_zeros(batch_size, self.cfg.conv_width - 1, self.dim)
+        return SelfModState(conv, self.group.init_state(batch_size), self.memory.init_state(batch_size))
+
+    def forward(self, x: Tensor, state: SelfModState | None = None) -> tuple[Tensor, SelfModState]:
+        B, T, _ = x.shape
+        H, Dh, G = self.heads, self.head_dim, len(self.names)
+        if state is None:
+            state = self.init_state(B, x)
+        xc, conv = self.conv(x, state.conv)
+        xh = xc.view(B, T, H, Dh)
+        static = {n: lin(xc).view(B, T, H, Dh) for n, lin in self.static.items()}
+        beta_all = torch.sigmoid(self.beta_proj(xc)) if self.beta_proj is not None else None
+        gs, ms = state.group, state.memory
+        outs, p = [], 0
+        while p < T:  # segments end where either memory's chunk ends (absolute positions)
+            n = min(self.group.chunk_size - gs.offset, self.memory.chunk_size - ms.offset, T - p)
+            span = slice(p, p + n)
+            read = self.group.read(gs, xh[:, span].repeat(1, 1, G, 1), at="chunk_start").view(B, n, G, H, Dh)
+            gen = {name: read[:, :, i] for i, name in enumerate(self.names)}
+            k = F.normalize(gen["k"] if "k" in gen else static["k"][:, span], dim=-1)
+            v = F.normalize(gen["v"] if "v" in gen else static["v"][:, span], dim=-1)  # deviation D9
+            q = F.normalize(gen["q"] if "q" in gen else static["q"][:, span], dim=-1)
+            eta = F.softplus((gen["eta"] * self.eta_read).sum(-1) + self.eta_bias) * self.cfg.eta_scale
+            if self.cfg.weight_decay:
+                alpha = torch.sigmoid((gen["alpha"] * self.alpha_read).sum(-1) + self.alpha_bias)
+            else:
+                alpha = torch.ones_like(eta)
+            beta = None if beta_all is None else beta_all[:, span]
+            # NL eq. 84: each memory's own target; constant inside its inner loss (deviation D6)
+            vhat_g = self.group.read(gs, v.repeat(1, 1, G, 1), at="chunk_start")
+            vhat_m = self.memory.read(ms, v, at="chunk_start")
+            outs.append(self.memory.read(ms, q, at="chunk_start"))  # NL eq. 90: chunk-start reads
+            rep = lambda g: None if g is None else g.repeat(1, 1, G)  # noqa: E731
+            gs = self.group.write(gs, k.repeat(1, 1, G, 1), vhat_g, rep(eta), rep(alpha), rep(beta), validate=False)
+            ms = self.memory.write(ms, k, vhat_m, eta, alpha, beta, validate=False)
+            p += n
+        o = self.out_norm(torch.cat(outs, dim=1)).reshape(B, T, self.dim)
+        y = self.proj(o * F.silu(self.gate(xc)))
+        return y, SelfModState(conv, gs, ms)

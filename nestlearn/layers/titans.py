@@ -1,0 +1,101 @@
+"""Titans' neural long-term memory (Titans §3–4) as a sequence mixer: the LMM layer.
+
+    q, k, v = conv(silu(x W_q)), conv(silu(x W_k)), conv(silu(x W_v));  q, k ℓ2-normalised
+    S_t = β_t S_{t−1} − θ_t ∇ℓ(M₀; k_t, v_t),   M_t = α_t M_{t−1} + S_t        (Titans eq. 13–14)
+    y_t = M₀(q_t)  (the memory at the start of the chunk, as in chunked training, Titans eq. 16)
+
+with a deep (2-layer residual MLP) memory, data-dependent θ (lr), α (retention = 1 − forget) and β
+(momentum), persistent memory tokens prepended at the start of a sequence (Titans eq. 19), and
+output norm + gate before the output projection (Titans §4.4). The chunked write is the memory
+core's (``rule="gd"`` with momentum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..memory import MemoryState, MLPMemory
+from ..modules import RMSNorm, ShortConv
+
+
+@dataclass
+class TitansConfig:
+    heads: int = 4
+    hidden_mult: int = 2  # memory MLP hidden = hidden_mult · head_dim
+    chunk_size: int = 16
+    persistent_tokens: int = 4
+    max_lr: float = 0.1  # θ_t = max_lr · sigmoid(·)
+    conv_width: int = 4
+    window: int = 64  # sliding window of the attention branch (MAG, MAL)
+
+    def validate(self, dim: int) -> None:
+        if dim % self.heads:
+            raise ValueError(f"titans.heads must divide model.dim (got dim={dim}, heads={self.heads})")
+        for name in ("chunk_size", "conv_width", "hidden_mult", "window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"titans.{name} must be a positive int (got {getattr(self, name)})")
+        if self.persistent_tokens < 0:
+            raise ValueError(f"titans.persistent_tokens must be ≥ 0 (got {self.persistent_tokens})")
+
+
+class TitansState(NamedTuple):
+    conv: Tensor
+    memory: MemoryState
+
+
+class TitansLMM(nn.Module):
+    def __init__(self, dim: int, cfg: TitansConfig):
+        super().__init__()
+        cfg.validate(dim)
+        self.cfg, self.dim = cfg, dim
+        H, Dh = cfg.heads, dim // cfg.heads
+        self.heads, self.head_dim = H, Dh
+        self.persistent = nn.Parameter(torch.randn(cfg.persistent_tokens, dim) * 0.02)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.conv = ShortConv(3 * dim, cfg.conv_width)
+        self.gates = nn.Linear(dim, 3 * H)  # θ (lr), forget, β (momentum)
+        with torch.no_grad():
+            self.gates.bias.copy_(torch.cat([torch.zeros(H), torch.full((H,), -4.0), torch.zeros(H)]))
+        self.memory = MLPMemory(H, Dh, cfg.hidden_mult * Dh, rule="gd", chunk_size=cfg.chunk_size, momentum=True)
+        self.out_norm = RMSNorm(Dh)
+        self.gate = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def init_state(self, batch_size: int, ref: Tensor) -> TitansState:
+        """A fresh sequence: Titans eq. 19's learnable, data-independent tokens come first; they are
+        written into the memory here and their outputs dropped."""
+        blank = TitansState(ref.new_zeros(batch_size, self.cfg.conv_width - 1, 3 * self.dim),
+                            self.memory.init_state(batch_size))
+        if self.cfg.persistent_tokens == 0:
+            return blank
+        prefix = self.persistent.unsqueeze(0).expand(batch_size, -1, -1).to(ref.dtype)
+        return self(prefix, blank)[1]
+
+    def forward(self, x: Tensor, state: TitansState | None = None) -> tuple[Tensor, TitansState]:
+        B, T, _ = x.shape
+        H, Dh = self.heads, self.head_dim
+        if state is None:
+            state = self.init_state(B, x)
+        qkv, conv = self.conv(F.silu(self.qkv(x)), state.conv)
+        q, k, v = qkv.view(B, T, 3, H, Dh).unbind(2)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        g_lr, g_forget, g_mom = self.gates(x).view(B, T, 3, H).unbind(2)
+        lr = self.cfg.max_lr * torch.sigmoid(g_lr)
+        alpha = 1 - torch.sigmoid(g_forget)
+        beta = torch.sigmoid(g_mom)
+        ms, outs, p = state.memory, [], 0
+        while p < T:
+            n = min(self.memory.chunk_size - ms.offset, T - p)
+            span = slice(p, p + n)
+            outs.append(self.memory.read(ms, q[:, span], at="chunk_start"))
+            ms = self.memory.write(ms, k[:, span], v[:, span], lr[:, span], alpha[:, span], beta[:, span],
+                                   validate=False)
+            p += n
+        o = self.out_norm(torch.cat(outs, dim=1)).reshape(B, T, self.dim)
+        y = self.proj(o * F.silu(self.gate(x)))
+        return y, TitansState(conv, ms)

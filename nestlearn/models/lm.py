@@ -1,0 +1,305 @@
+"""One causal language model whose blocks can be any architecture the paper compares.
+
+    logits, loss, state = model(ids, targets=None, state=None)
+
+Blocks (pre-norm, residual):
+    transformer      x + Attn(norm x);        x + SwiGLU(norm x)           (Transformer++)
+    hope_attention   x + Attn(norm x);        x + CMS(norm x)              (NL §8.3)
+    hope             x + SelfModTitans(norm x); x + CMS(norm x)            (NL eqs. 94–97)
+    titans           x + LMM(norm x);         x + SwiGLU(norm x)           (Titans (LMM))
+    titans_mag       x + SWA(n) ⊙ σ(LMM(n)), n = norm x;  x + SwiGLU(norm x)   (Titans eq. 26–28)
+    titans_mal       x + LMM(norm x); x + SWA(norm x);    x + SwiGLU(norm x)   (Titans eq. 29–31)
+
+In-context CMS learning is driven here, because it needs the task loss: the sequence runs in
+segments aligned to absolute positions (the smallest CMS chunk); after a segment whose next token
+is known, the gradient of its next-token loss with respect to every CMS fast weight is accumulated
+and the levels whose chunk ends there step. A segment whose last target is not known yet (the end
+of the input) is kept in the state and replayed, from the state before it, when the next piece
+arrives. Pieces with the carried state therefore equal one call, and generation equals a full
+forward, with every in-context write on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils import _pytree as pytree
+
+from ..layers import CMS, Attention, KVCache, SelfModifyingTitans, TitansLMM
+from ..modules import RMSNorm, SwiGLU
+from .config import ModelConfig
+
+
+class ModelState(NamedTuple):
+    """Everything a model carries between calls (see docs/STATE.md).
+
+    blocks:  per block, the states of its parts (mixer, second mixer or None, CMS or None), as of
+             absolute position ``pos``.
+    pos:     tokens committed into ``blocks``.
+    pending: token ids seen after ``pos`` whose CMS segment is not complete ([B, n], n may be 0);
+             they are replayed from ``blocks`` by the next call.
+    """
+
+    blocks: tuple
+    pos: int
+    pending: Tensor
+
+
+def _cross_entropy(logits: Tensor, targets: Tensor, reduction: str) -> Tensor:
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction=reduction)
+
+
+def _hidden(mult: float, dim: int) -> int:
+    return max(1, int(round(mult * dim)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        kind, dim = cfg.block, cfg.dim
+        self.kind = kind
+        self.norm1, self.norm2 = RMSNorm(dim), RMSNorm(dim)
+        self.mixer2 = self.norm_mid = None
+        if kind in ("transformer", "hope_attention"):
+            self.mixer = Attention(dim, cfg.heads, cfg.max_seq_len, cfg.window)
+        elif kind == "hope":
+            self.mixer = SelfModifyingTitans(dim, cfg.selfmod)
+        else:
+            self.mixer = TitansLMM(dim, cfg.titans)
+            if kind in ("titans_mag", "titans_mal"):
+                self.mixer2 = Attention(dim, cfg.heads, cfg.max_seq_len, cfg.titans.window)
+                self.norm_mid = RMSNorm(dim)
+            if kind == "titans_mag":
+                self.norm_mem = RMSNorm(dim)
+        self.mlp = CMS(dim, cfg.cms) if kind in ("hope", "hope_attention") else SwiGLU(dim, _hidden(cfg.mlp_mult, dim))
+
+    def init_state(self, batch_size: int, ref: Tensor) -> tuple:
+        def mixer_state(m):
+            if isinstance(m, Attention):
+                empty = ref.new_zeros(batch_size, 0, m.heads, m.head_dim)
+                return KVCache(empty, empty, 0)
+            return m.init_state(batch_size, ref)
+
+        return (mixer_state(self.mixer), None if self.mixer2 is None else mixer_state(self.mixer2),
+                self.mlp.init_state(batch_size) if isinstance(self.mlp, CMS) else None)
+
+    def forward(self, x: Tensor, state: tuple) -> tuple[Tensor, tuple]:
+        s_mix, s_mix2, s_mlp = state
+        if self.kind == "titans_mag":
+            n = self.norm1(x)
+            a, s_mix2 = self.mixer2(n, s_mix2)
+            m, s_mix = self.mixer(n, s_mix)
+            x = x + self.norm_mid(a) * torch.sigmoid(self.norm_mem(m))
+        else:
+            h, s_mix = self.mixer(self.norm1(x), s_mix)
+            x = x + h
+            if self.kind == "titans_mal":
+                h, s_mix2 = self.mixer2(self.norm_mid(x), s_mix2)
+                x = x + h
+        if isinstance(self.mlp, CMS):
+            h, s_mlp = self.mlp(self.norm2(x), s_mlp)
+        else:
+            h = self.mlp(self.norm2(x))
+        return x + h, (s_mix, s_mix2, s_mlp)
+
+
+class CausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        nn.init.normal_(self.embed.weight, std=cfg.dim ** -0.5)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.norm = RMSNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        cms = [b.mlp for b in self.blocks if isinstance(b.mlp, CMS)]
+        chunks = [lv.chunk_size for c in cms for i, lv in enumerate(c.cfg.levels) if lv.chunk_size]
+        self.segment = min(chunks) if chunks else 0  # 0: no in-context CMS learning
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- state ---------------------------------------------------------------------------------
+    def init_state(self, batch_size: int) -> ModelState:
+        ref = self.embed.weight
+        blocks = tuple(b.init_state(batch_size, ref) for b in self.blocks)
+        return ModelState(blocks, 0, torch.zeros(batch_size, 0, dtype=torch.long, device=ref.device))
+
+    def new_sequence_state(self, state: ModelState) -> ModelState:
+        """The state for the next sequence: mixers start afresh, CMS levels follow their ``reset``
+        policy (``persistent`` levels keep what they learned)."""
+        fresh = self.init_state(state.pending.shape[0])
+        blocks = []
+        for b, old, new in zip(self.blocks, state.blocks, fresh.blocks, strict=True):
+            cms = b.mlp.reset_for_new_sequence(old[2]) if isinstance(b.mlp, CMS) else None
+            blocks.append((new[0], new[1], cms))
+        return ModelState(tuple(blocks), 0, fresh.pending)
+
+    # ---- forward -------------------------------------------------------------------------------
+    def _check(self, ids: Tensor, targets: Tensor | None, state: ModelState | None) -> None:
+        if not isinstance(ids, Tensor) or ids.dtype != torch.long or ids.dim() != 2:
+            got = f"{ids.dtype} {list(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
+            raise ValueError(f"ids must be a LongTensor [B, T] (got {got})")
+        if ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise ValueError(f"ids is empty (shape {list(ids.shape)}); pass at least one token per row")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.cfg.vocab_size:
+            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}) for vocab_size="
+                             f"{self.cfg.vocab_size} (got min {lo}, max {hi})")
+        if targets is not None and targets.shape != ids.shape:
+            raise ValueError(f"targets must have the shape of ids {list(ids.shape)} (got {list(targets.shape)})")
+        if state is not None:
+            if not isinstance(state, ModelState) or len(state.blocks) != len(self.blocks):
+                raise ValueError(f"state does not belong to this model (expected a ModelState with "
+                                 f"{len(self.blocks)} blocks)")
+            if state.pending.shape[0] != ids.shape[0]:
+                raise ValueError(f"state was made for batch size {state.pending.shape[0]} but ids has "
+                                 f"batch size {ids.shape[0]}")
+
+    def _run(self, ids: Tensor, blocks: tuple) -> tuple[Tensor, tuple]:
+        x = self.embed(ids)
+        new = []
+        for block, s in zip(self.blocks, blocks, strict=True):
+            x, s = block(x, s)
+            new.append(s)
+        return self.head(self.norm(x)), tuple(new)
+
+    def forward(self, ids: Tensor, targets: Tensor | None = None, state: ModelState | None = None):
+        self._check(ids, targets, state)
+        state = self.init_state(ids.shape[0]) if state is None else state
+        if self.segment == 0:
+            logits, blocks = self._run(ids, state.blocks)
+            new = ModelState(blocks, state.pos + ids.shape[1], state.pending)
+        else:
+            logits, new = self._forward_cms(ids, state)
+        loss = None
+        if targets is not None:
+            loss = _cross_entropy(logits, targets, reduction="mean")
+        return logits, loss, new
+
+    def _forward_cms(self, ids: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
+        outer = torch.is_grad_enabled()
+        replay = state.pending.shape[1]
+        seq = torch.cat([state.pending, ids], dim=1) if replay else ids
+        T, S = seq.shape[1], self.segment
+        blocks, pos, p = state.blocks, state.pos, 0
+        cms_blocks = [i for i, b in enumerate(self.blocks) if isinstance(b.mlp, CMS)]
+        outs, pending = [], seq[:, :0]
+        while p < T:
+            n = min(S - pos % S, T - p)
+            seg = seq[:, p:p + n]
+            with torch.enable_grad():
+                blocks = self._grad_ready(blocks, cms_blocks)
+                logits, new = self._run(seg, blocks)
+            outs.append(logits)
+            if p + n == T:  # the last target is not known yet: replay this segment next time
+                pending = seg
+                break
+            # the segment's next-token loss, targets up to seq[p + n] (known now)
+            with torch.enable_grad():
+                loss = _cross_entropy(logits, seq[:, p + 1:p + n + 1], reduction="sum")
+                fast = [w for i in cms_blocks for w in self.blocks[i].mlp.fast_weights(blocks[i][2])]
+                grads = torch.autograd.grad(loss, fast, allow_unused=True, retain_graph=outer)
+            blocks = self._cms_update(new, cms_blocks, list(grads), pos + n)
+            if not outer:  # inference: keep no graph across segments
+                blocks = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, blocks)
+            pos, p = pos + n, p + n
+        logits = torch.cat(outs, dim=1)[:, replay:]
+        if not outer:
+            logits = logits.detach()
+        return logits, ModelState(blocks, pos, pending)
+
+    def _grad_ready(self, blocks: tuple, cms_blocks: list[int]) -> tuple:
+        """CMS fast weights must be part of a graph for the inner gradient, also under no_grad."""
+        out = list(blocks)
+        for i in cms_blocks:
+            cms = self.blocks[i].mlp
+            ws = [w if w.requires_grad else w.detach().requires_grad_(True) for w in cms.fast_weights(out[i][2])]
+            out[i] = (out[i][0], out[i][1], cms.with_weights(out[i][2], ws))
+        return tuple(out)
+
+    def _cms_update(self, blocks: tuple, cms_blocks: list[int], grads: list, pos: int) -> tuple:
+        out = list(blocks)
+        for i in cms_blocks:
+            cms = self.blocks[i].mlp
+            k = len(cms.fast_weights(out[i][2]))
+            g, grads = grads[:k], grads[k:]
+            s = cms.step(cms.accumulate(out[i][2], g), pos)
+            out[i] = (out[i][0], out[i][1], s)
+        return tuple(out)
+
+    # ---- generation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 state: ModelState | None = None, generator: torch.Generator | None = None):
+        """Sample ``max_new_tokens`` after ``ids`` carrying the state; ``temperature=0`` is greedy.
+
+        Returns ``(ids + new tokens, state)``; the state has seen every returned token.
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be ≥ 0 (got {max_new_tokens})")
+        logits, _, state = self(ids, state=state)
+        out = [ids]
+        for _ in range(max_new_tokens):
+            last = logits[:, -1].float()
+            if temperature == 0:
+                nxt = last.argmax(-1, keepdim=True)
+            else:
+                last = last / temperature
+                if top_k is not None:
+                    kth = torch.topk(last, min(top_k, last.shape[-1])).values[:, -1:]
+                    last = last.masked_fill(last < kth, float("-inf"))
+                nxt = torch.multinomial(torch.softmax(last, -1), 1, generator=generator)
+            out.append(nxt)
+            logits, _, state = self(nxt, state=state)
+        return torch.cat(out, dim=1), state
+
+    # ---- saving the in-context memory ----------------------------------------------------------
+    def save_state(self, state: ModelState, path: str | Path) -> None:
+        """Write the in-context state (fast weights, caches, positions) to a safetensors file,
+        atomically (temporary file, then rename)."""
+        from safetensors.torch import save_file
+
+        leaves, _ = pytree.tree_flatten(state)
+        tensors = {f"{i}": t.detach().contiguous() for i, t in enumerate(leaves) if isinstance(t, Tensor)}
+        meta = {"ints": {i: t for i, t in enumerate(leaves) if isinstance(t, int)},
+                "batch_size": state.pending.shape[0], "n_leaves": len(leaves), "block": self.cfg.block}
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"nestlearn_state": json.dumps(meta)})
+        tmp.replace(path)
+
+    def load_state(self, path: str | Path) -> ModelState:
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"state file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads(f.metadata()["nestlearn_state"])
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # a truncated or foreign file
+            raise ValueError(f"{path} is not a readable nestlearn state file ({e})") from e
+        if meta["block"] != self.cfg.block:
+            raise ValueError(f"{path} holds a state of a '{meta['block']}' model, not '{self.cfg.block}'")
+        B = meta["batch_size"]
+        with torch.no_grad():
+            _, _, template = self(torch.zeros(B, 1, dtype=torch.long, device=self.embed.weight.device))
+        leaves, spec = pytree.tree_flatten(template)
+        if len(leaves) != meta["n_leaves"]:
+            raise ValueError(f"{path} does not match this model's state layout")
+        ints = {int(k): v for k, v in meta["ints"].items()}
+        device = self.embed.weight.device
+        new = [tensors[f"{i}"].to(device) if f"{i}" in tensors else ints.get(i) for i in range(len(leaves))]
+        return pytree.tree_unflatten(new, spec)
