@@ -9,7 +9,7 @@ loss): after each segment it takes the gradient of the segment's next-token loss
     θ ← θ − η^(ℓ) Σ_{t ∈ [b − C, b)} ∇_θ ℓ_t,
 
 first-order: the step is detached, so the outer optimizer trains the initial weights θ₀ through
-every use of θ = θ₀ + Δ. Level kinds: ``chunk_size = 0`` is frozen in context (a plain MLP).
+every use of θ = θ₀ + Δ. ``chunk_size = 0`` or ``lr = 0`` is frozen in context (a plain MLP).
 
 Variants: ``sequential`` (eq. 73, default): ``z = MLP₁(u)``, then ``z ← z + MLPₗ(norm(z))``;
 ``nested`` (eq. 72): sequential, and a level is reset to θ₀ when the next slower level steps;
@@ -92,14 +92,16 @@ class CMS(nn.Module):
             for lvl in self.levels[1:] if cfg.variant != "independent" else []:
                 lvl.w_down.mul_(0.1)
 
-    @property
-    def in_context(self) -> list[int]:
-        return [i for i, lv in enumerate(self.cfg.levels) if lv.chunk_size > 0]
+    @staticmethod
+    def learns(lv: LevelConfig) -> bool:
+        """A level learns in context iff it has a chunk and a learning rate; otherwise it is a plain
+        MLP on its (meta-learned) parameters."""
+        return lv.chunk_size > 0 and lv.lr > 0
 
     def init_state(self, batch_size: int) -> CMSState:
         ws, gs = [], []
         for i, (lv, mlp) in enumerate(zip(self.cfg.levels, self.levels, strict=True)):
-            if lv.chunk_size == 0:
+            if not self.learns(lv):
                 ws.append(None)
                 gs.append(None)
                 continue

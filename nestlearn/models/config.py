@@ -92,31 +92,32 @@ def apply_overrides(cfg: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
     return from_dict(to_dict(cfg))
 
 
+# CMS presets use two levels of half the Transformer's MLP width: equal MLP parameters.
 _PRESETS: dict[str, dict] = {
     # trains in seconds on a laptop CPU
     "debug": dict(vocab_size=256, dim=32, layers=2, heads=2, max_seq_len=1024,
                   selfmod=dict(heads=2, chunk_size=8, chunk_size_other=4),
-                  cms=dict(levels=[dict(chunk_size=8, lr=1e-2), dict(chunk_size=32, lr=1e-3)], hidden_mult=2.0),
+                  cms=dict(levels=[dict(chunk_size=8, lr=1e-2), dict(chunk_size=32, lr=1e-3)], hidden_mult=4 / 3),
                   titans=dict(heads=2, chunk_size=8, persistent_tokens=2, window=32)),
     "tiny": dict(vocab_size=512, dim=64, layers=2, heads=4, max_seq_len=2048,
                  selfmod=dict(heads=4, chunk_size=16, chunk_size_other=8),
-                 cms=dict(levels=[dict(chunk_size=16, lr=1e-2), dict(chunk_size=64, lr=1e-3)], hidden_mult=8 / 3),
+                 cms=dict(levels=[dict(chunk_size=16, lr=1e-2), dict(chunk_size=64, lr=1e-3)], hidden_mult=4 / 3),
                  titans=dict(heads=4, chunk_size=16, window=64)),
     # ~10M parameters
-    "small": dict(vocab_size=4096, dim=256, layers=6, heads=4, max_seq_len=4096,
+    "small": dict(vocab_size=4096, dim=288, layers=8, heads=4, max_seq_len=4096,
                   selfmod=dict(heads=4, chunk_size=32, chunk_size_other=8),
-                  cms=dict(levels=[dict(chunk_size=32, lr=1e-3), dict(chunk_size=256, lr=1e-4)], hidden_mult=8 / 3),
+                  cms=dict(levels=[dict(chunk_size=32, lr=1e-3), dict(chunk_size=256, lr=1e-4)], hidden_mult=4 / 3),
                   titans=dict(heads=4, chunk_size=32, window=256)),
     # paper-shaped (NL Table 2: ~760M / ~1.3B; widths are not in the paper, these follow Titans-era shapes)
     "hope-760m": dict(vocab_size=32000, dim=1536, layers=24, heads=16, max_seq_len=4096,
                       selfmod=dict(heads=16, chunk_size=64, chunk_size_other=8),
                       cms=dict(levels=[dict(chunk_size=16, lr=1e-4), dict(chunk_size=512, lr=1e-5)],
-                               hidden_mult=8 / 3),
+                               hidden_mult=4 / 3),
                       titans=dict(heads=16, chunk_size=64, window=512)),
     "hope-1.3b": dict(vocab_size=32000, dim=2048, layers=24, heads=16, max_seq_len=4096,
                       selfmod=dict(heads=16, chunk_size=64, chunk_size_other=8),
                       cms=dict(levels=[dict(chunk_size=16, lr=1e-4), dict(chunk_size=512, lr=1e-5)],
-                               hidden_mult=8 / 3),
+                               hidden_mult=4 / 3),
                       titans=dict(heads=16, chunk_size=64, window=512)),
 }
 PRESETS = tuple(_PRESETS)

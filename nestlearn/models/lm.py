@@ -123,7 +123,7 @@ class CausalLM(nn.Module):
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
         cms = [b.mlp for b in self.blocks if isinstance(b.mlp, CMS)]
-        chunks = [lv.chunk_size for c in cms for i, lv in enumerate(c.cfg.levels) if lv.chunk_size]
+        chunks = [lv.chunk_size for c in cms for lv in c.cfg.levels if CMS.learns(lv)]
         self.segment = min(chunks) if chunks else 0  # 0: no in-context CMS learning
 
     def num_parameters(self) -> int:
@@ -271,7 +271,8 @@ class CausalLM(nn.Module):
         from safetensors.torch import save_file
 
         leaves, _ = pytree.tree_flatten(state)
-        tensors = {f"{i}": t.detach().contiguous() for i, t in enumerate(leaves) if isinstance(t, Tensor)}
+        # clones: leaves may share storage (a chunk-start anchor is the weights themselves)
+        tensors = {f"{i}": t.detach().clone().contiguous() for i, t in enumerate(leaves) if isinstance(t, Tensor)}
         meta = {"ints": {i: t for i, t in enumerate(leaves) if isinstance(t, int)},
                 "batch_size": state.pending.shape[0], "n_leaves": len(leaves), "block": self.cfg.block}
         path = Path(path)

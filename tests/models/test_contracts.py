@@ -1,0 +1,88 @@
+"""DESIGN's contracts for every block kind, with every in-context write on: one call == pieces with
+the carried state; cached generation == argmax of a full forward; causality."""
+
+import pytest
+import torch
+
+from nestlearn.models import BLOCKS
+
+from .conftest import make_model
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_pieces_equal_one_call(block, ids):
+    model = make_model(block)
+    with torch.no_grad():
+        full, _, s_full = model(ids)
+        for cuts in ([1, 2, 7, 8, 13], [5, 16], [4, 8, 12, 16, 20]):
+            state, outs = None, []
+            for lo, hi in zip([0, *cuts], [*cuts, ids.shape[1]], strict=True):
+                logits, _, state = model(ids[:, lo:hi], state=state)
+                outs.append(logits)
+            assert torch.allclose(torch.cat(outs, 1), full, atol=1e-10, rtol=1e-9), cuts
+            # the carried states agree too: the next token sees the same thing
+            nxt = ids[:, :3]
+            a, _, _ = model(nxt, state=state)
+            b, _, _ = model(nxt, state=s_full)
+            assert torch.allclose(a, b, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_token_by_token_equals_one_call(block, ids):
+    model = make_model(block)
+    with torch.no_grad():
+        full, _, _ = model(ids)
+        state, outs = None, []
+        for t in range(ids.shape[1]):
+            logits, _, state = model(ids[:, t:t + 1], state=state)
+            outs.append(logits)
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_greedy_generation_equals_full_forward_argmax(block, ids):
+    model = make_model(block)
+    out, state = model.generate(ids[:, :5], max_new_tokens=12, temperature=0)
+    assert out.shape == (2, 17)
+    with torch.no_grad():
+        logits, _, _ = model(out)
+    assert torch.equal(out[:, 5:], logits[:, 4:-1].argmax(-1))
+    assert state.pos + state.pending.shape[1] == 17
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_causality(block, ids):
+    model = make_model(block)
+    with torch.no_grad():
+        base, _, _ = model(ids)
+        for t in (0, 3, 8, 15, 20):
+            bumped = ids.clone()
+            bumped[:, t] = (bumped[:, t] + 17) % 256
+            logits, _, _ = model(bumped)
+            assert torch.allclose(logits[:, :t], base[:, :t], atol=1e-12, rtol=0), t
+            assert not torch.allclose(logits[:, t], base[:, t]), t
+
+
+@pytest.mark.parametrize("block", ["hope", "hope_attention"])
+def test_cms_levels_really_learn_in_context(block, ids):
+    """The CMS fast weights move during a sequence, and differently with other tokens."""
+    model = make_model(block)
+    with torch.no_grad():
+        _, _, s0 = model(ids[:, :1])
+        _, _, s1 = model(ids)
+        w0 = s0.blocks[0][2].weights[0][0]
+        w1 = s1.blocks[0][2].weights[0][0]
+        assert not torch.allclose(w0, w1)
+        # lr 0 everywhere: the levels are plain MLPs on their parameters, no fast weights
+        frozen = make_model(block, **{"cms.levels.0.lr": 0.0, "cms.levels.1.lr": 0.0})
+        _, _, sf = frozen(ids)
+        assert sf.blocks[0][2].weights == (None, None) and frozen.segment == 0
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_gradients_reach_every_parameter(block, ids):
+    model = make_model(block)
+    _, loss, _ = model(ids, targets=ids)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing

@@ -1,0 +1,146 @@
+"""Ad-hoc stacking, ablation switches, configs and presets, bad input, state save/load."""
+
+import pytest
+import torch
+
+from nestlearn.layers import LevelConfig
+from nestlearn.models import BLOCKS, PRESETS, CausalLM, apply_overrides, from_dict, preset, stack_levels
+
+from .conftest import make_model
+
+
+@pytest.mark.parametrize("variant", ["sequential", "nested"])
+def test_stacking_with_zero_lr_reproduces_the_transformer(variant, ids):
+    torch.manual_seed(0)
+    src = CausalLM(preset("debug", block="transformer")).double()
+    stacked = stack_levels(src, [LevelConfig(4, 0.0), LevelConfig(16, 0.0), LevelConfig(0)], variant=variant)
+    with torch.no_grad():
+        a, _, _ = src(ids)
+        b, _, _ = stacked(ids)
+        assert torch.equal(a, b)
+        learning = stack_levels(src, [LevelConfig(4, 0.05), LevelConfig(16, 0.01)], variant=variant)
+        c, _, _ = learning(ids)
+    assert torch.allclose(a[:, :4], c[:, :4])  # before the first step the CMS is the source MLP
+    assert not torch.allclose(a[:, 8:], c[:, 8:])  # after it, the levels have learned in context
+
+
+ABLATIONS = {  # NL Table 6 rows
+    "w/o DGD": {"selfmod.rule": "gd"},
+    "w/o momentum": {"selfmod.momentum": False},
+    "w/o weight decay": {"selfmod.weight_decay": False},
+    "w/o inner-projection k": {"selfmod.adaptive_k": False},
+    "w/o inner-projection v": {"selfmod.adaptive_v": False},
+    "adaptive q": {"selfmod.adaptive_q": True},
+    "w/o CMS learning": {"cms.levels.0.lr": 0.0, "cms.levels.1.lr": 0.0},
+}
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_each_ablation_changes_the_computation(name, ids):
+    base = make_model("hope")
+    ablated = make_model("hope", **ABLATIONS[name])
+    # share every parameter the two have in common, so only the switch differs
+    own = ablated.state_dict()
+    ablated.load_state_dict({k: v for k, v in base.state_dict().items() if k in own and own[k].shape == v.shape},
+                            strict=False)
+    with torch.no_grad():
+        a, _, _ = base(ids)
+        b, _, _ = ablated(ids)
+    assert torch.isfinite(b).all()
+    assert not torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_build_for_every_block(name, capsys):
+    sizes = {}
+    for block in BLOCKS:
+        cfg = preset(name, block=block)
+        if name.startswith("hope-"):  # paper-shaped: count parameters without allocating them
+            with torch.device("meta"):
+                sizes[block] = CausalLM(cfg).num_parameters()
+        else:
+            sizes[block] = CausalLM(cfg).num_parameters()
+    print(f"\n{name}: " + ", ".join(f"{b} {n / 1e6:.2f}M" for b, n in sizes.items()))
+    if name == "small":
+        assert 5e6 < sizes["transformer"] < 20e6
+    if name == "hope-760m":
+        assert 0.5e9 < sizes["hope"] < 1.1e9
+    if name == "hope-1.3b":
+        assert 1.0e9 < sizes["hope"] < 1.8e9
+
+
+def test_config_overrides_and_unknown_keys():
+    cfg = preset("debug", block="hope", **{"selfmod.rule": "gd", "cms.levels.1.lr": 0.0, "dim": 48})
+    assert cfg.selfmod.rule == "gd" and cfg.cms.levels[1].lr == 0.0 and cfg.dim == 48
+    with pytest.raises(ValueError, match="unknown config key 'selfmod.rul'"):
+        apply_overrides(cfg, {"selfmod.rul": "gd"})
+    with pytest.raises(ValueError, match=r"unknown config key model.cms.levels\[0\].'lrr'"):
+        from_dict({"cms": {"levels": [{"lrr": 1}]}})
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+    with pytest.raises(ValueError, match=r"cms.levels\[1\].chunk_size must be a positive multiple of "
+                                         r"cms.levels\[0\].chunk_size \(got 48 after 32\)"):
+        preset("debug", **{"cms.levels.0.chunk_size": 32, "cms.levels.1.chunk_size": 48})
+    with pytest.raises(ValueError, match="model.block must be one of"):
+        preset("debug", block="mamba")
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_bad_input(block):
+    model = make_model(block)
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 256\)"):
+        model(torch.tensor([[1, 2, 256]]))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 256\)"):
+        model(torch.tensor([[-1, 2]]))
+    with pytest.raises(ValueError, match="ids is empty"):
+        model(torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="ids must be a LongTensor"):
+        model(torch.zeros(1, 3))
+    _, _, state = model(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="state was made for batch size 2 but ids has batch size 1"):
+        model(torch.zeros(1, 3, dtype=torch.long), state=state)
+    with pytest.raises(ValueError, match="state does not belong to this model"):
+        model(torch.zeros(2, 3, dtype=torch.long), state=(1, 2))
+    with pytest.raises(ValueError, match="targets must have the shape of ids"):
+        model(torch.zeros(2, 3, dtype=torch.long), targets=torch.zeros(2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("block", ["transformer", "hope_attention", "titans_mag"])
+def test_attention_positional_limit(block):
+    model = make_model(block, max_seq_len=16)
+    model(torch.zeros(1, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match="past the attention's positional limit max_seq_len=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    _, _, state = model(torch.zeros(1, 10, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_seq_len=16"):
+        model(torch.zeros(1, 10, dtype=torch.long), state=state)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_save_and_load_state_round_trip(block, ids, tmp_path):
+    model = make_model(block)
+    with torch.no_grad():
+        _, _, state = model(ids[:, :13])
+        model.save_state(state, tmp_path / "mem.safetensors")
+        loaded = model.load_state(tmp_path / "mem.safetensors")
+        a, _, _ = model(ids[:, 13:], state=state)
+        b, _, _ = model(ids[:, 13:], state=loaded)
+    assert torch.equal(a, b)
+    assert not (tmp_path / "mem.safetensors.tmp").exists()
+    with pytest.raises(ValueError, match="state file not found"):
+        model.load_state(tmp_path / "nope.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="not a readable nestlearn state file"):
+        model.load_state(tmp_path / "bad.safetensors")
+
+
+def test_persistent_levels_keep_what_they_learned(ids):
+    model = make_model("hope_attention", **{"cms.levels.1.reset": "persistent"})
+    with torch.no_grad():
+        _, _, state = model(ids)
+        nxt = model.new_sequence_state(state)
+    fresh = model.init_state(2)
+    cms_new, cms_old, cms_fresh = nxt.blocks[0][2], state.blocks[0][2], fresh.blocks[0][2]
+    assert torch.equal(cms_new.weights[0][0], cms_fresh.weights[0][0])  # level 0 resets per sequence
+    assert torch.equal(cms_new.weights[1][0], cms_old.weights[1][0])  # level 1 is persistent
+    assert nxt.pos == 0 and nxt.pending.shape[1] == 0
