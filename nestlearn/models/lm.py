@@ -220,11 +220,18 @@ class CausalLM(nn.Module):
         return logits, ModelState(blocks, pos, pending)
 
     def _grad_ready(self, blocks: tuple, cms_blocks: list[int]) -> tuple:
-        """CMS fast weights must be part of a graph for the inner gradient, also under no_grad."""
+        """Fresh handles on the CMS fast weights for this segment's inner gradient.
+
+        The inner gradient is the segment-local one: with respect to the uses of the fast weights in
+        this segment only (activations of earlier segments are context, not differentiated). A view
+        gives a new graph node when the outer loop trains (gradients still reach θ₀ through it); under
+        no_grad a new leaf does the same. Both modes therefore compute the same function.
+        """
         out = list(blocks)
         for i in cms_blocks:
             cms = self.blocks[i].mlp
-            ws = [w if w.requires_grad else w.detach().requires_grad_(True) for w in cms.fast_weights(out[i][2])]
+            ws = [w.view_as(w) if w.requires_grad else w.detach().requires_grad_(True)
+                  for w in cms.fast_weights(out[i][2])]
             out[i] = (out[i][0], out[i][1], cms.with_weights(out[i][2], ws))
         return tuple(out)
 

@@ -86,3 +86,14 @@ def test_gradients_reach_every_parameter(block, ids):
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_training_mode_computes_the_same_function(block, ids):
+    """The forward with the outer graph recorded equals the no_grad forward (inner gradients are
+    segment-local in both)."""
+    model = make_model(block)
+    a, _, _ = model(ids)
+    with torch.no_grad():
+        b, _, _ = model(ids)
+    assert torch.allclose(a.detach(), b, atol=1e-10, rtol=1e-9)
