@@ -33,7 +33,7 @@ class SelfModConfig:
 
     heads: int = 4
     memory: str = "mlp"  # "mlp" (x + W1 σ(W2 x), eq. 89) or "linear"
-    hidden_mult: int = 2  # MLP memory hidden = hidden_mult · head_dim
+    hidden_mult: int = 1  # MLP memory hidden = hidden_mult · head_dim (the paper gives no width)
     rule: str = "dgd"  # "gd" = the ablation "w/o DGD"
     momentum: bool = True  # False = "w/o Momentum"
     weight_decay: bool = True  # False = "w/o weight decay" (α = 1)
@@ -127,8 +127,9 @@ class SelfModifyingTitans(nn.Module):
             beta = None if beta_all is None else beta_all[:, span]
             # NL eq. 84: each memory's own target; constant inside its inner loss (deviation D6)
             vhat_g = self.group.read(gs, v.repeat(1, 1, G, 1), at="chunk_start")
-            vhat_m = self.memory.read(ms, v, at="chunk_start")
-            outs.append(self.memory.read(ms, q, at="chunk_start"))  # NL eq. 90: chunk-start reads
+            # one read of M_memory for its target M(v) and its output M(q) (NL eq. 90: chunk start)
+            vhat_m, o = self.memory.read(ms, torch.cat([v, q], dim=1), at="chunk_start").split(n, dim=1)
+            outs.append(o)
             rep = lambda g: None if g is None else g.repeat(1, 1, G)  # noqa: E731
             gs = self.group.write(gs, k.repeat(1, 1, G, 1), vhat_g, rep(eta), rep(alpha), rep(beta), validate=False)
             ms = self.memory.write(ms, k, vhat_m, eta, alpha, beta, validate=False)

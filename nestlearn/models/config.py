@@ -105,7 +105,7 @@ _PRESETS: dict[str, dict] = {
                  titans=dict(heads=4, chunk_size=16, window=64)),
     # ~10M parameters
     "small": dict(vocab_size=4096, dim=288, layers=8, heads=4, max_seq_len=4096,
-                  selfmod=dict(heads=4, chunk_size=32, chunk_size_other=8),
+                  selfmod=dict(heads=4, chunk_size=64, chunk_size_other=16),
                   cms=dict(levels=[dict(chunk_size=32, lr=1e-3), dict(chunk_size=256, lr=1e-4)], hidden_mult=4 / 3),
                   titans=dict(heads=4, chunk_size=32, window=256)),
     # paper-shaped (NL Table 2: ~760M / ~1.3B; widths are not in the paper, these follow Titans-era shapes)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..base import Memory, MemoryState
-from .chunk import ChunkCoefficients, chunk_step, decay_matrix
+from .chunk import ChunkCoefficients, ChunkGates, chunk_step, decay_matrix
 from .naive import write_reference
 
-__all__ = ["ChunkCoefficients", "chunk_step", "decay_matrix", "write_chunked", "write_reference"]
+__all__ = ["ChunkCoefficients", "ChunkGates", "chunk_step", "decay_matrix", "write_chunked", "write_reference"]
 
 
 def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor,
@@ -31,10 +31,11 @@ def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Te
         a = alpha[..., span]
         bt = None if beta is None else beta[..., span]
         plans = mem._plan(anchor, k[..., span, :], v[..., span, :], eta[..., span], a)
+        gates = ChunkGates(a, bt)  # shared by every matrix of the memory
         new_w, new_m = [], []
         for i, (K, W, b, KS) in enumerate(plans):
             # K @ anchor equals K @ weights only at a chunk start
-            S, m = chunk_step(weights[i], None if mom is None else mom[i], W, ChunkCoefficients(K, a, b, bt),
+            S, m = chunk_step(weights[i], None if mom is None else mom[i], W, ChunkCoefficients(K, gates, b),
                               KS if offset == 0 else None)
             new_w.append(S)
             new_m.append(m)

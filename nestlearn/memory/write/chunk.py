@@ -33,19 +33,15 @@ def decay_matrix(a: Tensor) -> Tensor:
     return g * below.logical_or(torch.eye(n + 1, dtype=torch.bool, device=a.device)).to(a.dtype)
 
 
-class ChunkCoefficients:
-    """Everything of a chunk that depends only on the gates and keys, not on the state.
+class ChunkGates:
+    """The part of a chunk that depends only on the gates ``a, beta`` ``[..., n]``: products of
+    retention and momentum gates. Shared by every matrix of a memory written with the same gates."""
 
-    Shapes: ``K`` ``[..., n, Dk]``; ``a, b, beta`` ``[..., n]`` (``b = None``: no preconditioner,
-    ``beta = None``: no momentum).
-    """
-
-    def __init__(self, K: Tensor, a: Tensor, b: Tensor | None, beta: Tensor | None):
-        self.K, self.b = K, b
+    def __init__(self, a: Tensor, beta: Tensor | None):
         gam = decay_matrix(a)  # [..., n+1, n+1]
         self.gamma_prev = gam[..., :-1, 0]  # γ_{t-1} = Π_{j<t} a_j
         self.gamma_last = gam[..., -1, 0]  # γ_n
-        gshift = gam[..., :-1, 1:]  # [t, i] = Π_{j=i+1}^{t-1} a_j for i < t (strictly lower)
+        self.gshift = gam[..., :-1, 1:]  # [t, i] = Π_{j=i+1}^{t-1} a_j for i < t (strictly lower)
         self.glast = gam[..., -1, 1:]  # [i] = Π_{j=i+1}^{n} a_j
         self.rho_prev = self.rho_last = self.delta_last = self.dlast = None
         if beta is not None:
@@ -55,17 +51,29 @@ class ChunkCoefficients:
             # G[t, i] = Σ_s Γ[t, s] Δ[s, i]: how much of write i reaches S_t through momentum.
             gm = gam[..., :, 1:] @ dl[..., 1:, 1:]  # [..., n+1, n]
             rho = (gam[..., :, 1:] @ dl[..., 1:, :1]).squeeze(-1)  # [..., n+1]: reach of m_0
-            wshift, self.wlast = gm[..., :-1, :], gm[..., -1, :]
+            self.wshift, self.wlast = gm[..., :-1, :], gm[..., -1, :]
             self.rho_prev, self.rho_last = rho[..., :-1], rho[..., -1]
         else:
-            wshift, self.wlast = gshift, self.glast
+            self.wshift, self.wlast = self.gshift, self.glast
+
+
+class ChunkCoefficients:
+    """Everything of a chunk that depends only on the gates and keys, not on the state.
+
+    Shapes: ``K`` ``[..., n, Dk]``; ``b`` ``[..., n]`` (``None``: no preconditioner); the gates as a
+    ``ChunkGates`` (or ``a, beta`` tensors, from which one is built).
+    """
+
+    def __init__(self, K: Tensor, a: Tensor | ChunkGates, b: Tensor | None, beta: Tensor | None = None):
+        self.g = a if isinstance(a, ChunkGates) else ChunkGates(a, beta)
+        self.K, self.b = K, b
         self.bkk_w = self.T = None
         if b is not None:
             kk = K @ K.mT
-            self.bkk_w = b.unsqueeze(-1) * (kk * wshift)
+            self.bkk_w = b.unsqueeze(-1) * (kk * self.g.wshift)
             # T = I + b ⊙ (KKᵀ ∘ Γshift) is unit lower triangular: only its strict lower part is
             # stored, and the solve treats the diagonal as ones.
-            self.T = b.unsqueeze(-1) * (kk * gshift)
+            self.T = b.unsqueeze(-1) * (kk * self.g.gshift)
 
 
 def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients,
@@ -76,22 +84,23 @@ def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients,
     part of each write is recovered through the unit-triangular system of the UT transform.
     ``KS`` may pass ``K @ S`` when the caller has it already.
     """
-    K = co.K
-    write = co.wlast.unsqueeze(-1) * W  # the direct contribution of each write to S_n
+    K, g = co.K, co.g
+    write = g.wlast.unsqueeze(-1) * W  # the direct contribution of each write to S_n
     if co.b is not None:
         KS = K @ S if KS is None else KS
-        rhs = (co.b * co.gamma_prev).unsqueeze(-1) * KS + co.bkk_w @ W
+        rhs = (co.b * g.gamma_prev).unsqueeze(-1) * KS + co.bkk_w @ W
         if m is not None:
-            rhs = rhs + (co.b * co.rho_prev).unsqueeze(-1) * (K @ m)
+            rhs = rhs + (co.b * g.rho_prev).unsqueeze(-1) * (K @ m)
         # −U[t] = b_t S_{t−1}ᵀ k_t, the preconditioner's part of each update (UT transform)
         U = torch.linalg.solve_triangular(co.T, rhs, upper=False, unitriangular=True)
-        write = write - co.glast.unsqueeze(-1) * U
-    S_new = _baddbmm(co.gamma_last[..., None, None] * S, K.mT, write)
+        write = write - g.glast.unsqueeze(-1) * U
+    carry = g.gamma_last[..., None, None] * S
+    if m is not None:  # one pass for both carried terms: γ S + ρ m
+        carry = torch.addcmul(carry, g.rho_last[..., None, None], m)
+    S_new = _baddbmm(carry, K.mT, write)
     if m is None:
         return S_new, None
-    S_new = S_new + co.rho_last[..., None, None] * m
-    m_new = co.delta_last[..., None, None] * m + K.mT @ (co.dlast.unsqueeze(-1) * W)
-    return S_new, m_new
+    return S_new, _baddbmm(g.delta_last[..., None, None] * m, K.mT, g.dlast.unsqueeze(-1) * W)
 
 
 def _baddbmm(C: Tensor, A: Tensor, B: Tensor) -> Tensor:
