@@ -3,7 +3,7 @@ steps along the gradient of the task loss every ``chunk_size`` tokens.
 
 The layer itself only applies its current fast weights; the model drives the learning (it owns the
 loss): after each segment it takes the gradient of the segment's next-token loss with respect to
-``fast_weights(state)``, hands it to ``accumulate``, and calls ``step`` at each absolute position
+``trace_tensors(state)`` (the level activations), hands it to ``accumulate``, and calls ``step`` at each position
 ``b``. A level whose chunk ends at ``b`` then moves (eq. 71, summed over the chunk's positions)
 
     θ ← θ − η^(ℓ) Σ_{t ∈ [b − C, b)} ∇_θ ℓ_t,
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..modules import RMSNorm, SwiGLU, swiglu
@@ -71,11 +72,19 @@ def level_steps(pos: int, chunk_size: int) -> bool:
 
 
 class CMSState(NamedTuple):
-    """Per in-context level: fast weights ``(w_gate, w_up, w_down)`` ``[B, ...]`` and the gradient
-    accumulated since its last step; ``None`` for frozen levels (they use the parameters)."""
+    """Per level (``None`` for frozen levels, which use the parameters):
+
+    weights: fast weights ``(w_gate, w_up, w_down)`` ``[B, D, Dh], [B, D, Dh], [B, Dh, D]``.
+    acc:     the task-loss gradient since the level's last step, as low-rank factors over the tokens
+             seen: ``(x, ∂a, ∂b, h, ∂y)`` ``[B, n, ·]`` with ``∇w_gate = xᵀ∂a``, ``∇w_up = xᵀ∂b``,
+             ``∇w_down = hᵀ∂y`` (a linear layer's gradient over n tokens has rank ≤ n).
+    trace:   the activations ``(x, a, b, h, y)`` of the last forward, which the model differentiates
+             its segment loss against; cleared by ``accumulate``.
+    """
 
     weights: tuple
-    grads: tuple
+    acc: tuple
+    trace: tuple
 
 
 class CMS(nn.Module):
@@ -88,7 +97,7 @@ class CMS(nn.Module):
         self.norms = nn.ModuleList(RMSNorm(dim) for _ in cfg.levels[1:])
         if cfg.variant == "independent":
             self.mix = nn.Parameter(torch.ones(len(cfg.levels)))
-        with torch.no_grad():  # a chain starts as the first level: later levels add nothing yet
+        with torch.no_grad():  # a chain starts as the first level: later levels add little yet
             for lvl in self.levels[1:] if cfg.variant != "independent" else []:
                 lvl.w_down.mul_(0.1)
 
@@ -98,87 +107,100 @@ class CMS(nn.Module):
         MLP on its (meta-learned) parameters."""
         return lv.chunk_size > 0 and lv.lr > 0
 
+    def _empty_acc(self, w: tuple) -> tuple:
+        wg, _, wd = w
+        B, D, Dh = wg.shape
+        z = lambda d: wg.new_zeros(B, 0, d)  # noqa: E731
+        return (z(D), z(Dh), z(Dh), z(Dh), z(wd.shape[-1]))
+
     def init_state(self, batch_size: int) -> CMSState:
-        ws, gs = [], []
-        for i, (lv, mlp) in enumerate(zip(self.cfg.levels, self.levels, strict=True)):
+        ws, accs = [], []
+        for lv, mlp in zip(self.cfg.levels, self.levels, strict=True):
             if not self.learns(lv):
                 ws.append(None)
-                gs.append(None)
+                accs.append(None)
                 continue
             w = tuple(p.unsqueeze(0).expand(batch_size, *p.shape) for p in (mlp.w_gate, mlp.w_up, mlp.w_down))
             ws.append(w)
-            gs.append(tuple(torch.zeros(t.shape, dtype=t.dtype, device=t.device) for t in w))
-            del i
-        return CMSState(tuple(ws), tuple(gs))
+            accs.append(self._empty_acc(w))
+        return CMSState(tuple(ws), tuple(accs), (None,) * len(ws))
 
-    def _level(self, i: int, x: Tensor, state: CMSState) -> Tensor:
+    def _level(self, i: int, x: Tensor, state: CMSState, trace: list) -> Tensor:
         w = state.weights[i]
         if w is None:
             return self.levels[i](x)
-        return swiglu(x, *w)  # per-sample fast weights [B, D, Dh] broadcast over T
+        a, b = x @ w[0], x @ w[1]
+        if torch.is_grad_enabled():  # graph handles for the inner gradient (leaves under no_grad)
+            a = a if a.requires_grad else a.requires_grad_(True)
+            b = b if b.requires_grad else b.requires_grad_(True)
+        h = F.silu(a) * b
+        y = h @ w[2]
+        trace[i] = (x, a, b, h, y)
+        return y
 
     def forward(self, x: Tensor, state: CMSState | None = None) -> tuple[Tensor, CMSState]:
         if state is None:
             state = self.init_state(x.shape[0])
+        trace = [None] * len(self.levels)
         if self.cfg.variant == "independent":
-            y = sum(self.mix[i] * self._level(i, x, state) for i in range(len(self.levels)))
-            return y, state
-        z = self._level(0, x, state)
-        for i in range(1, len(self.levels)):
-            z = z + self._level(i, self.norms[i - 1](z), state)
-        return z, state
+            y = sum(self.mix[i] * self._level(i, x, state, trace) for i in range(len(self.levels)))
+        else:
+            y = self._level(0, x, state, trace)
+            for i in range(1, len(self.levels)):
+                y = y + self._level(i, self.norms[i - 1](y), state, trace)
+        return y, CMSState(state.weights, state.acc, tuple(trace))
 
     # ---- driven by the model ---------------------------------------------------------------
-    def fast_weights(self, state: CMSState) -> list[Tensor]:
-        return [t for w in state.weights if w is not None for t in w]
-
-    def with_weights(self, state: CMSState, flat: list[Tensor]) -> CMSState:
-        """The same state with its fast weights replaced by ``flat`` (as ``fast_weights`` orders them)."""
-        it = iter(flat)
-        ws = tuple(None if w is None else tuple(next(it) for _ in w) for w in state.weights)
-        return CMSState(ws, state.grads)
+    def trace_tensors(self, state: CMSState) -> list[Tensor]:
+        """What the model differentiates its segment loss against: ``(a, b, y)`` per learning level."""
+        return [t for tr in state.trace if tr is not None for t in (tr[1], tr[2], tr[4])]
 
     def accumulate(self, state: CMSState, grads: list[Tensor | None]) -> CMSState:
+        """Append this segment's gradient factors (grads aligned with ``trace_tensors``)."""
         it = iter(grads)
-        gs = []
-        for g in state.grads:
-            if g is None:
-                gs.append(None)
+        accs = list(state.acc)
+        for i, tr in enumerate(state.trace):
+            if tr is None:
                 continue
-            gs.append(tuple(a if d is None else a + d.detach() for a, d in zip(g, [next(it) for _ in g], strict=True)))
-        return CMSState(state.weights, tuple(gs))
+            x, a, b, h, y = tr
+            da, db, dy = (torch.zeros_like(t) if g is None else g.detach() for t, g in zip((a, b, y), (next(it),
+                          next(it), next(it)), strict=True))
+            new = (x.detach(), da, db, h.detach(), dy)
+            accs[i] = tuple(torch.cat([old, n], dim=1) for old, n in zip(accs[i], new, strict=True))
+        return CMSState(state.weights, tuple(accs), (None,) * len(accs))
 
     def step(self, state: CMSState, pos: int) -> CMSState:
         """Apply every level whose chunk ends at ``pos`` (eq. 71); nested: reset faster levels."""
-        ws, gs = list(state.weights), list(state.grads)
+        ws, accs = list(state.weights), list(state.acc)
         stepped = []
         for i, lv in enumerate(self.cfg.levels):
             if ws[i] is None or not level_steps(pos, lv.chunk_size):
                 continue
-            ws[i] = tuple(w - lv.lr * g for w, g in zip(ws[i], gs[i], strict=True))
-            gs[i] = tuple(torch.zeros_like(g) for g in gs[i])
+            x, da, db, h, dy = accs[i]
+            wg, wu, wd = ws[i]
+            # θ ← θ − η Σ_t ∇θ ℓ_t, the sum as one product of the factors
+            ws[i] = (torch.baddbmm(wg, x.mT, da, alpha=-lv.lr), torch.baddbmm(wu, x.mT, db, alpha=-lv.lr),
+                     torch.baddbmm(wd, h.mT, dy, alpha=-lv.lr))
+            accs[i] = self._empty_acc(ws[i])
             stepped.append(i)
-        if self.cfg.variant == "nested":
-            fresh = self.init_state(ws[stepped[0]][0].shape[0]) if stepped else None
+        if self.cfg.variant == "nested" and stepped:
+            fresh = self.init_state(ws[stepped[0]][0].shape[0])
             for i in stepped:  # the faster levels before i start again from θ₀ (eq. 72)
                 for j in range(i):
                     if ws[j] is not None:
-                        ws[j], gs[j] = fresh.weights[j], fresh.grads[j]
-        return CMSState(tuple(ws), tuple(gs))
+                        ws[j], accs[j] = fresh.weights[j], fresh.acc[j]
+        return CMSState(tuple(ws), tuple(accs), state.trace)
 
     def reset_for_new_sequence(self, state: CMSState) -> CMSState:
         """Levels with ``reset="sequence"`` go back to θ₀; persistent ones keep what they learned
         (detached from the previous sequence's graph) and drop partial gradients."""
-        fresh = self.init_state(next(t for w in state.weights if w is not None for t in w).shape[0]) \
-            if any(w is not None for w in state.weights) else state
-        ws, gs = [], []
-        for i, lv in enumerate(self.cfg.levels):
-            if state.weights[i] is None or lv.reset == "sequence":
-                ws.append(fresh.weights[i])
-            else:
-                ws.append(tuple(t.detach() for t in state.weights[i]))
-            gs.append(fresh.grads[i])
-        return CMSState(tuple(ws), tuple(gs))
+        learning = [w for w in state.weights if w is not None]
+        if not learning:
+            return state
+        fresh = self.init_state(learning[0][0].shape[0])
+        ws = [fresh.weights[i] if state.weights[i] is None or lv.reset == "sequence"
+              else tuple(t.detach() for t in state.weights[i]) for i, lv in enumerate(self.cfg.levels)]
+        return CMSState(tuple(ws), fresh.acc, fresh.trace)
 
     @classmethod
     def from_mlps(cls, mlps: list[SwiGLU], cfg: CMSConfig) -> CMS:

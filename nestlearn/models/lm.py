@@ -199,17 +199,17 @@ class CausalLM(nn.Module):
             n = min(S - pos % S, T - p)
             seg = seq[:, p:p + n]
             with torch.enable_grad():
-                blocks = self._grad_ready(blocks, cms_blocks)
                 logits, new = self._run(seg, blocks)
             outs.append(logits)
             if p + n == T:  # the last target is not known yet: replay this segment next time
                 pending = seg
                 break
-            # the segment's next-token loss, targets up to seq[p + n] (known now)
+            # the segment's next-token loss, targets up to seq[p + n] (known now), differentiated
+            # against this segment's CMS activations only (deviation D10)
             with torch.enable_grad():
                 loss = _cross_entropy(logits, seq[:, p + 1:p + n + 1], reduction="sum")
-                fast = [w for i in cms_blocks for w in self.blocks[i].mlp.fast_weights(blocks[i][2])]
-                grads = torch.autograd.grad(loss, fast, allow_unused=True, retain_graph=outer)
+                handles = [t for i in cms_blocks for t in self.blocks[i].mlp.trace_tensors(new[i][2])]
+                grads = torch.autograd.grad(loss, handles, allow_unused=True, retain_graph=outer)
             blocks = self._cms_update(new, cms_blocks, list(grads), pos + n)
             if not outer:  # inference: keep no graph across segments
                 blocks = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, blocks)
@@ -219,30 +219,13 @@ class CausalLM(nn.Module):
             logits = logits.detach()
         return logits, ModelState(blocks, pos, pending)
 
-    def _grad_ready(self, blocks: tuple, cms_blocks: list[int]) -> tuple:
-        """Fresh handles on the CMS fast weights for this segment's inner gradient.
-
-        The inner gradient is the segment-local one: with respect to the uses of the fast weights in
-        this segment only (activations of earlier segments are context, not differentiated). A view
-        gives a new graph node when the outer loop trains (gradients still reach θ₀ through it); under
-        no_grad a new leaf does the same. Both modes therefore compute the same function.
-        """
-        out = list(blocks)
-        for i in cms_blocks:
-            cms = self.blocks[i].mlp
-            ws = [w.view_as(w) if w.requires_grad else w.detach().requires_grad_(True)
-                  for w in cms.fast_weights(out[i][2])]
-            out[i] = (out[i][0], out[i][1], cms.with_weights(out[i][2], ws))
-        return tuple(out)
-
     def _cms_update(self, blocks: tuple, cms_blocks: list[int], grads: list, pos: int) -> tuple:
         out = list(blocks)
         for i in cms_blocks:
             cms = self.blocks[i].mlp
-            k = len(cms.fast_weights(out[i][2]))
+            k = len(cms.trace_tensors(out[i][2]))
             g, grads = grads[:k], grads[k:]
-            s = cms.step(cms.accumulate(out[i][2], g), pos)
-            out[i] = (out[i][0], out[i][1], s)
+            out[i] = (out[i][0], out[i][1], cms.step(cms.accumulate(out[i][2], g), pos))
         return tuple(out)
 
     # ---- generation ----------------------------------------------------------------------------
