@@ -3,7 +3,7 @@
 from .attention import Attention, KVCache
 from .cms import CMS, CMSConfig, CMSState, LevelConfig, level_steps
 from .selfmod import SelfModConfig, SelfModifyingTitans, SelfModState
-from .titans import TitansConfig, TitansLMM, TitansState
+from .titans import MACState, TitansConfig, TitansLMM, TitansMAC, TitansState
 
 __all__ = ["CMS", "Attention", "CMSConfig", "CMSState", "KVCache", "LevelConfig", "SelfModConfig",
-           "SelfModState", "SelfModifyingTitans", "TitansConfig", "TitansLMM", "TitansState", "level_steps"]
+           "SelfModState", "SelfModifyingTitans", "MACState", "TitansConfig", "TitansLMM", "TitansMAC", "TitansState", "level_steps"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..modules import RMSNorm, SwiGLU, swiglu
+from ..modules import RMSNorm, SwiGLU
 
 VARIANTS = ("sequential", "nested", "independent")
 RESETS = ("sequence", "persistent")

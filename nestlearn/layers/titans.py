@@ -99,3 +99,90 @@ class TitansLMM(nn.Module):
         o = self.out_norm(torch.cat(outs, dim=1)).reshape(B, T, self.dim)
         y = self.proj(o * F.silu(self.gate(x)))
         return y, TitansState(conv, ms)
+
+
+class MACState(NamedTuple):
+    conv: Tensor
+    memory: MemoryState
+    k: Tensor  # attention keys of the current segment so far: retrieved h_j and inputs x_j, [B, 2m, H, D]
+    v: Tensor
+    pos: int
+
+
+class TitansMAC(nn.Module):
+    """Memory as Context (Titans eqs. 21–25), causal.
+
+    The sequence is cut into segments of ``chunk_size`` tokens (absolute positions). In a segment,
+    ``h_t = M*(q_t)`` is retrieved from the memory as it was at the segment start; position ``i``
+    attends to the persistent tokens and to ``h_j, x_j`` for ``j ≤ i`` of its segment (the paper's
+    ``[p] ‖ h ‖ S`` with a causal mask: deviation D14); the attention output ``y`` is written into
+    the memory, and ``o = y ⊗ σ(M*(y))`` with the segment-start memory.
+    """
+
+    def __init__(self, dim: int, attn_heads: int, cfg: TitansConfig):
+        super().__init__()
+        cfg.validate(dim)
+        if dim % attn_heads:
+            raise ValueError(f"model.heads must divide model.dim (got dim={dim}, heads={attn_heads})")
+        self.cfg, self.dim = cfg, dim
+        self.mh, self.md = cfg.heads, dim // cfg.heads
+        self.ah, self.ad = attn_heads, dim // attn_heads
+        self.persistent = nn.Parameter(torch.randn(cfg.persistent_tokens, dim) * 0.02)
+        self.q_mem = nn.Linear(dim, dim, bias=False)
+        self.conv = ShortConv(dim, cfg.conv_width)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.attn_proj = nn.Linear(dim, dim, bias=False)
+        self.kv_mem = nn.Linear(dim, 2 * dim, bias=False)
+        self.gates = nn.Linear(dim, 3 * self.mh)
+        with torch.no_grad():
+            self.gates.bias.copy_(torch.cat([torch.zeros(self.mh), torch.full((self.mh,), -4.0),
+                                             torch.zeros(self.mh)]))
+        self.memory = MLPMemory(self.mh, self.md, cfg.hidden_mult * self.md, rule="gd", chunk_size=cfg.chunk_size,
+                                momentum=True)
+        self.out_norm = RMSNorm(dim)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def init_state(self, batch_size: int, ref: Tensor) -> MACState:
+        empty = ref.new_zeros(batch_size, 0, self.ah, self.ad)
+        return MACState(ref.new_zeros(batch_size, self.cfg.conv_width - 1, self.dim),
+                        self.memory.init_state(batch_size), empty, empty, 0)
+
+    def _heads(self, x: Tensor, h: int) -> Tensor:
+        return x.view(*x.shape[:2], h, -1)
+
+    def forward(self, x: Tensor, state: MACState | None = None) -> tuple[Tensor, MACState]:
+        B, T, _ = x.shape
+        state = self.init_state(B, x) if state is None else state
+        C = self.cfg.chunk_size
+        xc, conv = self.conv(x, state.conv)
+        qm = F.normalize(self._heads(F.silu(self.q_mem(xc)), self.mh), dim=-1)
+        ms, ck, cv, pos = state.memory, state.k, state.v, state.pos
+        P = self.persistent.unsqueeze(0).expand(B, -1, -1).to(x.dtype)
+        _, kp, vp = (self._heads(t, self.ah) for t in self.qkv(P).chunk(3, dim=-1))
+        outs, p = [], 0
+        while p < T:
+            n = min(C - pos % C, T - p)
+            span = slice(p, p + n)
+            if pos % C == 0:  # a new segment: its context starts empty
+                ck, cv = ck[:, :0], cv[:, :0]
+            h = self.memory.read(ms, qm[:, span], at="chunk_start").reshape(B, n, self.dim)
+            q, kx, vx = (self._heads(t, self.ah) for t in self.qkv(x[:, span]).chunk(3, dim=-1))
+            _, kh, vh = (self._heads(t, self.ah) for t in self.qkv(h).chunk(3, dim=-1))
+            K = torch.cat([kp, ck, kh, kx], dim=1)
+            V = torch.cat([vp, cv, vh, vx], dim=1)
+            causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            mask = torch.cat([torch.ones(n, kp.shape[1] + ck.shape[1], dtype=torch.bool, device=x.device),
+                              causal, causal], dim=1)
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), K.transpose(1, 2), V.transpose(1, 2),
+                                               attn_mask=mask)
+            y = self.attn_proj(y.transpose(1, 2).reshape(B, n, self.dim))
+            # write the attention output into the memory (Titans eq. 24)
+            kw, vw = (self._heads(F.silu(t), self.mh) for t in self.kv_mem(y).chunk(2, dim=-1))
+            g_lr, g_forget, g_mom = self.gates(y).view(B, n, 3, self.mh).unbind(2)
+            read_y = self.memory.read(ms, F.normalize(kw, dim=-1), at="chunk_start").reshape(B, n, self.dim)
+            ms = self.memory.write(ms, F.normalize(kw, dim=-1), vw, self.cfg.max_lr * torch.sigmoid(g_lr),
+                                   1 - torch.sigmoid(g_forget), torch.sigmoid(g_mom), validate=False)
+            outs.append(y * torch.sigmoid(self.out_norm(read_y)))  # o = y ⊗ M*(y) (eq. 25)
+            ck, cv = torch.cat([ck, kh, kx], dim=1), torch.cat([cv, vh, vx], dim=1)
+            pos, p = pos + n, p + n
+        return self.proj(torch.cat(outs, dim=1)), MACState(conv, ms, ck, cv, pos)

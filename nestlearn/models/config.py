@@ -8,7 +8,7 @@ from typing import Any
 
 from ..layers import CMSConfig, LevelConfig, SelfModConfig, TitansConfig
 
-BLOCKS = ("hope", "hope_attention", "transformer", "titans", "titans_mag", "titans_mal")
+BLOCKS = ("hope", "hope_attention", "transformer", "titans", "titans_mac", "titans_mag", "titans_mal")
 
 
 @dataclass

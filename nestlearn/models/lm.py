@@ -7,6 +7,7 @@ Blocks (pre-norm, residual):
     hope_attention   x + Attn(norm x);        x + CMS(norm x)              (NL §8.3)
     hope             x + SelfModTitans(norm x); x + CMS(norm x)            (NL eqs. 94–97)
     titans           x + LMM(norm x);         x + SwiGLU(norm x)           (Titans (LMM))
+    titans_mac       x + MAC(norm x);         x + SwiGLU(norm x)           (Titans eq. 21–25)
     titans_mag       x + SWA(n) ⊙ σ(LMM(n)), n = norm x;  x + SwiGLU(norm x)   (Titans eq. 26–28)
     titans_mal       x + LMM(norm x); x + SWA(norm x);    x + SwiGLU(norm x)   (Titans eq. 29–31)
 
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from ..layers import CMS, Attention, KVCache, SelfModifyingTitans, TitansLMM
+from ..layers import CMS, Attention, KVCache, SelfModifyingTitans, TitansLMM, TitansMAC
 from ..modules import RMSNorm, SwiGLU
 from .config import ModelConfig
 
@@ -71,6 +72,8 @@ class Block(nn.Module):
             self.mixer = Attention(dim, cfg.heads, cfg.max_seq_len, cfg.window)
         elif kind == "hope":
             self.mixer = SelfModifyingTitans(dim, cfg.selfmod)
+        elif kind == "titans_mac":
+            self.mixer = TitansMAC(dim, cfg.heads, cfg.titans)
         else:
             self.mixer = TitansLMM(dim, cfg.titans)
             if kind in ("titans_mag", "titans_mal"):
