@@ -5,5 +5,6 @@ from .cms import CMS, CMSConfig, CMSState, LevelConfig, level_steps
 from .selfmod import SelfModConfig, SelfModifyingTitans, SelfModState
 from .titans import MACState, TitansConfig, TitansLMM, TitansMAC, TitansState
 
-__all__ = ["CMS", "Attention", "CMSConfig", "CMSState", "KVCache", "LevelConfig", "SelfModConfig",
-           "SelfModState", "SelfModifyingTitans", "MACState", "TitansConfig", "TitansLMM", "TitansMAC", "TitansState", "level_steps"]
+__all__ = ["CMS", "Attention", "CMSConfig", "CMSState", "KVCache", "LevelConfig", "MACState", "SelfModConfig",
+           "SelfModState", "SelfModifyingTitans", "TitansConfig", "TitansLMM", "TitansMAC", "TitansState",
+           "level_steps"]
