@@ -6,17 +6,20 @@ from torch import nn
 
 
 def split_params(model: nn.Module, exclude: tuple[type, ...] = (nn.Embedding,),
-                 exclude_names: tuple[str, ...] = ("head", "lm_head")) -> tuple[list, list]:
+                 exclude_names: tuple[str, ...] = ("head", "lm_head", "pos", "cls")) -> tuple[list, list]:
     """``(matrices, others)``: parameters with ≥ 2 dims go to the matrix optimizer, except those of
-    ``exclude`` modules (embeddings) and of modules named in ``exclude_names`` (output heads); every
-    other parameter (norms, biases, embeddings, heads) goes to AdamW.
+    ``exclude`` modules (embeddings) and those whose own name or module name is in ``exclude_names``
+    (output heads, positional tables, class tokens); every other parameter (norms, biases,
+    embeddings, heads) goes to AdamW.
 
     Tied parameters appear once. The two lists partition ``model.parameters()`` exactly (asserted).
     """
     excluded = set()
     for name, module in model.named_modules():
-        if isinstance(module, exclude) or name.split(".")[-1] in exclude_names:
-            excluded.update(id(p) for p in module.parameters(recurse=False))
+        module_excluded = isinstance(module, exclude) or name.split(".")[-1] in exclude_names
+        for pname, p in module.named_parameters(recurse=False):
+            if module_excluded or pname in exclude_names:
+                excluded.add(id(p))
     matrices, others = [], []
     for p in model.parameters():  # deduplicated by nn.Module
         (matrices if p.dim() >= 2 and id(p) not in excluded else others).append(p)
