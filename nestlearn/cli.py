@@ -1,24 +1,129 @@
-"""``nestlearn <verb>`` (also ``python -m nestlearn <verb>``)."""
+"""``nestlearn <verb>`` (also ``python -m nestlearn <verb>``).
+
+    nestlearn train CONFIG [key=value ...] [--resume]
+    nestlearn eval RUN_DIR                     # held-out loss / accuracy of the latest checkpoint
+    nestlearn generate RUN_DIR --prompt TEXT   # streams tokens, carrying the model's state
+    nestlearn quickstart                       # HOPE vs Transformer on generated data, table + plot
+    nestlearn bench                            # a quick throughput check of every block kind
+    nestlearn demo                             # memories learning key→value pairs in context
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+def _run_trainer(run_dir: str):
+    from .train import Trainer, load_config
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise SystemExit(f"error: {run} is not a run folder (no config.yaml); pass the train.out_dir of a run")
+    cfg = load_config(run / "config.yaml")
+    cfg.train.progress = False
+    trainer = Trainer(cfg)
+    trainer.load()
+    return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nestlearn", description="Nested Learning in PyTorch")
     sub = parser.add_subparsers(dest="verb", required=True)
-    demo = sub.add_parser("demo", help="memories learning key→value pairs in context, as a table")
-    demo.add_argument("--passes", type=int, default=6, help="passes over the pairs (default 6)")
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", help="a YAML file (configs/debug.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.dim=128 train.steps=20")
+    p.add_argument("--resume", action="store_true", help="continue the run in train.out_dir")
+    p = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
+    p.add_argument("run_dir")
+    p = sub.add_parser("generate", help="generate text from the latest checkpoint of a text run")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p = sub.add_parser("quickstart", help="HOPE vs Transformer on generated recall data: a table and a plot")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--out", default="runs/quickstart")
+    sub.add_parser("bench", help="training tokens/s of every block kind (debug preset), vs the Transformer")
+    p = sub.add_parser("demo", help="memories learning key→value pairs in context, as a table")
+    p.add_argument("--passes", type=int, default=6, help="passes over the pairs (default 6)")
     args = parser.parse_args(argv)
-    if args.verb == "demo":
-        if args.passes < 1:
-            parser.error(f"--passes must be a positive integer (got {args.passes})")
-        from .demo import main as run_demo
 
-        run_demo(args.passes)
+    try:
+        if args.verb == "train":
+            from .train import load_config, train
+
+            trainer = train(load_config(args.config, args.overrides), resume=args.resume)
+            print(f"done: {trainer.out} (step {trainer.step})")
+        elif args.verb == "eval":
+            trainer = _run_trainer(args.run_dir)
+            result = trainer.evaluate()
+            print(f"step {trainer.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        elif args.verb == "generate":
+            _generate(args)
+        elif args.verb == "quickstart":
+            from .quickstart import main as quickstart
+
+            quickstart(steps=args.steps, out=args.out)
+        elif args.verb == "bench":
+            _bench()
+        elif args.verb == "demo":
+            if args.passes < 1:
+                parser.error(f"--passes must be a positive integer (got {args.passes})")
+            from .demo import main as run_demo
+
+            run_demo(args.passes)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _generate(args) -> None:
+    import torch
+
+    trainer = _run_trainer(args.run_dir)
+    tok = getattr(trainer.batches, "tokenizer", None)
+    if tok is None:
+        raise ValueError(f"{args.run_dir} was trained on generated recall data: there is no text to generate")
+    model = trainer.model.eval()
+    ids = tok.encode(args.prompt) or [0]
+    print(args.prompt, end="", flush=True)
+    logits, _, state = model(torch.tensor([ids]))
+    for _ in range(args.max_new_tokens):  # one token at a time, carrying the state
+        last = logits[:, -1] / max(args.temperature, 1e-6)
+        if args.top_k:
+            kth = torch.topk(last, min(args.top_k, last.shape[-1])).values[:, -1:]
+            last = last.masked_fill(last < kth, float("-inf"))
+        nxt = torch.multinomial(torch.softmax(last, -1), 1) if args.temperature > 0 else last.argmax(-1, True)
+        print(tok.decode(nxt[0].tolist()), end="", flush=True)
+        with torch.no_grad():
+            logits, _, state = model(nxt, state=state)
+    print()
+
+
+def _bench() -> None:
+    import time
+
+    import torch
+
+    from .models import BLOCKS, CausalLM, preset
+
+    rates = {}
+    for block in BLOCKS:
+        torch.manual_seed(0)
+        model = CausalLM(preset("debug", block=block))
+        ids = torch.randint(0, 256, (4, 128))
+        for i in range(3):
+            if i == 1:
+                t0 = time.perf_counter()
+            _, loss, _ = model(ids, targets=ids)
+            loss.backward()
+        rates[block] = 2 * ids.numel() / (time.perf_counter() - t0)
+    for block, r in rates.items():
+        print(f"{block:15s} {r:>10,.0f} train tok/s   time/token vs transformer {rates['transformer'] / r:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,331 @@
+"""The one training loop: config → model → optimizer → data → loop with ``every(step, n)`` blocks.
+
+    python -m nestlearn train configs/debug.yaml train.steps=20
+
+Deterministic: batch ``s`` depends only on (seed, s), so a resumed run continues exactly (bitwise on
+CPU). Checkpoints (weights as safetensors, optimizer + RNG, train state) are written to a temporary
+folder and renamed; ``latest`` points at the newest. A non-finite loss skips the step and is
+counted; ``train.max_bad_steps`` in a row stop the run with the step and the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from ..data.synthetic import associative_recall
+from ..models import CausalLM
+from ..optim import DGD, M3, split_params
+from .config import RunConfig, to_dict
+
+
+def every(step: int, n: int) -> bool:
+    return n > 0 and step % n == 0
+
+
+class Optimizers:
+    """One or two optimizers (a matrix optimizer and AdamW for the rest), stepped and saved together."""
+
+    def __init__(self, *opts: torch.optim.Optimizer):
+        self.opts = opts
+        for o in opts:
+            for g in o.param_groups:
+                g.setdefault("base_lr", g["lr"])
+
+    def set_lr_factor(self, factor: float) -> None:
+        for o in self.opts:
+            for g in o.param_groups:
+                g["lr"] = g["base_lr"] * factor
+
+    def step(self) -> None:
+        for o in self.opts:
+            o.step()
+
+    def zero_grad(self) -> None:
+        for o in self.opts:
+            o.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> list:
+        return [o.state_dict() for o in self.opts]
+
+    def load_state_dict(self, states: list) -> None:
+        for o, s in zip(self.opts, states, strict=True):
+            o.load_state_dict(s)
+
+
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> Optimizers:
+    o = cfg.optim
+    mlr = o.lr if o.matrix_lr is None else o.matrix_lr
+    if o.name == "adamw":
+        return Optimizers(torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay))
+    if o.name == "dgd":
+        return Optimizers(DGD(model, lr=mlr, fallback="adamw", fallback_lr=o.lr, betas=o.betas))
+    mats, others = split_params(model)
+    if o.name == "muon":  # torch.optim.Muon takes 2-D parameters only
+        others += [p for p in mats if p.dim() != 2]
+        mats = [p for p in mats if p.dim() == 2]
+        main = torch.optim.Muon(mats, lr=mlr, weight_decay=o.weight_decay, adjust_lr_fn="match_rms_adamw")
+    else:
+        main = M3(mats, lr=mlr, weight_decay=o.weight_decay, adjust_lr_fn="match_rms_adamw")
+    return Optimizers(main, torch.optim.AdamW(others, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay))
+
+
+def lr_factor(cfg: RunConfig, step: int) -> float:
+    """Warm-up, then cosine / warmup-stable-decay / constant, as a factor of the base rate."""
+    o, total = cfg.optim, cfg.train.steps
+    if o.warmup and step < o.warmup:
+        return (step + 1) / o.warmup
+    if o.schedule == "constant":
+        return 1.0
+    if o.schedule == "cosine":
+        progress = (step - o.warmup) / max(1, total - o.warmup)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    start = int(total * (1 - o.decay_fraction))  # wsd
+    if step < start:
+        return 1.0
+    return 1.0 - (1.0 - o.min_lr_ratio) * (step - start) / max(1, total - start)
+
+
+class Batches:
+    """Training and evaluation batches as pure functions of the step."""
+
+    def __init__(self, cfg: RunConfig, out_dir: Path):
+        self.cfg = cfg
+        d = cfg.data
+        self.stream = self.val_stream = None
+        if d.source == "recall":
+            self.vocab_size = 1 + d.recall_keys + d.recall_values
+            return
+        from ..data.text import TokenStream, read_texts
+        from ..data.tokenizer import BPETokenizer, ByteTokenizer, load_tokenizer
+
+        tok_file = out_dir / "tokenizer.json"
+        if tok_file.is_file():
+            self.tokenizer = load_tokenizer(tok_file)
+        elif d.tokenizer == "byte":
+            self.tokenizer = ByteTokenizer()
+        else:
+            self.tokenizer = BPETokenizer.train(read_texts(d.train), d.vocab_size)
+        self.tokenizer.save(tok_file)
+        tok_id = f"{d.tokenizer}-{self.tokenizer.vocab_size}-{_sha(tok_file)}"
+        self.vocab_size = self.tokenizer.vocab_size
+        self.stream = TokenStream.build(d.train, self.tokenizer, d.cache_dir, tok_id)
+        if d.val:
+            self.val_stream = TokenStream.build(d.val, self.tokenizer, d.cache_dir, tok_id)
+        else:  # the last 5% of the training stream is held out
+            cut = int(len(self.stream) * 0.95)
+            self.val_stream = TokenStream(self.stream.tokens[cut:])
+            self.stream = TokenStream(self.stream.tokens[:cut])
+
+    def train(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c, d = self.cfg, self.cfg.data
+        index = step * c.train.grad_accum + micro
+        if self.stream is None:
+            g = torch.Generator().manual_seed(c.train.seed * 1_000_003 + index)
+            return associative_recall(c.train.batch_size, d.recall_pairs, d.recall_queries, d.recall_keys,
+                                      d.recall_values, generator=g)
+        return self.stream.batch(index, c.train.batch_size, d.seq_len, c.train.seed)
+
+    def eval(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c, d = self.cfg, self.cfg.data
+        if self.val_stream is None:
+            g = torch.Generator().manual_seed(-(c.train.seed * 1_000_003 + i + 1) % (2 ** 62))
+            return associative_recall(c.train.batch_size, d.recall_pairs, d.recall_queries, d.recall_keys,
+                                      d.recall_values, generator=g)
+        return self.val_stream.batch(i, c.train.batch_size, d.seq_len, seed=12345)
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.train.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.train.seed)
+        self.batches = Batches(cfg, self.out)
+        cfg.model.vocab_size = self.batches.vocab_size  # the data decides the vocabulary
+        (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.device = torch.device(cfg.train.device)
+        self.model = CausalLM(cfg.model).to(self.device)
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.opt = build_optimizer(cfg, self.model)
+        self.step = 0
+        self.bad_in_a_row = 0
+        self.bad_total = 0
+        self.last_ckpt: Path | None = None
+        self.history: list[dict] = []
+
+    # ---- one step ----------------------------------------------------------------------------
+    def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ids, targets = ids.to(self.device), targets.to(self.device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null()
+        with autocast:
+            _, loss, _ = self.forward(ids, targets=targets)
+        return loss
+
+    def train_step(self) -> float:
+        c = self.cfg
+        self.opt.set_lr_factor(lr_factor(c, self.step))
+        total = 0.0
+        for micro in range(c.train.grad_accum):
+            ids, targets = self.batches.train(self.step, micro)
+            loss = self.loss(ids, targets) / c.train.grad_accum
+            loss.backward()
+            total += loss.item()
+        if not math.isfinite(total):
+            self.opt.zero_grad()
+            self.bad_in_a_row += 1
+            self.bad_total += 1
+            print(f"step {self.step}: non-finite loss ({total}); step skipped "
+                  f"({self.bad_in_a_row} in a row, {self.bad_total} in all)", flush=True)
+            if self.bad_in_a_row >= c.train.max_bad_steps:
+                raise RuntimeError(f"the loss was non-finite for {self.bad_in_a_row} steps in a row (last at step "
+                                   f"{self.step}); stopping. Last good checkpoint: {self.last_ckpt or 'none yet'}")
+            return total
+        self.bad_in_a_row = 0
+        if c.optim.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip)
+        self.opt.step()
+        self.opt.zero_grad()
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        losses, correct, count = [], 0, 0
+        for i in range(self.cfg.train.eval_batches):
+            ids, targets = self.batches.eval(i)
+            logits, loss, _ = self.model(ids.to(self.device), targets=targets.to(self.device))
+            losses.append(loss.item())
+            mask = targets != -100
+            correct += (logits.argmax(-1).cpu()[mask] == targets[mask]).sum().item()
+            count += mask.sum().item()
+        return {"val_loss": sum(losses) / len(losses), "val_acc": correct / max(1, count)}
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save(self) -> Path:
+        from safetensors.torch import save_file
+
+        root = self.out / "checkpoints"
+        root.mkdir(exist_ok=True)
+        final = root / f"step_{self.step:07d}"
+        tmp = root / f".tmp_step_{self.step:07d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()
+                   if k != "head.weight" or not self.cfg.model.tie_embeddings}, str(tmp / "model.safetensors"))
+        torch.save({"optim": self.opt.state_dict(), "rng": torch.get_rng_state()}, tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": self.step, "bad_total": self.bad_total,
+                                                    "bad_in_a_row": self.bad_in_a_row}))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        latest_tmp = root / ".latest.tmp"
+        latest_tmp.write_text(final.name)
+        latest_tmp.replace(root / "latest")
+        self.last_ckpt = final
+        return final
+
+    def load(self, ckpt: Path | None = None) -> None:
+        from safetensors.torch import load_file
+
+        root = self.out / "checkpoints"
+        if ckpt is None:
+            if not (root / "latest").is_file():
+                raise FileNotFoundError(f"no checkpoint to resume from in {root}")
+            ckpt = root / (root / "latest").read_text().strip()
+        try:
+            weights = load_file(str(ckpt / "model.safetensors"))
+            extra = torch.load(ckpt / "optim.pt", weights_only=False)
+            state = json.loads((ckpt / "state.json").read_text())
+        except Exception as e:
+            others = sorted(p.name for p in root.glob("step_*") if p != ckpt)
+            raise ValueError(f"checkpoint {ckpt} is unreadable ({type(e).__name__}: {e}); the other checkpoints "
+                             f"are untouched: {others or 'none'}") from e
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if unexpected or [k for k in missing if k != "head.weight"]:
+            raise ValueError(f"checkpoint {ckpt} does not match the model: missing {missing}, unexpected {unexpected}")
+        self.opt.load_state_dict(extra["optim"])
+        torch.set_rng_state(extra["rng"])
+        self.step, self.bad_total, self.bad_in_a_row = state["step"], state["bad_total"], state["bad_in_a_row"]
+        self.last_ckpt = ckpt
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self, until: int | None = None) -> list[dict]:
+        """Train to ``train.steps`` (or stop after step ``until``, as an interruption would)."""
+        c = self.cfg.train
+        stop = c.steps if until is None else min(until, c.steps)
+        metrics = open(self.out / "metrics.jsonl", "a")
+        bar = None
+        if c.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=c.steps, initial=self.step, desc=self.cfg.model.block, dynamic_ncols=True)
+        t0, tokens = time.perf_counter(), 0
+        try:
+            while self.step < stop:
+                loss = self.train_step()
+                self.step += 1
+                tokens += c.batch_size * c.grad_accum * self._seq_len()
+                if every(self.step, c.log_every) or self.step == c.steps:
+                    rate = tokens / max(1e-9, time.perf_counter() - t0)
+                    row = {"step": self.step, "loss": loss, "lr": self.opt.opts[0].param_groups[0]["lr"],
+                           "tok_s": rate}
+                    self._log(metrics, row)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{rate:,.0f}")
+                if every(self.step, c.eval_every) or self.step == c.steps:
+                    self._log(metrics, {"step": self.step, **self.evaluate()})
+                if every(self.step, c.ckpt_every) or self.step == c.steps:
+                    self.save()
+                if bar is not None:
+                    bar.update(1)
+        except KeyboardInterrupt:
+            path = self.save()
+            print(f"\ninterrupted at step {self.step}: checkpoint written to {path}; resume with --resume")
+            raise
+        finally:
+            metrics.close()
+            if bar is not None:
+                bar.close()
+        return self.history
+
+    def _seq_len(self) -> int:
+        d = self.cfg.data
+        return 2 * (d.recall_pairs + d.recall_queries) if d.source == "recall" else d.seq_len
+
+    def _log(self, fh, row: dict) -> None:
+        self.history.append(row)
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def train(cfg: RunConfig, resume: bool = False) -> Trainer:
+    """Run (or resume) a training run; returns the trainer (model, history, out folder)."""
+    trainer = Trainer(cfg)
+    if resume:
+        trainer.load()
+    elif (trainer.out / "checkpoints" / "latest").is_file() and os.environ.get("NESTLEARN_OVERWRITE") != "1":
+        raise FileExistsError(f"{trainer.out} already holds a run; pass --resume to continue it, or choose "
+                              f"another train.out_dir")
+    trainer.run()
+    return trainer

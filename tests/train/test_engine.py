@@ -1,0 +1,153 @@
+"""The training engine: config precedence, exact resume, checkpoints, NaN handling, data, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nestlearn.data.text import TokenStream, read_texts
+from nestlearn.data.tokenizer import BPETokenizer, ByteTokenizer, load_tokenizer
+from nestlearn.train import Trainer, load_config, lr_factor, train
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = REPO / "configs" / "debug.yaml"
+
+
+def cfg_for(tmp_path, *overrides, steps=6):
+    return load_config(DEBUG, [f"train.out_dir={tmp_path}", f"train.steps={steps}", "train.progress=false",
+                               "train.eval_every=3", "train.ckpt_every=3", "train.log_every=1",
+                               "model.block=hope_attention", *overrides])
+
+
+def test_config_precedence_and_unknown_keys(tmp_path):
+    (tmp_path / "c.yaml").write_text("model: {dim: 48}\ntrain: {steps: 7, batch_size: 4}\n")
+    cfg = load_config(tmp_path / "c.yaml", ["train.steps=9", "model.selfmod.rule=gd"])
+    assert cfg.model.dim == 48  # YAML over defaults
+    assert cfg.train.batch_size == 4 and cfg.train.steps == 9  # command line over YAML
+    assert cfg.model.selfmod.rule == "gd" and cfg.optim.lr == 3e-3  # a default stays
+    with pytest.raises(ValueError, match="unknown config key 'train.stepz'"):
+        load_config(tmp_path / "c.yaml", ["train.stepz=3"])
+    (tmp_path / "bad.yaml").write_text("optim: {lrr: 1}\n")
+    with pytest.raises(ValueError, match="unknown config key 'optim.lrr'"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="train.steps must be a positive int"):
+        load_config(None, ["train.steps=0"])
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match="must look like key=value"):
+        load_config(None, ["train.steps"])
+
+
+def test_resume_equals_uninterrupted_bitwise(tmp_path):
+    full = train(cfg_for(tmp_path / "full"))
+    half = Trainer(cfg_for(tmp_path / "half"))
+    half.run(until=3)  # stopped after step 3 (a checkpoint is written every 3 steps)
+    assert half.step == 3
+    resumed = train(cfg_for(tmp_path / "half"), resume=True)
+    assert resumed.step == 6
+    for (n, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+    losses = lambda t: [h["loss"] for h in t.history if "loss" in h]  # noqa: E731
+    assert losses(full)[3:] == losses(resumed)
+
+
+def test_corrupted_checkpoint_is_reported_and_the_previous_one_kept(tmp_path):
+    train(cfg_for(tmp_path))
+    ckpts = sorted((tmp_path / "checkpoints").glob("step_*"))
+    assert [p.name for p in ckpts] == ["step_0000003", "step_0000006"]
+    latest = ckpts[-1] / "model.safetensors"
+    latest.write_bytes(latest.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match=r"step_0000006 is unreadable .* untouched: \['step_0000003'\]"):
+        train(cfg_for(tmp_path), resume=True)
+    trainer = Trainer(cfg_for(tmp_path))
+    trainer.load(ckpts[0])  # the previous checkpoint still loads
+    assert trainer.step == 3
+    assert not list((tmp_path / "checkpoints").glob(".tmp*"))
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    train(cfg_for(tmp_path, steps=3))
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(cfg_for(tmp_path, steps=3))
+
+
+def test_non_finite_loss_is_skipped_and_reported(tmp_path, capsys):
+    trainer = Trainer(cfg_for(tmp_path))
+    real = trainer.loss
+
+    def sometimes_nan(ids, targets):
+        loss = real(ids, targets)
+        return loss * float("nan") if trainer.step == 2 else loss
+
+    trainer.loss = sometimes_nan
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    assert "step 2: non-finite loss" in capsys.readouterr().out
+    assert trainer.bad_total == 1 and trainer.step == 6
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
+
+
+def test_too_many_non_finite_losses_stop_the_run(tmp_path):
+    trainer = Trainer(cfg_for(tmp_path, "train.max_bad_steps=2", steps=9))
+    real = trainer.loss
+    trainer.loss = lambda ids, t: real(ids, t) * (float("nan") if trainer.step >= 4 else 1.0)
+    with pytest.raises(RuntimeError, match=r"non-finite for 2 steps in a row \(last at step 5\).*step_0000003"):
+        trainer.run()
+
+
+def test_schedules():
+    cfg = load_config(None, ["optim.warmup=10", "train.steps=100", "optim.min_lr_ratio=0.1"])
+    assert lr_factor(cfg, 0) == pytest.approx(0.1) and lr_factor(cfg, 9) == pytest.approx(1.0)
+    assert lr_factor(cfg, 10) == pytest.approx(1.0) and lr_factor(cfg, 100) == pytest.approx(0.1)
+    cfg = load_config(None, ["optim.schedule=wsd", "train.steps=100", "optim.decay_fraction=0.2"])
+    assert lr_factor(cfg, 79) == 1.0 and lr_factor(cfg, 90) == pytest.approx(0.55)
+
+
+def test_tokenizers_round_trip_unicode(tmp_path):
+    text = "Nested learning — ünïcödé, 日本語, emoji 🙂, tabs\tand\nnewlines."
+    byte = ByteTokenizer()
+    assert byte.decode(byte.encode(text)) == text
+    bpe = BPETokenizer.train([text * 20, "plain ascii text " * 50], vocab_size=300)
+    assert bpe.decode(bpe.encode(text)) == text
+    bpe.save(tmp_path / "tok.json")
+    byte.save(tmp_path / "byte.json")
+    assert load_tokenizer(tmp_path / "tok.json").encode(text) == bpe.encode(text)
+    assert isinstance(load_tokenizer(tmp_path / "byte.json"), ByteTokenizer)
+
+
+def test_packing_is_deterministic_and_cached(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("alpha beta gamma " * 40)
+    (tmp_path / "docs" / "b.jsonl").write_text(json.dumps({"text": "delta epsilon " * 40}) + "\n")
+    assert len(list(read_texts(tmp_path / "docs"))) == 2
+    s1 = TokenStream.build(tmp_path / "docs", ByteTokenizer(), tmp_path / "cache", "byte")
+    s2 = TokenStream.build(tmp_path / "docs", ByteTokenizer(), tmp_path / "cache", "byte")
+    assert np.array_equal(np.asarray(s1.tokens), np.asarray(s2.tokens))
+    assert len(list((tmp_path / "cache").glob("tokens-*.npy"))) == 1
+    a, b = s1.batch(5, 4, 16, seed=1), s2.batch(5, 4, 16, seed=1)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[0][:, 1:], a[1][:, :-1])
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        s1.batch(0, 10_000, 16, seed=0)
+    (tmp_path / "bad.jsonl").write_text('{"txt": 1}\n')
+    with pytest.raises(ValueError, match="'text' field"):
+        list(read_texts(tmp_path / "bad.jsonl"))
+
+
+def test_cli_train_runs(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "nestlearn", "train", str(DEBUG), "train.steps=20", f"train.out_dir={tmp_path}",
+           "train.progress=false", "model.block=transformer"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_0000020"
+    bad = subprocess.run(cmd[:5] + ["train.stepz=3"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert bad.returncode == 2 and "unknown config key 'train.stepz'" in bad.stderr
+    ev = subprocess.run([sys.executable, "-m", "nestlearn", "eval", str(tmp_path)], capture_output=True, text=True,
+                        env=env, cwd=REPO, timeout=300)
+    assert ev.returncode == 0 and "val_loss" in ev.stdout
