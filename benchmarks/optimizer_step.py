@@ -21,16 +21,7 @@ from pathlib import Path
 import torch
 
 from nestlearn.models.vit import ViT, ViTConfig
-from nestlearn.optim import M3, split_params
-
-
-class Combined:
-    def __init__(self, *opts):
-        self.opts = opts
-
-    def step(self):
-        for o in self.opts:
-            o.step()
+from nestlearn.optim import M3, Optimizers, split_params
 
 
 def build(name: str, model):
@@ -41,7 +32,7 @@ def build(name: str, model):
     mats = [p for p in mats if p.dim() == 2]
     main = (torch.optim.Muon(mats, lr=1e-3, adjust_lr_fn="match_rms_adamw") if name == "muon"
             else M3(mats, lr=1e-5, slow_every=25, adjust_lr_fn="match_rms_adamw"))
-    return Combined(main, torch.optim.AdamW(others, lr=1e-3))
+    return Optimizers(main, torch.optim.AdamW(others, lr=1e-3))
 
 
 def main() -> int:

@@ -27,27 +27,12 @@ import torch.nn.functional as F
 
 from nestlearn.data.images import load_cifar10_subset, load_fashion_mnist
 from nestlearn.models.vit import ViT, ViTConfig
-from nestlearn.optim import M3, split_params
+from nestlearn.optim import M3, Optimizers, split_params
 
 HERE = Path(__file__).parent
-GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+GRID = (1e-5, 1e-4, 1e-3)
 DATASETS = {"cifar10": ("cifar10_subset", load_cifar10_subset, 32, 3),
             "fashion_mnist": ("fashion_mnist", load_fashion_mnist, 28, 1)}
-
-
-class Combined:
-    """A matrix optimizer plus AdamW for the rest, stepped together."""
-
-    def __init__(self, *opts):
-        self.opts = opts
-
-    def zero_grad(self):
-        for o in self.opts:
-            o.zero_grad(set_to_none=True)
-
-    def step(self):
-        for o in self.opts:
-            o.step()
 
 
 def make_optimizer(name: str, model, lr: float, args):
@@ -64,7 +49,7 @@ def make_optimizer(name: str, model, lr: float, args):
     else:
         main = M3(mats, lr=lr, betas=(0.95, 0.999, 0.9), alpha=args.alpha, slow_every=args.slow_every,
                   accumulate="ema", weight_decay=args.weight_decay, adjust_lr_fn="match_rms_adamw")
-    return Combined(main, rest)
+    return Optimizers(main, rest)
 
 
 def evaluate(model, x, y, batch=1000):
@@ -115,7 +100,7 @@ def main() -> int:
     p.add_argument("--dataset", choices=[*DATASETS, "both"], default="both")
     p.add_argument("--data-root", default=str(HERE.parents[1].parent / "shared" / "data"))
     p.add_argument("--optimizers", default="adamw,muon,m3")
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--grid", default=",".join(str(g) for g in GRID))

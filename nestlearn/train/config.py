@@ -60,6 +60,7 @@ class TrainSettings:
     ckpt_every: int = 100
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
     device: str = "cpu"
+    parallel: str = "ddp"  # under torchrun: "ddp" or "fsdp" (fully_shard per block)
     compile: bool = False
     progress: bool = True
 

@@ -23,42 +23,13 @@ from torch import nn
 
 from ..data.synthetic import associative_recall
 from ..models import CausalLM
-from ..optim import DGD, M3, split_params
+from ..optim import DGD, M3, Optimizers, split_params
 from .config import RunConfig, to_dict
+from .distributed import Dist
 
 
 def every(step: int, n: int) -> bool:
     return n > 0 and step % n == 0
-
-
-class Optimizers:
-    """One or two optimizers (a matrix optimizer and AdamW for the rest), stepped and saved together."""
-
-    def __init__(self, *opts: torch.optim.Optimizer):
-        self.opts = opts
-        for o in opts:
-            for g in o.param_groups:
-                g.setdefault("base_lr", g["lr"])
-
-    def set_lr_factor(self, factor: float) -> None:
-        for o in self.opts:
-            for g in o.param_groups:
-                g["lr"] = g["base_lr"] * factor
-
-    def step(self) -> None:
-        for o in self.opts:
-            o.step()
-
-    def zero_grad(self) -> None:
-        for o in self.opts:
-            o.zero_grad(set_to_none=True)
-
-    def state_dict(self) -> list:
-        return [o.state_dict() for o in self.opts]
-
-    def load_state_dict(self, states: list) -> None:
-        for o, s in zip(self.opts, states, strict=True):
-            o.load_state_dict(s)
 
 
 def build_optimizer(cfg: RunConfig, model: nn.Module) -> Optimizers:
@@ -153,14 +124,23 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.out = Path(cfg.train.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(cfg.train.seed)
-        self.batches = Batches(cfg, self.out)
-        cfg.model.vocab_size = self.batches.vocab_size  # the data decides the vocabulary
-        (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.device = torch.device(cfg.train.device)
+        self.dist = Dist(self.device)
+        if self.dist.main:  # rank 0 prepares the folder, tokenizer and token cache; the others then read them
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.batches = Batches(cfg, self.out)
+        self.dist.barrier()
+        if not self.dist.main:
+            self.batches = Batches(cfg, self.out)
+        torch.manual_seed(cfg.train.seed)
+        cfg.model.vocab_size = self.batches.vocab_size  # the data decides the vocabulary
+        if self.dist.main:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.model = CausalLM(cfg.model).to(self.device)
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.rows = self.dist.shard(cfg.train.batch_size)
+        self.forward = self.dist.wrap(self.model, cfg.train.parallel)
+        if cfg.train.compile:
+            self.forward = torch.compile(self.forward)
         self.opt = build_optimizer(cfg, self.model)
         self.step = 0
         self.bad_in_a_row = 0
@@ -182,9 +162,10 @@ class Trainer:
         total = 0.0
         for micro in range(c.train.grad_accum):
             ids, targets = self.batches.train(self.step, micro)
-            loss = self.loss(ids, targets) / c.train.grad_accum
+            loss = self.loss(ids[self.rows], targets[self.rows]) / c.train.grad_accum
             loss.backward()
             total += loss.item()
+        total = self.dist.mean(total)  # every rank sees the same loss, so all skip or step together
         if not math.isfinite(total):
             self.opt.zero_grad()
             self.bad_in_a_row += 1
@@ -215,9 +196,12 @@ class Trainer:
         return {"val_loss": sum(losses) / len(losses), "val_acc": correct / max(1, count)}
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def save(self) -> Path:
+    def save(self) -> Path | None:
         from safetensors.torch import save_file
 
+        if not self.dist.main:
+            self.dist.barrier()
+            return None
         root = self.out / "checkpoints"
         root.mkdir(exist_ok=True)
         final = root / f"step_{self.step:07d}"
@@ -235,6 +219,7 @@ class Trainer:
         latest_tmp.write_text(final.name)
         latest_tmp.replace(root / "latest")
         self.last_ckpt = final
+        self.dist.barrier()
         return final
 
     def load(self, ckpt: Path | None = None) -> None:
@@ -266,9 +251,9 @@ class Trainer:
         """Train to ``train.steps`` (or stop after step ``until``, as an interruption would)."""
         c = self.cfg.train
         stop = c.steps if until is None else min(until, c.steps)
-        metrics = open(self.out / "metrics.jsonl", "a")
+        metrics = open(self.out / "metrics.jsonl", "a") if self.dist.main else open(os.devnull, "w")
         bar = None
-        if c.progress:
+        if c.progress and self.dist.main:
             from tqdm import tqdm
 
             bar = tqdm(total=c.steps, initial=self.step, desc=self.cfg.model.block, dynamic_ncols=True)
@@ -307,8 +292,9 @@ class Trainer:
 
     def _log(self, fh, row: dict) -> None:
         self.history.append(row)
-        fh.write(json.dumps(row) + "\n")
-        fh.flush()
+        if self.dist.main:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
 
 
 class _null:

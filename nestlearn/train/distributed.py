@@ -1,0 +1,58 @@
+"""Distributed set-up, applied from outside the model (the model code never imports
+torch.distributed). ``torchrun --nproc_per_node=N -m nestlearn train ...`` starts N processes;
+each takes its rows of the global batch, DDP averages the gradients (gloo on CPU, NCCL on GPU),
+and rank 0 alone logs and writes checkpoints. In-context memories are per-sample state, not
+parameters, so their writes need nothing special."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+class Dist:
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batch_size: int) -> slice:
+        """This rank's rows of a global batch."""
+        if batch_size % self.world:
+            raise ValueError(f"train.batch_size={batch_size} must be divisible by the number of processes "
+                             f"({self.world})")
+        per = batch_size // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def wrap(self, model: nn.Module, mode: str) -> nn.Module:
+        if self.world == 1 or mode == "none":
+            return model
+        if mode == "ddp":
+            return nn.parallel.DistributedDataParallel(model)
+        if mode == "fsdp":
+            from torch.distributed.fsdp import fully_shard
+
+            for block in model.blocks:  # one shard group per block, then the rest
+                fully_shard(block)
+            fully_shard(model)
+            return model
+        raise ValueError(f"train.parallel must be 'ddp', 'fsdp' or 'none' (got {mode!r})")
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.item() / self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()

@@ -1,0 +1,34 @@
+"""torchrun with 2 CPU processes (gloo) follows the single-process loss at the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _losses(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+@pytest.mark.parametrize("block", ["transformer", "hope_attention"])
+def test_ddp_two_processes_follow_single_process(tmp_path, block):
+    common = ["train.steps=6", "train.log_every=1", "train.eval_every=100", "train.ckpt_every=100",
+              "train.progress=false", f"model.block={block}", "train.batch_size=8"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "nestlearn", "train", "configs/debug.yaml",
+                             f"train.out_dir={tmp_path / 'one'}", *common], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "nestlearn", "train", "configs/debug.yaml", f"train.out_dir={tmp_path / 'two'}",
+                          *common], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(a) == len(b) == 6
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-4)
