@@ -56,3 +56,37 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    # ---- full (unsharded) state for checkpoints; collective under FSDP: every rank must call ----
+    def sharded(self, mode: str) -> bool:
+        return self.world > 1 and mode == "fsdp"
+
+    def full_state(self, model: nn.Module, opts: list, mode: str) -> tuple[dict, list]:
+        if not self.sharded(mode):
+            return model.state_dict(), [o.state_dict() for o in opts]
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return (get_model_state_dict(model, options=full),
+                [get_optimizer_state_dict(model, o, options=full) for o in opts])
+
+    def load_full_state(self, model: nn.Module, opts: list, weights: dict, states: list, mode: str) -> None:
+        if not self.sharded(mode):
+            model.load_state_dict(weights, strict=False)
+            for o, st in zip(opts, states, strict=True):
+                o.load_state_dict(st)
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        full = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False, strict=False)
+        set_model_state_dict(model, weights, options=full)
+        for o, st in zip(opts, states, strict=True):
+            set_optimizer_state_dict(model, o, st, options=full)

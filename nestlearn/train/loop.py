@@ -137,6 +137,12 @@ class Trainer:
         if self.dist.main:
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.model = CausalLM(cfg.model).to(self.device)
+        fsdp_ok = cfg.model.block == "transformer" or (cfg.model.block == "hope_attention" and self.model.segment == 0)
+        if self.dist.sharded(cfg.train.parallel) and not fsdp_ok:
+            raise ValueError(f"train.parallel=fsdp supports models whose in-context state does not start from "
+                             f"parameters (transformer; hope_attention without CMS learning), not "
+                             f"block={cfg.model.block!r}: FSDP shards those parameters outside the block's forward. "
+                             f"Use train.parallel=ddp")
         self.rows = self.dist.shard(cfg.train.batch_size)
         self.forward = self.dist.wrap(self.model, cfg.train.parallel)
         if cfg.train.compile:
@@ -199,6 +205,7 @@ class Trainer:
     def save(self) -> Path | None:
         from safetensors.torch import save_file
 
+        weights, optim = self.dist.full_state(self.model, list(self.opt.opts), self.cfg.train.parallel)
         if not self.dist.main:
             self.dist.barrier()
             return None
@@ -208,9 +215,9 @@ class Trainer:
         tmp = root / f".tmp_step_{self.step:07d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()
+        save_file({k: v.detach().contiguous().cpu().clone() for k, v in weights.items()
                    if k != "head.weight" or not self.cfg.model.tie_embeddings}, str(tmp / "model.safetensors"))
-        torch.save({"optim": self.opt.state_dict(), "rng": torch.get_rng_state()}, tmp / "optim.pt")
+        torch.save({"optim": optim, "rng": torch.get_rng_state()}, tmp / "optim.pt")
         (tmp / "state.json").write_text(json.dumps({"step": self.step, "bad_total": self.bad_total,
                                                     "bad_in_a_row": self.bad_in_a_row}))
         shutil.rmtree(final, ignore_errors=True)
@@ -238,10 +245,12 @@ class Trainer:
             others = sorted(p.name for p in root.glob("step_*") if p != ckpt)
             raise ValueError(f"checkpoint {ckpt} is unreadable ({type(e).__name__}: {e}); the other checkpoints "
                              f"are untouched: {others or 'none'}") from e
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        if unexpected or [k for k in missing if k != "head.weight"]:
-            raise ValueError(f"checkpoint {ckpt} does not match the model: missing {missing}, unexpected {unexpected}")
-        self.opt.load_state_dict(extra["optim"])
+        own = set(self.model.state_dict())
+        missing, unexpected = own - set(weights) - {"head.weight"}, set(weights) - own
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {ckpt} does not match the model: missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}")
+        self.dist.load_full_state(self.model, list(self.opt.opts), weights, extra["optim"], self.cfg.train.parallel)
         torch.set_rng_state(extra["rng"])
         self.step, self.bad_total, self.bad_in_a_row = state["step"], state["bad_total"], state["bad_in_a_row"]
         self.last_ckpt = ckpt

@@ -1,4 +1,4 @@
-"""torchrun with 2 CPU processes (gloo) follows the single-process loss at the same global batch."""
+"""torchrun with 2 CPU processes (gloo; DDP and FSDP2) follows the single-process loss at the same global batch."""
 
 import json
 import os
@@ -16,10 +16,11 @@ def _losses(run: Path) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
-@pytest.mark.parametrize("block", ["transformer", "hope_attention"])
-def test_ddp_two_processes_follow_single_process(tmp_path, block):
-    common = ["train.steps=6", "train.log_every=1", "train.eval_every=100", "train.ckpt_every=100",
-              "train.progress=false", f"model.block={block}", "train.batch_size=8"]
+@pytest.mark.parametrize("block,parallel", [("transformer", "ddp"), ("hope_attention", "ddp"), ("hope", "ddp"),
+                                            ("transformer", "fsdp")])
+def test_two_processes_follow_single_process(tmp_path, block, parallel):
+    common = ["train.steps=6", "train.log_every=1", "train.eval_every=100", "train.ckpt_every=3",
+              "train.progress=false", f"model.block={block}", "train.batch_size=8", f"train.parallel={parallel}"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "nestlearn", "train", "configs/debug.yaml",
                              f"train.out_dir={tmp_path / 'one'}", *common], cwd=REPO, env=env,
@@ -32,3 +33,13 @@ def test_ddp_two_processes_follow_single_process(tmp_path, block):
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(a) == len(b) == 6
     assert a == pytest.approx(b, rel=1e-4, abs=1e-4)
+    assert (tmp_path / "two" / "checkpoints" / "latest").read_text() == "step_0000006"
+
+
+def test_fsdp_refuses_parameter_derived_state(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "nestlearn", "train", "configs/debug.yaml", f"train.out_dir={tmp_path}",
+                          "train.steps=2", "train.progress=false", "train.batch_size=8", "train.parallel=fsdp"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0 and "Use train.parallel=ddp" in out.stderr
