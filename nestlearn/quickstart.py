@@ -35,7 +35,7 @@ def matched_mlp_mult(target: int, model: dict) -> float:
     return max(1, hidden) / dim
 
 
-def main(steps: int = 300, out: str = "runs/quickstart", blocks: tuple[str, ...] = ("hope", "transformer")) -> dict:
+def main(steps: int = 1000, out: str = "runs/quickstart", blocks: tuple[str, ...] = ("hope", "transformer")) -> dict:
     root = Path(out)
     results = {}
     for block in blocks:
