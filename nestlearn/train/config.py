@@ -76,11 +76,24 @@ class RunConfig:
 _SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainSettings}
 
 
+def _number(key: str, value: Any, annotation: str) -> Any:
+    """YAML 1.1 reads ``1e-4`` as a string: turn numeric strings of float fields into floats."""
+    if isinstance(value, str) and annotation.startswith("float"):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{key} must be a number (got {value!r})") from None
+    if isinstance(value, int) and not isinstance(value, bool) and annotation.startswith("float"):
+        return float(value)
+    return value
+
+
 def _section(cls, data: dict, name: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
             raise ValueError(f"unknown config key '{name}.{key}'; valid keys: {sorted(known)}")
+    data = {k: _number(f"{name}.{k}", v, str(known[k].type)) for k, v in data.items()}
     obj = cls(**data)
     if cls is OptimConfig:
         obj.betas = tuple(obj.betas)
@@ -135,7 +148,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         if rest not in {f.name for f in dataclasses.fields(obj)}:
             raise ValueError(f"unknown config key '{key}'; valid keys: "
                              f"{sorted(f.name for f in dataclasses.fields(obj))}")
-        setattr(obj, rest, tuple(value) if rest == "betas" else value)
+        field_type = str(next(f.type for f in dataclasses.fields(obj) if f.name == rest))
+        setattr(obj, rest, tuple(value) if rest == "betas" else _number(key, value, field_type))
     if model_over:
         cfg.model = apply_overrides(cfg.model, model_over)
     validate(cfg)
@@ -154,7 +168,8 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"optim.name must be one of adamw, muon, m3, dgd (got {o.name!r})")
     if o.schedule not in ("cosine", "wsd", "constant"):
         raise ValueError(f"optim.schedule must be cosine, wsd or constant (got {o.schedule!r})")
-    for name, value in (("optim.lr", o.lr), ("optim.weight_decay", o.weight_decay), ("optim.clip", o.clip)):
+    for name, value in (("optim.lr", o.lr), ("optim.weight_decay", o.weight_decay), ("optim.clip", o.clip),
+                        ("optim.matrix_lr", 0.0 if o.matrix_lr is None else o.matrix_lr)):
         if not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{name} must be a number ≥ 0 (got {value!r})")
     for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "ckpt_every", "max_bad_steps"):

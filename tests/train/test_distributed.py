@@ -16,11 +16,13 @@ def _losses(run: Path) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
-@pytest.mark.parametrize("block,parallel", [("transformer", "ddp"), ("hope_attention", "ddp"), ("hope", "ddp"),
-                                            ("transformer", "fsdp")])
-def test_two_processes_follow_single_process(tmp_path, block, parallel):
+@pytest.mark.parametrize("block,parallel,optim", [("transformer", "ddp", "adamw"), ("hope_attention", "ddp", "adamw"),
+                                                  ("hope", "ddp", "adamw"), ("transformer", "ddp", "m3"),
+                                                  ("transformer", "fsdp", "adamw")])
+def test_two_processes_follow_single_process(tmp_path, block, parallel, optim):
     common = ["train.steps=6", "train.log_every=1", "train.eval_every=100", "train.ckpt_every=3",
-              "train.progress=false", f"model.block={block}", "train.batch_size=8", f"train.parallel={parallel}"]
+              "train.progress=false", f"model.block={block}", "train.batch_size=8", f"train.parallel={parallel}",
+              f"optim.name={optim}", "optim.matrix_lr=1e-4"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "nestlearn", "train", "configs/debug.yaml",
                              f"train.out_dir={tmp_path / 'one'}", *common], cwd=REPO, env=env,
@@ -32,7 +34,11 @@ def test_two_processes_follow_single_process(tmp_path, block, parallel):
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(a) == len(b) == 6
-    assert a == pytest.approx(b, rel=1e-4, abs=1e-4)
+    # M3 orthogonalises in bfloat16 and divides by √V: the last-bit differences of an all-reduced
+    # gradient grow to a few percent within 6 steps, so its trajectory is compared loosely.
+    tol = 0.1 if optim == "m3" else 1e-4
+    assert a == pytest.approx(b, rel=tol, abs=tol)
+    assert a[0] == pytest.approx(b[0], rel=1e-5)  # the first loss is computed before any update
     assert (tmp_path / "two" / "checkpoints" / "latest").read_text() == "step_0000006"
 
 

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,9 @@ def test_config_precedence_and_unknown_keys(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ValueError, match="must look like key=value"):
         load_config(None, ["train.steps"])
+    assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML 1.1 reads 1e-4 as a string
+    with pytest.raises(ValueError, match="optim.lr must be a number"):
+        load_config(None, ["optim.lr=fast"])
 
 
 def test_resume_equals_uninterrupted_bitwise(tmp_path):
@@ -151,3 +156,22 @@ def test_cli_train_runs(tmp_path):
     ev = subprocess.run([sys.executable, "-m", "nestlearn", "eval", str(tmp_path)], capture_output=True, text=True,
                         env=env, cwd=REPO, timeout=300)
     assert ev.returncode == 0 and "val_loss" in ev.stdout
+
+
+def test_ctrl_c_writes_a_checkpoint(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "nestlearn", "train", str(DEBUG), "train.steps=100000",
+                             f"train.out_dir={tmp_path}", "train.progress=false", "model.block=transformer",
+                             "train.log_every=1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "metrics.jsonl").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert "interrupted at step" in out, err[-2000:]
+    latest = (tmp_path / "checkpoints" / "latest").read_text()
+    trainer = Trainer(load_config(tmp_path / "config.yaml", ["train.progress=false"]))
+    trainer.load()
+    assert trainer.step > 0 and latest == f"step_{trainer.step:07d}"
