@@ -102,7 +102,7 @@ class CMS(nn.Module):
                 lvl.w_down.mul_(0.1)
 
     @staticmethod
-    def learns(lv: LevelConfig) -> bool:
+    def learns(lv: LevelConfig) -> bool:  # deviation D11
         """A level learns in context iff it has a chunk and a learning rate; otherwise it is a plain
         MLP on its (meta-learned) parameters."""
         return lv.chunk_size > 0 and lv.lr > 0

@@ -66,7 +66,7 @@ class TitansLMM(nn.Module):
         self.gate = nn.Linear(dim, dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
-    def init_state(self, batch_size: int, ref: Tensor) -> TitansState:
+    def init_state(self, batch_size: int, ref: Tensor) -> TitansState:  # deviation D13
         """A fresh sequence: Titans eq. 19's learnable, data-independent tokens come first; they are
         written into the memory here and their outputs dropped."""
         blank = TitansState(ref.new_zeros(batch_size, self.cfg.conv_width - 1, 3 * self.dim),

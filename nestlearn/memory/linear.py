@@ -34,7 +34,7 @@ class LinearMemory(Memory):
         return [(k, self._precond(k, eta, alpha))]
 
     def _precond(self, k, eta, alpha):
-        if self.rule == "delta":  # NL eq. 56: b = α η′, η′ = η / (1 + η‖k‖²)
+        if self.rule == "delta":  # NL eq. 56, deviation D1: b = α η′, η′ = η / (1 + η‖k‖²)
             return alpha * eta / (1 + eta * (k * k).sum(-1))
         return eta if self.rule == "dgd" else None  # NL eq. 88: DGD adds −η k kᵀ
 
@@ -45,4 +45,4 @@ class LinearMemory(Memory):
         if self.objective == "dot":
             return [(k, eta.unsqueeze(-1) * v, b, None)]  # ∇(−⟨M k, v⟩) = −v kᵀ
         ks = k @ anchor[0]
-        return [(k, -2 * eta.unsqueeze(-1) * (ks - v), b, ks)]  # ∇‖M k − v‖² = 2 (M k − v) kᵀ
+        return [(k, -2 * eta.unsqueeze(-1) * (ks - v), b, ks)]  # ∇‖M k − v‖² = 2 (M k − v) kᵀ (deviation D5)

@@ -93,7 +93,7 @@ def apply_overrides(cfg: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
 
 
 # CMS presets use two levels of half the Transformer's MLP width: equal MLP parameters.
-_PRESETS: dict[str, dict] = {
+_PRESETS: dict[str, dict] = {  # deviation D12
     # trains in seconds on a laptop CPU
     "debug": dict(vocab_size=256, dim=32, layers=2, heads=2, max_seq_len=1024,
                   selfmod=dict(heads=2, chunk_size=8, chunk_size_other=4),

@@ -72,7 +72,7 @@ class DGD(Optimizer):
                 if stats is None or stats[1] == 0:
                     raise RuntimeError("DGD has no input statistics for a layer with a gradient: run the "
                                        "forward pass with gradients enabled before step()")
-                xbar = stats[0] / stats[1]
+                xbar = stats[0] / stats[1]  # deviation D18: the batch second moment
                 eta = group["lr"]
                 eta_p = eta / (1 + eta * float(xbar.diagonal().sum()))
                 if group["weight_decay"]:

@@ -79,7 +79,7 @@ def write_reference(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: 
         updates = token(mem, M0, k[..., t, :], v[..., t, :], eta[..., t], alpha[..., t])
         new = []
         for i, (step, P, x) in enumerate(updates):
-            if mom is not None:  # Titans eq. 13–14: the step feeds a momentum that is then applied
+            if mom is not None:  # Titans eq. 13–14, deviation D4: the step feeds a momentum that is then applied
                 mom[i] = beta[..., t, None, None] * mom[i] + step
                 step = mom[i]
             new.append(_precond(M[i], alpha[..., t], P, x) + step)
