@@ -1,7 +1,8 @@
 """Text sources and packed token streams.
 
 ``read_texts(path)`` yields documents from a text file, a ``.gz`` file, a ``.jsonl`` file (its
-``text`` field) or a folder of those (sorted, recursively). ``TokenStream`` tokenises them once into a
+``text`` field), a folder of those (sorted, recursively), or ``hf:NAME[:CONFIG][@SPLIT]`` (a Hugging Face
+dataset, when ``datasets`` is installed and the network allows). ``TokenStream`` tokenises them once into a
 memmap file cached by a hash of (files, sizes, tokenizer), and serves batches that depend only on
 the step number: training is deterministic and resumes from the step alone.
 """
@@ -30,7 +31,25 @@ def _files(path: Path) -> list[Path]:
     raise FileNotFoundError(f"text source not found: {path}")
 
 
+def read_hf_dataset(spec: str) -> Iterator[str]:
+    """``hf:NAME[:CONFIG][@SPLIT]`` → the ``text`` field of a Hugging Face dataset (needs the
+    ``datasets`` package and network access; optional, never used by the tests)."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise ValueError(f"{spec!r} needs the 'datasets' package: pip install datasets") from e
+    body, _, split = spec[3:].partition("@")
+    name, _, config = body.partition(":")
+    for row in datasets.load_dataset(name, config or None, split=split or "train", streaming=True):
+        if "text" not in row:
+            raise ValueError(f"{spec}: rows have no 'text' field (fields: {sorted(row)})")
+        yield row["text"]
+
+
 def read_texts(path: str | Path) -> Iterator[str]:
+    if str(path).startswith("hf:"):
+        yield from read_hf_dataset(str(path))
+        return
     files = _files(Path(path))
     if not files:
         raise FileNotFoundError(f"no text files ({', '.join(TEXT_SUFFIXES)}) under {path}")
@@ -50,6 +69,9 @@ def read_texts(path: str | Path) -> Iterator[str]:
 
 def source_fingerprint(path: str | Path, tokenizer_id: str) -> str:
     h = hashlib.sha256(tokenizer_id.encode())
+    if str(path).startswith("hf:"):  # a named dataset: its name is its identity
+        h.update(str(path).encode())
+        return h.hexdigest()[:16]
     for f in _files(Path(path)):
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode())

@@ -261,6 +261,7 @@ class Trainer:
         c = self.cfg.train
         stop = c.steps if until is None else min(until, c.steps)
         metrics = open(self.out / "metrics.jsonl", "a") if self.dist.main else open(os.devnull, "w")
+        self._tb = _tensorboard(self.out) if self.dist.main else None
         bar = None
         if c.progress and self.dist.main:
             from tqdm import tqdm
@@ -291,6 +292,8 @@ class Trainer:
             raise
         finally:
             metrics.close()
+            if self._tb is not None:
+                self._tb.close()
             if bar is not None:
                 bar.close()
         return self.history
@@ -304,6 +307,19 @@ class Trainer:
         if self.dist.main:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
+        if getattr(self, "_tb", None) is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self._tb.add_scalar(key, value, row["step"])
+
+
+def _tensorboard(out: Path):
+    """A SummaryWriter in ``out/tensorboard`` when the ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 class _null:

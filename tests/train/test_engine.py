@@ -175,3 +175,15 @@ def test_ctrl_c_writes_a_checkpoint(tmp_path):
     trainer = Trainer(load_config(tmp_path / "config.yaml", ["train.progress=false"]))
     trainer.load()
     assert trainer.step > 0 and latest == f"step_{trainer.step:07d}"
+
+
+def test_tensorboard_logs_when_installed(tmp_path):
+    pytest.importorskip("torch.utils.tensorboard", reason="the tensorboard package is not installed")
+    train(cfg_for(tmp_path, steps=3))
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_hf_source_without_datasets_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(ValueError, match="needs the 'datasets' package"):
+        list(read_texts("hf:wikitext:wikitext-2-raw-v1@train"))
