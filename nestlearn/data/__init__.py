@@ -1,5 +1,9 @@
-"""Data: synthetic tasks (and, with issue 5, tokenizers and packed text streams)."""
+"""Data: synthetic tasks, formal languages, tokenizers, packed text streams, image sets."""
 
-from .synthetic import associative_recall
+from .formal import LANGUAGES, formal_batch, length_bins, next_symbols, sample_string
+from .synthetic import (associative_recall, compression, fuzzy_in_context_recall, in_context_recall, memorization,
+                        mqar, selective_copying)
 
-__all__ = ["associative_recall"]
+__all__ = ["LANGUAGES", "associative_recall", "compression", "formal_batch", "fuzzy_in_context_recall",
+           "in_context_recall", "length_bins", "memorization", "mqar", "next_symbols", "sample_string",
+           "selective_copying"]

@@ -26,3 +26,99 @@ def associative_recall(batch: int, n_pairs: int, n_queries: int, n_keys: int = 1
     first_query = 2 * n_pairs
     targets[:, first_query::2] = a
     return ids, targets
+
+
+def mqar(batch: int, n_pairs: int, seq_len: int, n_keys: int = 64, n_values: int = 64,
+         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Multi-query associative recall (Arora et al. 2023): ``n_pairs`` key–value pairs, then as many
+    queries (keys seen before, with their answers) as fit in ``seq_len`` tokens."""
+    n_queries = (seq_len - 2 * n_pairs) // 2
+    if n_queries < 1:
+        raise ValueError(f"seq_len={seq_len} leaves no room for a query after {n_pairs} pairs")
+    return associative_recall(batch, n_pairs, n_queries, n_keys, n_values, generator)
+
+
+def in_context_recall(batch: int, seq_len: int, n_keys: int = 16, n_values: int = 16,
+                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """MAD in-context recall: a stream of ``k v`` pairs with keys drawn with repetition and a
+    per-sequence key→value map; the target is the value wherever its key has been seen before."""
+    n = seq_len // 2
+    mapping = torch.randint(0, n_values, (batch, n_keys), generator=generator) + n_keys + 1
+    keys = torch.randint(0, n_keys, (batch, n), generator=generator)
+    values = mapping.gather(1, keys)
+    ids = torch.stack([keys + 1, values], 2).flatten(1)
+    targets = torch.full_like(ids, -100)
+    for b in range(batch):
+        seen = set()
+        for i, k in enumerate(keys[b].tolist()):
+            if k in seen:
+                targets[b, 2 * i] = values[b, i]
+            seen.add(k)
+    return ids, targets
+
+
+def fuzzy_in_context_recall(batch: int, seq_len: int, n_keys: int = 8, vocab: int = 16, max_span: int = 3,
+                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """MAD fuzzy in-context recall: keys and values are spans of 1…``max_span`` tokens (key tokens
+    ``1…vocab``, value tokens ``vocab+1…2·vocab``); after a repeated key span, its value span is the target."""
+    ids = torch.zeros(batch, seq_len, dtype=torch.long)
+    targets = torch.full((batch, seq_len), -100, dtype=torch.long)
+    for b in range(batch):
+        def spans(lo: int) -> list[list[int]]:
+            sizes = torch.randint(1, max_span + 1, (n_keys,), generator=generator).tolist()
+            return [torch.randint(lo, lo + vocab, (n,), generator=generator).tolist() for n in sizes]
+
+        key_spans, value_spans = spans(1), spans(vocab + 1)
+        pos, seen = 0, set()
+        while True:
+            k = int(torch.randint(0, n_keys, (1,), generator=generator))
+            ks, vs = key_spans[k], value_spans[k]
+            if pos + len(ks) + len(vs) > seq_len:
+                break
+            ids[b, pos:pos + len(ks)] = torch.tensor(ks)
+            ids[b, pos + len(ks):pos + len(ks) + len(vs)] = torch.tensor(vs)
+            if k in seen:  # predict each value token from the token before it
+                targets[b, pos + len(ks) - 1:pos + len(ks) + len(vs) - 1] = torch.tensor(vs)
+            seen.add(k)
+            pos += len(ks) + len(vs)
+    return ids, targets
+
+
+def selective_copying(batch: int, seq_len: int, n_tokens: int, vocab: int = 16,
+                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """MAD selective copying: ``n_tokens`` content tokens (``2…vocab+1``) at random positions among blanks
+    (token 1) in ``seq_len`` tokens, a separator (``vocab+2``), then the content tokens in order."""
+    blank, sep = 1, vocab + 2
+    ids = torch.full((batch, seq_len + 1 + n_tokens), blank, dtype=torch.long)
+    targets = torch.full_like(ids, -100)
+    for b in range(batch):
+        where = torch.randperm(seq_len, generator=generator)[:n_tokens].sort().values
+        content = torch.randint(2, vocab + 2, (n_tokens,), generator=generator)
+        ids[b, where] = content
+        ids[b, seq_len] = sep
+        ids[b, seq_len + 1:] = content
+        targets[b, seq_len:seq_len + n_tokens] = content
+    return ids, targets
+
+
+def compression(batch: int, seq_len: int, vocab: int = 16,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """MAD compression, as a language-model task: random tokens (``1…vocab``), a compression token
+    (``vocab+1``), then the same tokens again; the target is the sequence, read back after the marker."""
+    seq = torch.randint(1, vocab + 1, (batch, seq_len), generator=generator)
+    ids = torch.cat([seq, torch.full((batch, 1), vocab + 1), seq], dim=1)
+    targets = torch.full_like(ids, -100)
+    targets[:, seq_len:2 * seq_len] = seq
+    return ids, targets
+
+
+def memorization(batch: int, seq_len: int, n_keys: int = 64, n_values: int = 64, mapping_seed: int = 0,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """MAD memorization: ``k v`` pairs under one key→value map fixed for the whole task (by
+    ``mapping_seed``), so the model must store it in its weights; the target is every value."""
+    mapping = torch.randint(0, n_values, (n_keys,), generator=torch.Generator().manual_seed(mapping_seed))
+    keys = torch.randint(0, n_keys, (batch, seq_len // 2), generator=generator)
+    ids = torch.stack([keys + 1, mapping[keys] + n_keys + 1], 2).flatten(1)
+    targets = torch.full_like(ids, -100)
+    targets[:, 0::2] = ids[:, 1::2]
+    return ids, targets

@@ -1,0 +1,122 @@
+"""Formal-language recognition (NL Table 5; the construction of Irie et al. 2023, after Bhattamishra
+et al. 2020): character prediction.
+
+A string ``w`` of the language is fed one symbol at a time after a start symbol; at every position the
+target is the *set* of symbols that may come next (end-of-string ``$`` included when the prefix is
+itself in the language). A model recognises a string when, at every position, its per-symbol
+predictions (sigmoid > 0.5) equal that set; accuracy is the fraction of strings recognised.
+
+Length bins (written here, used by the experiments): training and Bin0 draw lengths in
+``[1, max_len]`` (for aⁿbⁿ-style languages, n in ``[1, max_len // k]``); Bin1 draws lengths in
+``(max_len, 2·max_len]``. Default ``max_len = 50``.
+
+Languages: ``parity`` (strings over {a, b} with an even number of b), ``aa_star`` ((aa)*),
+``abab_star`` ((abab)*), ``anbn`` (aⁿbⁿ), ``anbncn`` (aⁿbⁿcⁿ), ``shuffle2`` (the shuffle of two Dyck-1
+languages over ``()`` and ``[]``).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import Tensor
+
+SYMBOLS = "^$ab()[]c"  # ^ start, $ end; index = token id
+TOKEN = {s: i for i, s in enumerate(SYMBOLS)}
+LANGUAGES = ("parity", "aa_star", "abab_star", "anbn", "anbncn", "shuffle2")
+
+
+def next_symbols(lang: str, prefix: str) -> set[str]:
+    """The symbols that may follow ``prefix`` in some string of ``lang`` (``$``: the prefix is in it)."""
+    if lang == "parity":
+        return {"a", "b"} | ({"$"} if prefix.count("b") % 2 == 0 else set())
+    if lang == "aa_star":
+        return {"a"} | ({"$"} if len(prefix) % 2 == 0 else set())
+    if lang == "abab_star":
+        return {"abab"[len(prefix) % 4]} | ({"$"} if len(prefix) % 4 == 0 else set())
+    if lang in ("anbn", "anbncn"):
+        letters = "ab" if lang == "anbn" else "abc"
+        counts = [prefix.count(x) for x in letters]
+        n, out = counts[0], set()
+        if n == 0:
+            return {"a"}
+        later = sum(counts[1:])
+        if later == 0:
+            out.add("a")
+        for i in range(1, len(letters)):  # the next letter block, while the previous block is complete
+            if counts[i] < n and all(counts[j] == n for j in range(1, i)) and all(counts[j] == 0 for j in
+                                                                                  range(i + 1, len(letters))):
+                out.add(letters[i])
+        if all(c == n for c in counts):
+            out.add("$")
+        return out
+    if lang == "shuffle2":
+        out = {"(", "["}
+        if prefix.count("(") > prefix.count(")"):
+            out.add(")")
+        if prefix.count("[") > prefix.count("]"):
+            out.add("]")
+        if prefix.count("(") == prefix.count(")") and prefix.count("[") == prefix.count("]"):
+            out.add("$")
+        return out
+    raise ValueError(f"unknown language {lang!r}; choose one of {LANGUAGES}")
+
+
+def sample_string(lang: str, length_range: tuple[int, int], rng: random.Random) -> str:
+    """A uniformly random length in the range (the nearest valid one), then a random member."""
+    lo, hi = length_range
+    if lang in ("anbn", "anbncn"):
+        k = 2 if lang == "anbn" else 3
+        n = rng.randint(max(1, -(-lo // k)), max(1, hi // k))
+        return "".join(x * n for x in ("ab" if k == 2 else "abc"))
+    if lang == "aa_star":
+        return "a" * (2 * rng.randint(max(1, -(-lo // 2)), max(1, hi // 2)))
+    if lang == "abab_star":
+        return "abab" * rng.randint(max(1, -(-lo // 4)), max(1, hi // 4))
+    if lang == "parity":
+        n = rng.randint(max(lo, 2), hi)
+        s = [rng.choice("ab") for _ in range(n - 1)]
+        s.append("b" if s.count("b") % 2 else "a")  # make the count of b even
+        return "".join(s)
+    if lang == "shuffle2":
+        n = rng.randint(max(1, -(-lo // 2)), max(1, hi // 2))  # n pairs, length 2n
+        s, open_ = [], {"(": 0, "[": 0}
+        remaining = {"(": 0, "[": 0}
+        for _ in range(n):
+            remaining[rng.choice("([")] += 1
+        while len(s) < 2 * n:
+            moves = [o for o in "([" if remaining[o] > 0] + [c for o, c in (("(", ")"), ("[", "]")) if open_[o] > 0]
+            m = rng.choice(moves)
+            if m in "([":
+                remaining[m] -= 1
+                open_[m] += 1
+            else:
+                open_["(" if m == ")" else "["] -= 1
+            s.append(m)
+        return "".join(s)
+    raise ValueError(f"unknown language {lang!r}; choose one of {LANGUAGES}")
+
+
+def length_bins(max_len: int = 50) -> dict[str, tuple[int, int]]:
+    return {"train": (1, max_len), "bin0": (1, max_len), "bin1": (max_len + 1, 2 * max_len)}
+
+
+def formal_batch(lang: str, batch: int, bin_range: tuple[int, int], seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``ids [B, L]`` (``^`` then the string, right-padded with ``$``), ``targets [B, L, |SYMBOLS|]``
+    (multi-hot next-symbol sets) and ``mask [B, L]`` (positions up to the end of each string)."""
+    rng = random.Random(seed)
+    strings = [sample_string(lang, bin_range, rng) for _ in range(batch)]
+    L = max(len(s) for s in strings) + 1
+    ids = torch.full((batch, L), TOKEN["$"], dtype=torch.long)
+    targets = torch.zeros(batch, L, len(SYMBOLS))
+    mask = torch.zeros(batch, L, dtype=torch.bool)
+    for b, s in enumerate(strings):
+        ids[b, 0] = TOKEN["^"]
+        for i, ch in enumerate(s):
+            ids[b, i + 1] = TOKEN[ch]
+        for i in range(len(s) + 1):
+            for ch in next_symbols(lang, s[:i]):
+                targets[b, i, TOKEN[ch]] = 1.0
+            mask[b, i] = True
+    return ids, targets, mask

@@ -1,0 +1,140 @@
+"""Synthetic tasks: every sample is correct by construction, checked by code written independently."""
+
+import random
+import re
+
+import pytest
+import torch
+
+from nestlearn.data.formal import LANGUAGES, SYMBOLS, formal_batch, length_bins, next_symbols, sample_string
+from nestlearn.data.synthetic import (
+    compression,
+    fuzzy_in_context_recall,
+    in_context_recall,
+    memorization,
+    mqar,
+    selective_copying,
+)
+
+
+def in_language(lang: str, s: str) -> bool:
+    """Membership, written without the generator's next-symbol logic."""
+    if lang == "parity":
+        return re.fullmatch(r"[ab]*", s) is not None and s.count("b") % 2 == 0
+    if lang == "aa_star":
+        return re.fullmatch(r"(aa)*", s) is not None
+    if lang == "abab_star":
+        return re.fullmatch(r"(abab)*", s) is not None
+    if lang == "anbn":
+        m = re.fullmatch(r"(a+)(b+)", s)
+        return m is not None and len(m.group(1)) == len(m.group(2))
+    if lang == "anbncn":
+        m = re.fullmatch(r"(a+)(b+)(c+)", s)
+        return m is not None and len(m.group(1)) == len(m.group(2)) == len(m.group(3))
+    if lang == "shuffle2":
+        depth = {"(": 0, "[": 0}
+        for ch in s:
+            if ch in "([":
+                depth[ch] += 1
+            elif ch in ")]":
+                depth["(" if ch == ")" else "["] -= 1
+                if min(depth.values()) < 0:
+                    return False
+            else:
+                return False
+        return depth == {"(": 0, "[": 0}
+    raise AssertionError(lang)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_samples_are_in_the_language_and_respect_the_bins(lang):
+    rng = random.Random(0)
+    bins = length_bins(20)
+    for name in ("bin0", "bin1"):
+        lo, hi = bins[name]
+        for _ in range(200):
+            s = sample_string(lang, bins[name], rng)
+            assert in_language(lang, s), (lang, s)
+            assert lo <= len(s) <= hi, (lang, name, len(s))
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_next_symbol_sets_agree_with_membership(lang):
+    """``$`` is allowed exactly after members; every actual next symbol of a member is allowed; and no
+    symbol outside the set can extend the prefix to a member of bounded length (checked by brute force)."""
+    rng = random.Random(1)
+    alphabet = {"parity": "ab", "aa_star": "a", "abab_star": "ab", "anbn": "ab", "anbncn": "abc",
+                "shuffle2": "()[]"}[lang]
+    for _ in range(30):
+        s = sample_string(lang, (1, 12), rng)
+        for i in range(len(s) + 1):
+            allowed = next_symbols(lang, s[:i])
+            assert ("$" in allowed) == in_language(lang, s[:i])
+            if i < len(s):
+                assert s[i] in allowed
+    completes = lambda w: any(in_language(lang, w + "".join(t)) for n in range(0, 7)  # noqa: E731
+                              for t in _words(alphabet, n))
+    for prefix in ["", "a", "ab", "aab", "(", "([", "abab", "aa"]:
+        if any(ch not in alphabet for ch in prefix) or not completes(prefix):
+            continue  # next-symbol sets are defined on prefixes of members only
+        allowed = next_symbols(lang, prefix)
+        for ch in alphabet:
+            assert (ch in allowed) == completes(prefix + ch), (lang, prefix, ch)
+
+
+def _words(alphabet, n):
+    if n == 0:
+        yield ()
+        return
+    for w in _words(alphabet, n - 1):
+        for ch in alphabet:
+            yield (*w, ch)
+
+
+def test_formal_batch_shapes_and_seeds():
+    ids, targets, mask = formal_batch("anbn", 8, (1, 20), seed=3)
+    again = formal_batch("anbn", 8, (1, 20), seed=3)
+    assert torch.equal(ids, again[0]) and torch.equal(targets, again[1])
+    assert ids.shape == mask.shape and targets.shape == (*ids.shape, len(SYMBOLS))
+    assert (ids[:, 0] == SYMBOLS.index("^")).all()
+    assert ((targets.sum(-1) > 0) == mask).all()  # a target set wherever a prediction is scored
+
+
+def test_recall_tasks_are_correct_by_construction():
+    g = torch.Generator().manual_seed(0)
+    ids, t = mqar(4, 5, 30, generator=g)
+    assert ids.shape == (4, 30)
+    for row, tr in zip(ids.tolist(), t.tolist(), strict=True):
+        pairs = dict(zip(row[0:10:2], row[1:10:2], strict=True))
+        for j in range(10, 30, 2):
+            assert tr[j] == pairs[row[j]]
+    ids, t = in_context_recall(4, 40, generator=g)
+    for row, tr in zip(ids.tolist(), t.tolist(), strict=True):
+        seen = {}
+        for j in range(0, 40, 2):
+            k, v = row[j], row[j + 1]
+            assert tr[j] == (v if k in seen else -100)
+            assert seen.setdefault(k, v) == v  # one map per sequence
+    ids, t = fuzzy_in_context_recall(4, 40, generator=g)
+    for row, tr in zip(ids.tolist(), t.tolist(), strict=True):
+        for j, target in enumerate(tr):
+            if target != -100:
+                assert row[j + 1] == target and target > 16  # a value token, predicted from the token before
+
+
+def test_copy_and_memorization_tasks():
+    g = torch.Generator().manual_seed(0)
+    ids, t = selective_copying(3, 20, 5, generator=g)
+    for row, tr in zip(ids.tolist(), t.tolist(), strict=True):
+        content = [x for x in row[:20] if x != 1]
+        assert len(content) == 5 and row[20] == 18 and row[21:] == content
+        assert [x for x in tr if x != -100] == content
+    ids, t = compression(3, 6, generator=g)
+    assert torch.equal(ids[:, :6], ids[:, 7:]) and torch.equal(t[:, 6:12], ids[:, :6])
+    a, _ = memorization(2, 10, generator=torch.Generator().manual_seed(1))
+    b, _ = memorization(2, 10, generator=torch.Generator().manual_seed(2))
+    keys = torch.cat([a[:, 0::2], b[:, 0::2]]).flatten().tolist()
+    vals = torch.cat([a[:, 1::2], b[:, 1::2]]).flatten().tolist()
+    assert all(dict(zip(keys, vals, strict=True))[k] == v for k, v in zip(keys, vals, strict=True))  # one fixed map
+    with pytest.raises(ValueError, match="no room for a query"):
+        mqar(1, 10, 20)
