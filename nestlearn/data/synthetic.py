@@ -103,7 +103,7 @@ def selective_copying(batch: int, seq_len: int, n_tokens: int, vocab: int = 16,
 
 def compression(batch: int, seq_len: int, vocab: int = 16,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """MAD compression, as a language-model task: random tokens (``1…vocab``), a compression token
+    """MAD compression, as a language-model task (deviation D19): random tokens (``1…vocab``), a compression token
     (``vocab+1``), then the same tokens again; the target is the sequence, read back after the marker."""
     seq = torch.randint(1, vocab + 1, (batch, seq_len), generator=generator)
     ids = torch.cat([seq, torch.full((batch, 1), vocab + 1), seq], dim=1)

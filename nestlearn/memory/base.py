@@ -8,6 +8,7 @@ paper's matrix is ``M = Sᵀ``.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -157,10 +158,9 @@ class Memory(nn.Module):
     def _gate(self, name: str, g: Tensor | float, k: Tensor, ref: Tensor, validate: bool) -> Tensor:
         B, T, H, _ = k.shape
         if not isinstance(g, Tensor):
-            g = torch.full((B, H, T), float(g), dtype=ref.dtype, device=ref.device)
-            if validate and not torch.isfinite(g).all():
-                raise ValueError(f"{name} must be finite (got {g.flatten()[0].item()})")
-            return g
+            if validate and not math.isfinite(float(g)):  # a Python number: no tensor round trip
+                raise ValueError(f"{name} must be finite (got {g})")
+            return torch.full((B, H, T), float(g), dtype=ref.dtype, device=ref.device)
         if tuple(g.shape) != (B, T, H):
             raise ValueError(f"{name} must be [B, T, H] = [{B}, {T}, {H}] (got {list(g.shape)})")
         if g.dtype != ref.dtype:

@@ -155,7 +155,7 @@ class CausalLM(nn.Module):
             raise ValueError(f"ids must be a LongTensor [B, T] (got {got})")
         if ids.shape[0] == 0 or ids.shape[1] == 0:
             raise ValueError(f"ids is empty (shape {list(ids.shape)}); pass at least one token per row")
-        lo, hi = int(ids.min()), int(ids.max())
+        lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one host sync for both bounds
         if lo < 0 or hi >= self.cfg.vocab_size:
             raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}) for vocab_size="
                              f"{self.cfg.vocab_size} (got min {lo}, max {hi})")

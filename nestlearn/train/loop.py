@@ -153,6 +153,7 @@ class Trainer:
         self.bad_total = 0
         self.last_ckpt: Path | None = None
         self.history: list[dict] = []
+        self._tb = None  # a TensorBoard writer while run() is active, when tensorboard is installed
 
     # ---- one step ----------------------------------------------------------------------------
     def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -165,13 +166,15 @@ class Trainer:
     def train_step(self) -> float:
         c = self.cfg
         self.opt.set_lr_factor(lr_factor(c, self.step))
-        total = 0.0
+        total = torch.zeros((), device=self.device)
         for micro in range(c.train.grad_accum):
             ids, targets = self.batches.train(self.step, micro)
             loss = self.loss(ids[self.rows], targets[self.rows]) / c.train.grad_accum
             loss.backward()
-            total += loss.item()
-        total = self.dist.mean(total)  # every rank sees the same loss, so all skip or step together
+            total += loss.detach()
+        # the step's one host sync (logging, the finiteness check); every rank then sees the same
+        # loss, so all skip or all step together
+        total = self.dist.mean(total.item())
         if not math.isfinite(total):
             self.opt.zero_grad()
             self.bad_in_a_row += 1
@@ -294,6 +297,7 @@ class Trainer:
             metrics.close()
             if self._tb is not None:
                 self._tb.close()
+                self._tb = None
             if bar is not None:
                 bar.close()
         return self.history
@@ -307,7 +311,7 @@ class Trainer:
         if self.dist.main:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
-        if getattr(self, "_tb", None) is not None:
+        if self._tb is not None:
             for key, value in row.items():
                 if key != "step":
                     self._tb.add_scalar(key, value, row["step"])
