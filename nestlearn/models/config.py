@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..layers import CMSConfig, LevelConfig, SelfModConfig, TitansConfig
+from ..layers import CMSConfig, DeltaConfig, LevelConfig, SelfModConfig, TitansConfig
 
-BLOCKS = ("hope", "hope_attention", "transformer", "titans", "titans_mac", "titans_mag", "titans_mal")
+BLOCKS = ("hope", "hope_attention", "transformer", "titans", "titans_mac", "titans_mag", "titans_mal", "delta")
 
 
 @dataclass
@@ -25,6 +25,7 @@ class ModelConfig:
     selfmod: SelfModConfig = field(default_factory=SelfModConfig)
     cms: CMSConfig = field(default_factory=lambda: CMSConfig(hidden_mult=8 / 3))
     titans: TitansConfig = field(default_factory=TitansConfig)
+    delta: DeltaConfig = field(default_factory=DeltaConfig)
 
     def validate(self) -> None:
         if self.block not in BLOCKS:
@@ -40,6 +41,8 @@ class ModelConfig:
             self.cms.validate()
         if self.block.startswith("titans"):
             self.titans.validate(self.dim)
+        if self.block == "delta":
+            self.delta.validate(self.dim)
 
 
 def _build(cls, data: dict, path: str):
@@ -50,7 +53,8 @@ def _build(cls, data: dict, path: str):
             raise ValueError(f"unknown config key {path}{key!r}; valid keys: {sorted(names)}")
         kwargs[key] = value
     obj = cls(**kwargs)
-    for sub, sub_cls in (("selfmod", SelfModConfig), ("cms", CMSConfig), ("titans", TitansConfig)):
+    for sub, sub_cls in (("selfmod", SelfModConfig), ("cms", CMSConfig), ("titans", TitansConfig),
+                         ("delta", DeltaConfig)):
         if sub in kwargs and isinstance(kwargs[sub], dict):
             setattr(obj, sub, _build(sub_cls, kwargs[sub], f"{path}{sub}."))
     if cls is CMSConfig and isinstance(kwargs.get("levels"), list):
@@ -98,27 +102,28 @@ _PRESETS: dict[str, dict] = {  # deviation D12
     "debug": dict(vocab_size=256, dim=32, layers=2, heads=2, max_seq_len=1024,
                   selfmod=dict(heads=2, chunk_size=8, chunk_size_other=4),
                   cms=dict(levels=[dict(chunk_size=8, lr=1e-2), dict(chunk_size=32, lr=1e-3)], hidden_mult=4 / 3),
-                  titans=dict(heads=2, chunk_size=8, persistent_tokens=2, window=32)),
+                  titans=dict(heads=2, chunk_size=8, persistent_tokens=2, window=32),
+                  delta=dict(heads=2, chunk_size=8)),
     "tiny": dict(vocab_size=512, dim=64, layers=2, heads=4, max_seq_len=2048,
                  selfmod=dict(heads=4, chunk_size=16, chunk_size_other=8),
                  cms=dict(levels=[dict(chunk_size=16, lr=1e-2), dict(chunk_size=64, lr=1e-3)], hidden_mult=4 / 3),
-                 titans=dict(heads=4, chunk_size=16, window=64)),
+                 titans=dict(heads=4, chunk_size=16, window=64), delta=dict(heads=4, chunk_size=16)),
     # ~10M parameters
     "small": dict(vocab_size=4096, dim=288, layers=8, heads=4, max_seq_len=4096,
                   selfmod=dict(heads=4, chunk_size=64, chunk_size_other=16),
                   cms=dict(levels=[dict(chunk_size=32, lr=1e-3), dict(chunk_size=256, lr=1e-4)], hidden_mult=4 / 3),
-                  titans=dict(heads=4, chunk_size=32, window=256)),
+                  titans=dict(heads=4, chunk_size=32, window=256), delta=dict(heads=4, chunk_size=32)),
     # paper-shaped (NL Table 2: ~760M / ~1.3B; widths are not in the paper, these follow Titans-era shapes)
     "hope-760m": dict(vocab_size=32000, dim=1536, layers=24, heads=16, max_seq_len=4096,
                       selfmod=dict(heads=16, chunk_size=64, chunk_size_other=8),
                       cms=dict(levels=[dict(chunk_size=16, lr=1e-4), dict(chunk_size=512, lr=1e-5)],
                                hidden_mult=4 / 3),
-                      titans=dict(heads=16, chunk_size=64, window=512)),
+                      titans=dict(heads=16, chunk_size=64, window=512), delta=dict(heads=16, chunk_size=64)),
     "hope-1.3b": dict(vocab_size=32000, dim=2048, layers=24, heads=16, max_seq_len=4096,
                       selfmod=dict(heads=16, chunk_size=64, chunk_size_other=8),
                       cms=dict(levels=[dict(chunk_size=16, lr=1e-4), dict(chunk_size=512, lr=1e-5)],
                                hidden_mult=4 / 3),
-                      titans=dict(heads=16, chunk_size=64, window=512)),
+                      titans=dict(heads=16, chunk_size=64, window=512), delta=dict(heads=16, chunk_size=64)),
 }
 PRESETS = tuple(_PRESETS)
 

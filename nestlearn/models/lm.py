@@ -10,6 +10,7 @@ Blocks (pre-norm, residual):
     titans_mac       x + MAC(norm x);         x + SwiGLU(norm x)           (Titans eq. 21–25)
     titans_mag       x + SWA(n) ⊙ σ(LMM(n)), n = norm x;  x + SwiGLU(norm x)   (Titans eq. 26–28)
     titans_mal       x + LMM(norm x); x + SWA(norm x);    x + SwiGLU(norm x)   (Titans eq. 29–31)
+    delta            x + DeltaRule(norm x);   x + SwiGLU(norm x)           (linear delta rule, NL eq. 56)
 
 In-context CMS learning is driven here, because it needs the task loss: the sequence runs in
 segments aligned to absolute positions (the smallest CMS chunk); after a segment whose next token
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from ..layers import CMS, Attention, KVCache, SelfModifyingTitans, TitansLMM, TitansMAC
+from ..layers import CMS, Attention, DeltaRule, KVCache, SelfModifyingTitans, TitansLMM, TitansMAC
 from ..modules import RMSNorm, SwiGLU
 from .config import ModelConfig
 
@@ -72,6 +73,8 @@ class Block(nn.Module):
             self.mixer = Attention(dim, cfg.heads, cfg.max_seq_len, cfg.window)
         elif kind == "hope":
             self.mixer = SelfModifyingTitans(dim, cfg.selfmod)
+        elif kind == "delta":
+            self.mixer = DeltaRule(dim, cfg.delta)
         elif kind == "titans_mac":
             self.mixer = TitansMAC(dim, cfg.heads, cfg.titans)
         else:

@@ -9,7 +9,7 @@ def make_model(block, seed=0, **overrides):
     torch.manual_seed(seed)
     over = {"cms.levels.0.lr": 0.05, "cms.levels.1.lr": 0.02, "cms.levels.0.chunk_size": 4,
             "cms.levels.1.chunk_size": 8, "selfmod.chunk_size": 8, "selfmod.chunk_size_other": 4,
-            "titans.chunk_size": 4, "titans.window": 6, "window": None}
+            "titans.chunk_size": 4, "titans.window": 6, "delta.chunk_size": 4, "window": None}
     over.update(overrides)
     return CausalLM(preset("debug", block=block, **over)).double()
 
