@@ -4,6 +4,7 @@
     nestlearn eval RUN_DIR                     # held-out loss / accuracy of the latest checkpoint
     nestlearn generate RUN_DIR --prompt TEXT   # streams tokens, carrying the model's state
     nestlearn quickstart                       # HOPE vs Transformer on generated data, table + plot
+    nestlearn synthetic RECIPE [--quick]       # formal languages / MAD / MQAR, every model × seed → RESULTS.md
     nestlearn bench                            # a quick throughput check of every block kind
     nestlearn demo                             # memories learning key→value pairs in context
 """
@@ -46,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("quickstart", help="HOPE vs Transformer on generated recall data: a table and a plot")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--out", default="runs/quickstart")
+    p = sub.add_parser("synthetic", help="a synthetic-task suite (experiments/synthetic/*.yaml) → RESULTS.md")
+    p.add_argument("recipe", help="experiments/synthetic/formal.yaml, mad.yaml or mqar.yaml")
+    p.add_argument("--quick", action="store_true", help="the recipe's quick settings (a smoke run in minutes)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: results/ beside the recipe; runs/synthetic-quick with --quick); "
+                        "runs already in it are kept, so an interrupted suite resumes")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     sub.add_parser("bench", help="training tokens/s of every block kind (debug preset), vs the Transformer")
     p = sub.add_parser("demo", help="memories learning key→value pairs in context, as a table")
     p.add_argument("--passes", type=int, default=6, help="passes over the pairs (default 6)")
@@ -67,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             from .quickstart import main as quickstart
 
             quickstart(steps=args.steps, out=args.out)
+        elif args.verb == "synthetic":
+            from .experiments.synthetic import main as synthetic
+
+            command = "nestlearn " + " ".join(argv if argv is not None else sys.argv[1:])
+            synthetic(args.recipe, quick=args.quick, out=args.out, threads=args.threads, command=command)
         elif args.verb == "bench":
             _bench()
         elif args.verb == "demo":

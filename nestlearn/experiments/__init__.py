@@ -1,0 +1,1 @@
+"""Experiment drivers that are library code (the recipes live in experiments/)."""

@@ -1,0 +1,428 @@
+"""Synthetic experiments (NL Tables 4 and 5): formal-language recognition, MAD and MQAR, for several
+block kinds at equal parameter and step budgets over several seeds.
+
+A recipe is a YAML file (``experiments/synthetic/*.yaml``)::
+
+    family: formal | mad | mqar
+    tasks: {name: {generator arguments}}     # formal: {parity: {}, ...}; mqar: {pairs4: {n_pairs: 4, ...}}
+    models: [hope, transformer, titans, delta]
+    seeds: [0, 1, 2]
+    steps, batch_size, lr, weight_decay, warmup, eval_batches, eval_batch_size
+    model: {ModelConfig fields shared by every block kind}
+    quick: {any of the keys above, for --quick}
+
+Every run (task × model × seed) trains from scratch with AdamW (cosine schedule after a linear warm-up,
+clipping at 1) and is appended to ``results.jsonl`` in the output folder as soon as it ends, so an
+interrupted suite resumes where it stopped. Non-HOPE models get the SwiGLU width whose parameter count is
+closest to HOPE's for the same task (equal parameter budgets). ``RESULTS.md`` is written from
+``results.jsonl`` with the paper's numbers beside ours.
+
+Formal languages are trained and scored as next-symbol-set prediction (``nestlearn.data.formal``):
+a sigmoid per symbol, binary cross-entropy on the string's positions, and a string is recognised when
+every position's predicted set equals the true one. The other tasks use next-token cross-entropy on the
+answer positions, scored as the accuracy of the argmax there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data import formal, synthetic
+from ..models import CausalLM, from_dict
+
+FAMILIES = ("formal", "mad", "mqar")
+MODELS = ("hope", "transformer", "titans", "delta")
+
+# generator, vocabulary size from its arguments
+_MAD = {
+    "compression": (synthetic.compression, lambda a: a.get("vocab", 16) + 2),
+    "in_context_recall": (synthetic.in_context_recall, lambda a: 1 + a.get("n_keys", 16) + a.get("n_values", 16)),
+    "fuzzy_in_context_recall": (synthetic.fuzzy_in_context_recall, lambda a: 1 + 2 * a.get("vocab", 16)),
+    "selective_copying": (synthetic.selective_copying, lambda a: a.get("vocab", 16) + 3),
+    "memorization": (synthetic.memorization, lambda a: 1 + a.get("n_keys", 64) + a.get("n_values", 64)),
+}
+
+# the paper's numbers (docs: ../shared/paper/NOTES.md, NL Tables 4 and 5)
+PAPER_MAD = {  # Compression, ICR, Fuzzy ICR, Selective copying, Memorization
+    "transformer": (49.4, 100, 47.9, 96.2, 83.7),
+    "titans": (49.8, 100, 50.0, 99.4, 83.4),
+    "hope": (51.2, 100, 52.1, 99.7, 85.2),
+}
+PAPER_FORMAL = {  # Bin0/Bin1 for parity, (aa)*, (abab)*, aⁿbⁿ, aⁿbⁿcⁿ, Shuffle-2
+    "transformer": ("46.4/0.0", "0.0/0.0", "0.0/0.0", "100/100", "100/100", "100/100"),
+    "delta": ("98.2/10.1", "0.0/0.0", "0.0/0.0", "100/100", "100/100", "100/100"),  # DeltaNet row
+    "hope": ("100/100",) * 6,
+}
+_MAD_ORDER = ("compression", "in_context_recall", "fuzzy_in_context_recall", "selective_copying", "memorization")
+
+
+@dataclass
+class Recipe:
+    family: str
+    tasks: dict[str, dict] = field(default_factory=dict)
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup: int = 30
+    eval_batches: int = 4
+    eval_batch_size: int = 64
+    max_len: int = 50  # formal: training / Bin0 lengths [1, max_len], Bin1 (max_len, 2·max_len]
+    model: dict[str, Any] = field(default_factory=dict)
+    quick: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES} (got {self.family!r})")
+        if not self.tasks:
+            raise ValueError("tasks is empty: name at least one task")
+        for name, args in self.tasks.items():
+            if not isinstance(args, dict):
+                raise ValueError(f"tasks.{name} must be a mapping of generator arguments (got {args!r})")
+            if self.family == "formal" and name not in formal.LANGUAGES:
+                raise ValueError(f"unknown formal language {name!r}; choose from {formal.LANGUAGES}")
+            if self.family == "mad" and name not in _MAD:
+                raise ValueError(f"unknown MAD task {name!r}; choose from {tuple(_MAD)}")
+            if self.family == "mqar" and "n_pairs" not in args:
+                raise ValueError(f"tasks.{name} needs n_pairs (an MQAR task is a number of key–value pairs)")
+        for m in self.models:
+            if m not in MODELS:
+                raise ValueError(f"unknown model {m!r}; choose from {MODELS}")
+        for name in ("steps", "batch_size", "eval_batches", "eval_batch_size", "max_len"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int (got {getattr(self, name)!r})")
+        if not self.seeds:
+            raise ValueError("seeds is empty")
+
+
+def load_recipe(path: str | Path, quick: bool = False) -> Recipe:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"recipe not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    known = set(Recipe.__dataclass_fields__)
+    for key in data:
+        if key not in known:
+            raise ValueError(f"{path}: unknown recipe key {key!r}; valid keys: {sorted(known)}")
+    recipe = Recipe(**data)
+    if quick:
+        for key, value in recipe.quick.items():
+            if key not in known or key == "quick":
+                raise ValueError(f"{path}: unknown key quick.{key}")
+            if key == "tasks" and isinstance(value, list):  # a subset of the full tasks, by name
+                value = {name: recipe.tasks[name] for name in value}
+            setattr(recipe, key, value)
+    recipe.validate()
+    return recipe
+
+
+# ---- tasks -------------------------------------------------------------------------------------
+
+def vocab_size(recipe: Recipe, task: str) -> int:
+    args = recipe.tasks[task]
+    if recipe.family == "formal":
+        return len(formal.SYMBOLS)
+    if recipe.family == "mqar":
+        return 1 + args.get("n_keys", 64) + args.get("n_values", 64)
+    return _MAD[task][1](args)
+
+
+def make_batch(recipe: Recipe, task: str, batch: int, seed: int, split: str = "train"):
+    """Formal: ``(ids, multi-hot targets, mask)``; otherwise ``(ids, targets)`` with −100 off the answers."""
+    args = recipe.tasks[task]
+    if recipe.family == "formal":
+        bins = formal.length_bins(recipe.max_len)
+        return formal.formal_batch(task, batch, bins["bin0" if split == "train" else split], seed)
+    g = torch.Generator().manual_seed(seed)
+    if recipe.family == "mqar":
+        return synthetic.mqar(batch, generator=g, **args)
+    return _MAD[task][0](batch, generator=g, **args)
+
+
+def _train_seed(seed: int, step: int) -> int:
+    return 1_000_003 * (seed + 1) + step
+
+
+def _eval_seed(i: int) -> int:
+    return 987_654_321 + i  # disjoint from every training seed used here
+
+
+# ---- models ------------------------------------------------------------------------------------
+
+def model_config(recipe: Recipe, task: str, block: str, mlp_mult: float | None = None):
+    data = {**recipe.model, "block": block, "vocab_size": vocab_size(recipe, task)}
+    if mlp_mult is not None:
+        data["mlp_mult"] = mlp_mult
+    cfg = from_dict(data)
+    cfg.validate()
+    return cfg
+
+
+def count_params(cfg) -> int:
+    with torch.device("meta"):
+        return CausalLM(cfg).num_parameters()
+
+
+def matched_mlp_mult(recipe: Recipe, task: str, block: str, target: int) -> float:
+    """The SwiGLU width (as a multiple of dim) whose model is closest to ``target`` parameters."""
+    dim = from_dict(recipe.model).dim
+    c1 = count_params(model_config(recipe, task, block, 1.0))
+    c2 = count_params(model_config(recipe, task, block, 2.0))  # linear in the width
+    hidden = max(1, round(dim * (1.0 + (target - c1) / (c2 - c1))))
+    return hidden / dim
+
+
+# ---- one run -----------------------------------------------------------------------------------
+
+def _formal_loss(logits, targets, mask):
+    loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none").sum(-1)
+    return (loss * mask).sum() / mask.sum()
+
+
+@torch.no_grad()
+def evaluate(model: CausalLM, recipe: Recipe, task: str) -> dict[str, float]:
+    model.eval()
+    out: dict[str, float] = {}
+    if recipe.family == "formal":
+        for split in ("bin0", "bin1"):
+            good = total = 0
+            for i in range(recipe.eval_batches):
+                ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size,
+                                                _eval_seed(i) + (10_000 if split == "bin1" else 0), split)
+                logits, _, _ = model(ids)
+                wrong = ((logits > 0).float() != targets).any(-1) & mask
+                good += int((~wrong.any(-1)).sum())
+                total += ids.shape[0]
+            out[split] = 100.0 * good / total
+    else:
+        good = total = 0
+        for i in range(recipe.eval_batches):
+            ids, targets = make_batch(recipe, task, recipe.eval_batch_size, _eval_seed(i), "eval")
+            logits, _, _ = model(ids)
+            sel = targets != -100
+            good += int((logits.argmax(-1)[sel] == targets[sel]).sum())
+            total += int(sel.sum())
+        out["acc"] = 100.0 * good / max(total, 1)
+    model.train()
+    return out
+
+
+def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | None = None,
+            log=print) -> dict[str, Any]:
+    cfg = model_config(recipe, task, block, mlp_mult)
+    torch.manual_seed(seed)
+    model = CausalLM(cfg)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < recipe.warmup:
+            return recipe.lr * (step + 1) / recipe.warmup
+        frac = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+        return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    t0 = time.perf_counter()
+    losses, skipped = [], 0
+    for step in range(recipe.steps):
+        batch = make_batch(recipe, task, recipe.batch_size, _train_seed(seed, step))
+        if recipe.family == "formal":
+            ids, targets, mask = batch
+            logits, _, _ = model(ids)
+            loss = _formal_loss(logits, targets, mask)
+        else:
+            ids, targets = batch
+            _, loss, _ = model(ids, targets=targets)
+        if not torch.isfinite(loss):
+            skipped += 1
+            if skipped >= 10:
+                raise FloatingPointError(f"{task}/{block}/seed {seed}: non-finite loss 10 times, last at step {step}")
+            opt.zero_grad(set_to_none=True)
+            continue
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if log and (step + 1) % max(1, recipe.steps // 5) == 0:
+            log(f"  {task} {block} seed {seed} step {step + 1}/{recipe.steps} loss {losses[-1]:.4f}")
+    train_s = time.perf_counter() - t0
+    metrics = evaluate(model, recipe, task)
+    return {"task": task, "model": block, "seed": seed, "params": model.num_parameters(),
+            "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": losses[-1] if losses else float("nan"),
+            "skipped": skipped, "wall_s": time.perf_counter() - t0, "train_s": train_s, **metrics}
+
+
+# ---- the suite ---------------------------------------------------------------------------------
+
+def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print) -> list[dict]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{recipe.family}.jsonl"
+    done = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    done.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a crash: that run is redone
+                    continue
+    have = {(r["task"], r["model"], r["seed"], r["steps"]) for r in done}
+    for task in recipe.tasks:
+        hope_params = count_params(model_config(recipe, task, "hope"))
+        for seed in recipe.seeds:
+            for block in recipe.models:
+                if (task, block, seed, recipe.steps) in have:
+                    continue
+                mult = None if block in ("hope", "hope_attention") else matched_mlp_mult(recipe, task, block,
+                                                                                         hope_params)
+                r = run_one(recipe, task, block, seed, mult, log)
+                if log:
+                    log(f"{task} {block} seed {seed}: " + ", ".join(
+                        f"{k} {r[k]:.1f}" for k in ("acc", "bin0", "bin1") if k in r) + f" ({r['wall_s']:.0f} s)")
+                with path.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+                done.append(r)
+    rows = [r for r in done if r["steps"] == recipe.steps and r["task"] in recipe.tasks and r["model"] in recipe.models
+            and r["seed"] in recipe.seeds]
+    write_results(recipe, rows, out, command)
+    return rows
+
+
+def _ms(xs: list[float]) -> str:
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return f"{xs[0]:.1f}"
+    return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}"
+
+
+def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = "") -> Path:
+    def cell(task, model, key):
+        return _ms([r[key] for r in rows if r["task"] == task and r["model"] == model])
+
+    tasks = list(recipe.tasks)
+    models = [m for m in recipe.models if any(r["model"] == m for r in rows)]
+    lines = [f"# Synthetic experiments: {recipe.family}", ""]
+    if command:
+        lines += ["Command:", "", f"    {command}", ""]
+    lines += [f"{recipe.steps} steps × batch {recipe.batch_size}, AdamW lr {recipe.lr} "
+              f"(cosine, warm-up {recipe.warmup}), "
+              f"seeds {recipe.seeds}; model {json.dumps(recipe.model)}. Mean ± std over seeds. "
+              f"Wall times are on the machine that ran this (train + evaluation, per run).", ""]
+    if recipe.family == "formal":
+        lo, hi = formal.length_bins(recipe.max_len)["bin0"], formal.length_bins(recipe.max_len)["bin1"]
+        lines += [f"Recognition accuracy (% of strings whose every next-symbol set is predicted exactly); "
+                  f"Bin0: lengths {lo[0]}–{lo[1]} (the training range), Bin1: {hi[0]}–{hi[1]}; "
+                  f"{recipe.eval_batches * recipe.eval_batch_size} strings per bin. "
+                  "Paper (NL Table 5) in brackets.", "",
+                  "| model | params | " + " | ".join(tasks) + " | wall / run |",
+                  "|---|---:|" + "---|" * len(tasks) + "---:|"]
+        paper_idx = {lang: i for i, lang in enumerate(formal.LANGUAGES)}
+        for m in models:
+            cells = []
+            for t in tasks:
+                ours = f"{cell(t, m, 'bin0')} / {cell(t, m, 'bin1')}"
+                paper = PAPER_FORMAL.get(m)
+                cells.append(ours + (f" [{paper[paper_idx[t]]}]" if paper else ""))
+            lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells) + f" | {_wall(rows, m)} |")
+    else:
+        metric = "token accuracy on the answer positions" if recipe.family == "mad" else "accuracy on the queries"
+        lines += [f"Held-out {metric} (%), {recipe.eval_batches * recipe.eval_batch_size} sequences per task."
+                  + (" Paper (NL Table 4) in brackets." if recipe.family == "mad" else ""), "",
+                  "| model | params | " + " | ".join(tasks) + " | wall / run |",
+                  "|---|---:|" + "---|" * len(tasks) + "---:|"]
+        for m in models:
+            cells = []
+            for t in tasks:
+                c = cell(t, m, "acc")
+                if recipe.family == "mad" and m in PAPER_MAD and t in _MAD_ORDER:
+                    c += f" [{PAPER_MAD[m][_MAD_ORDER.index(t)]}]"
+                cells.append(c)
+            lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells) + f" | {_wall(rows, m)} |")
+    lines += ["", "Task arguments: " + json.dumps(recipe.tasks), "",
+              f"Total wall time of these runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min."]
+    if recipe.family == "mqar" and _plot_mqar(recipe, rows, out / "mqar.png"):
+        lines += ["", "![MQAR accuracy vs number of pairs](mqar.png)"]
+    _write(out / f"{recipe.family}.md", "\n".join(lines) + "\n")
+    # RESULTS.md: every family's table found in this folder, in a fixed order
+    parts = [(out / f"{f}.md").read_text() for f in FAMILIES if (out / f"{f}.md").is_file()]
+    path = out / "RESULTS.md"
+    _write(path, "# Synthetic experiments (NL Tables 4 and 5)\n\n"
+           + "\n".join(p.replace("# Synthetic experiments: ", "## ", 1) for p in parts))
+    return path
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _params(rows, m) -> str:
+    ps = sorted({r["params"] for r in rows if r["model"] == m})
+    return f"{ps[0]:,}" if len(ps) == 1 else f"{ps[0]:,}–{ps[-1]:,}"
+
+
+def _wall(rows, m) -> str:
+    ws = [r["wall_s"] for r in rows if r["model"] == m]
+    return f"{statistics.mean(ws):.0f} s" if ws else "–"
+
+
+def _plot_mqar(recipe: Recipe, rows: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for m in recipe.models:
+        xs, ys, es = [], [], []
+        for t, args in recipe.tasks.items():
+            accs = [r["acc"] for r in rows if r["task"] == t and r["model"] == m]
+            if accs:
+                xs.append(args["n_pairs"])
+                ys.append(statistics.mean(accs))
+                es.append(statistics.stdev(accs) if len(accs) > 1 else 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
+    ax.set_xlabel("key–value pairs")
+    ax.set_ylabel("query accuracy (%)")
+    ax.set_ylim(0, 102)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(recipe_path: str, quick: bool = False, out: str | None = None, threads: int | None = None,
+         command: str = "") -> list[dict]:
+    if threads:
+        torch.set_num_threads(threads)
+    recipe = load_recipe(recipe_path, quick=quick)
+    if out is None:
+        out = "runs/synthetic-quick" if quick else str(Path(recipe_path).parent / "results")
+    return run_suite(recipe, out, command=command)
+
+
+__all__ = ["FAMILIES", "MODELS", "Recipe", "evaluate", "load_recipe", "main", "make_batch", "run_one",
+           "run_suite", "write_results"]
