@@ -237,7 +237,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     t0 = time.perf_counter()
-    losses, skipped = [], 0
+    losses, skipped, in_a_row = [], 0, 0
     for step in range(recipe.steps):
         batch = make_batch(recipe, task, recipe.batch_size, _train_seed(seed, step))
         if recipe.family == "formal":
@@ -247,12 +247,13 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         else:
             ids, targets = batch
             _, loss, _ = model(ids, targets=targets)
-        if not torch.isfinite(loss):
-            skipped += 1
-            if skipped >= 10:
-                raise FloatingPointError(f"{task}/{block}/seed {seed}: non-finite loss 10 times, last at step {step}")
-            opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):  # skipped and counted; 10 in a row abort the run
+            skipped, in_a_row = skipped + 1, in_a_row + 1
+            if in_a_row >= 10:
+                raise FloatingPointError(f"{task}/{block}/seed {seed}: non-finite loss 10 steps in a row, "
+                                         f"last at step {step}")
             continue
+        in_a_row = 0
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         opt.zero_grad(set_to_none=True)
@@ -356,6 +357,9 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                     c += f" [{PAPER_MAD[m][_MAD_ORDER.index(t)]}]"
                 cells.append(c)
             lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells) + f" | {_wall(rows, m)} |")
+    skips = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['skipped']}" for r in rows if r.get("skipped")]
+    if skips:
+        lines += ["", "Training steps skipped for a non-finite loss: " + "; ".join(skips) + "."]
     lines += ["", "Task arguments: " + json.dumps(recipe.tasks), "",
               f"Total wall time of these runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min."]
     if recipe.family == "mqar" and _plot_mqar(recipe, rows, out / "mqar.png"):

@@ -8,7 +8,7 @@ Per head, with x the (conv-ed) input and every memory read at the start of its c
     M_□ ← M_□(α I − η k kᵀ) − η ∇L(M_□; k, v̂_□),  □ ∈ {k, v, q, η, α, memory}   (eq. 88)
     o = M_memory(q)
 
-η and α are per-head scalars read out of M_η(x), M_α(x) (softplus·scale, sigmoid). The non-output
+η and α are per-head scalars read out of M_η(x), M_α(x) (η_max·sigmoid, deviation D20; sigmoid). The non-output
 memories are one grouped ``Memory`` whose heads are (memory, head) pairs: one write per chunk for
 all of them. Two chunk sizes: one for ``M_memory``, one for the rest.
 """
@@ -43,7 +43,8 @@ class SelfModConfig:
     chunk_size: int = 16  # M_memory's chunk
     chunk_size_other: int = 8  # the other memories' chunk
     conv_width: int = 4
-    eta_scale: float = 0.05  # η = eta_scale · softplus(·); initial η = eta_scale
+    eta_scale: float = 0.05  # the initial η (capped at half of eta_max)
+    eta_max: float | None = None  # η = eta_max · sigmoid(·); None: 1 − 3^(−1/C), C the larger chunk (D20)
     alpha_init: float = 0.995  # initial retention α
 
     def validate(self, dim: int) -> None:
@@ -54,8 +55,25 @@ class SelfModConfig:
         for name in ("chunk_size", "chunk_size_other", "conv_width", "hidden_mult"):
             if getattr(self, name) < 1:
                 raise ValueError(f"selfmod.{name} must be a positive int (got {getattr(self, name)})")
+        if self.eta_scale <= 0:
+            raise ValueError(f"selfmod.eta_scale must be > 0 (got {self.eta_scale})")
+        if self.eta_max is not None and self.eta_max <= 0:
+            raise ValueError(f"selfmod.eta_max must be > 0 or None (got {self.eta_max})")
         if not 0.0 < self.alpha_init < 1.0:
             raise ValueError(f"selfmod.alpha_init must be in (0, 1) (got {self.alpha_init})")
+
+
+def stable_eta_max(chunk: int) -> float:
+    """The default bound on η for chunks of C tokens (deviation D20).
+
+    With the ℓ2 objective, DGD writes ``M ← M(αI − η k kᵀ) − 2η(M₀k − v̂)kᵀ`` with the gradient at the
+    chunk start M₀ (NL eq. 90). For one repeated unit key and a fixed target, C such writes map m₀ (the
+    component along k) to ``m₀((1−η)^C − 2(1 − (1−η)^C)) + …`` (α = 1): a contraction iff
+    ``(1 − η)^C ≥ 1/3``. Self-generated targets ``v̂ = M₀(v)`` double the worst-case gradient eigenvalue
+    (``2(1 − kᵀv) ≤ 4``) and momentum near its initial β ≈ ½ doubles the step again, so the bound
+    is a quarter of that η (measured: half of it still diverged on formal-language training).
+    """
+    return (1.0 - 3.0 ** (-1.0 / chunk)) / 4
 
 
 class SelfModState(NamedTuple):
@@ -88,7 +106,11 @@ class SelfModifyingTitans(nn.Module):
         self.group = _make_memory(cfg, len(self.names) * H, Dh, cfg.chunk_size_other)
         self.memory = _make_memory(cfg, H, Dh, cfg.chunk_size)
         self.eta_read = nn.Parameter(torch.randn(H, Dh) * Dh ** -0.5 * 0.1)
-        self.eta_bias = nn.Parameter(torch.full((H,), math.log(math.e - 1)))  # softplus = 1
+        # deviation D20: η bounded so that a chunk's write is a contraction even for repeated keys
+        self.eta_max = cfg.eta_max if cfg.eta_max is not None else stable_eta_max(
+            max(cfg.chunk_size, cfg.chunk_size_other))
+        eta0 = min(cfg.eta_scale, self.eta_max / 2)
+        self.eta_bias = nn.Parameter(torch.full((H,), math.log(eta0 / (self.eta_max - eta0))))
         self.alpha_read = nn.Parameter(torch.randn(H, Dh) * Dh ** -0.5 * 0.1)
         self.alpha_bias = nn.Parameter(torch.full((H,), math.log(cfg.alpha_init / (1 - cfg.alpha_init))))
         self.beta_proj = nn.Linear(dim, H) if cfg.momentum else None
@@ -119,7 +141,7 @@ class SelfModifyingTitans(nn.Module):
             k = F.normalize(gen["k"] if "k" in gen else static["k"][:, span], dim=-1)
             v = F.normalize(gen["v"] if "v" in gen else static["v"][:, span], dim=-1)  # deviation D9
             q = F.normalize(gen["q"] if "q" in gen else static["q"][:, span], dim=-1)
-            eta = F.softplus((gen["eta"] * self.eta_read).sum(-1) + self.eta_bias) * self.cfg.eta_scale
+            eta = torch.sigmoid((gen["eta"] * self.eta_read).sum(-1) + self.eta_bias) * self.eta_max
             if self.cfg.weight_decay:
                 alpha = torch.sigmoid((gen["alpha"] * self.alpha_read).sum(-1) + self.alpha_bias)
             else:

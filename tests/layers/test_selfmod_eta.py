@@ -1,0 +1,47 @@
+"""Deviation D20: the self-modifying layer's η is bounded so that a chunk's DGD write is a contraction."""
+
+import torch
+
+from nestlearn.layers import SelfModConfig, SelfModifyingTitans
+from nestlearn.layers.selfmod import stable_eta_max
+from nestlearn.memory import LinearMemory
+
+
+def _gain_after(eta: float, chunk: int, chunks: int = 60) -> float:
+    """‖M k‖ after writing one repeated unit key (target 0) for many chunks with linear DGD."""
+    torch.manual_seed(0)
+    mem = LinearMemory(1, 4, 4, rule="dgd", chunk_size=chunk).double()
+    state = mem.init_state(1)
+    w = torch.eye(4, dtype=torch.float64).view(1, 1, 4, 4)
+    state = state._replace(weights=(w,), anchor=(w,))
+    k = torch.zeros(1, chunk * chunks, 1, 4, dtype=torch.float64)
+    k[..., 0] = 1.0
+    v = torch.zeros_like(k)
+    state = mem.write(state, k, v, eta)
+    return float(mem.read(state, k[:, :1]).norm())
+
+
+def test_contraction_bound_is_sharp():
+    for chunk in (4, 8, 16):
+        edge = 4 * stable_eta_max(chunk)  # (1 − η)^C = 1/3: the gain's magnitude is exactly 1
+        assert _gain_after(0.9 * edge, chunk) < 1.0
+        assert _gain_after(1.1 * edge, chunk) > 10.0
+
+
+def test_eta_is_bounded_and_state_stays_finite():
+    torch.manual_seed(0)
+    cfg = SelfModConfig(heads=2, chunk_size=8, chunk_size_other=4)
+    layer = SelfModifyingTitans(16, cfg)
+    assert abs(layer.eta_max - stable_eta_max(8)) < 1e-12
+    with torch.no_grad():
+        layer.eta_bias.fill_(50.0)  # η at its bound everywhere
+    x = torch.randn(1, 1, 16).expand(2, 400, 16)  # one input repeated: the hardest case for a write
+    y, state = layer(x)
+    assert torch.isfinite(y).all()
+    assert all(torch.isfinite(w).all() for w in (*state.group.weights, *state.memory.weights))
+
+
+def test_explicit_eta_max_and_initial_eta():
+    layer = SelfModifyingTitans(16, SelfModConfig(heads=2, eta_max=0.2, eta_scale=0.05))
+    assert layer.eta_max == 0.2
+    assert torch.allclose(torch.sigmoid(layer.eta_bias) * 0.2, torch.full((2,), 0.05))
