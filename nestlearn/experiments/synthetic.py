@@ -5,7 +5,8 @@ A recipe is a YAML file (``experiments/synthetic/*.yaml``)::
 
     family: formal | mad | mqar
     tasks: {name: {generator arguments}}     # formal: {parity: {}, ...}; mqar: {pairs4: {n_pairs: 4, ...}}
-    models: [hope, transformer, titans, delta]
+    models: [hope, transformer, titans, delta]   # block kinds, or names of variants
+    variants: {name: {block: hope, model: {dotted overrides}, lr: 1e-3, steps: 600}}   # optional
     seeds: [0, 1, 2]
     steps, batch_size, lr, weight_decay, warmup, eval_batches, eval_batch_size
     model: {ModelConfig fields shared by every block kind}
@@ -25,6 +26,7 @@ answer positions, scored as the accuracy of the argmax there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -37,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import formal, synthetic
-from ..models import CausalLM, from_dict
+from ..models import CausalLM, apply_overrides, from_dict
 
 FAMILIES = ("formal", "mad", "mqar")
 MODELS = ("hope", "transformer", "titans", "delta")
@@ -80,6 +82,7 @@ class Recipe:
     eval_batch_size: int = 64
     max_len: int = 50  # formal: training / Bin0 lengths [1, max_len], Bin1 (max_len, 2·max_len]
     model: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -96,9 +99,14 @@ class Recipe:
                 raise ValueError(f"unknown MAD task {name!r}; choose from {tuple(_MAD)}")
             if self.family == "mqar" and "n_pairs" not in args:
                 raise ValueError(f"tasks.{name} needs n_pairs (an MQAR task is a number of key–value pairs)")
+        for name, spec in self.variants.items():
+            bad = set(spec) - {"block", "model", "lr", "steps"}
+            if bad or spec.get("block") not in MODELS:
+                raise ValueError(f"variants.{name} needs block in {MODELS} and may set model, lr, steps "
+                                 f"(got {sorted(spec)})")
         for m in self.models:
-            if m not in MODELS:
-                raise ValueError(f"unknown model {m!r}; choose from {MODELS}")
+            if m not in MODELS and m not in self.variants:
+                raise ValueError(f"unknown model {m!r}; choose from {MODELS} or a name in variants")
         for name in ("steps", "batch_size", "eval_batches", "eval_batch_size", "max_len"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int (got {getattr(self, name)!r})")
@@ -162,11 +170,14 @@ def _eval_seed(i: int) -> int:
 
 # ---- models ------------------------------------------------------------------------------------
 
-def model_config(recipe: Recipe, task: str, block: str, mlp_mult: float | None = None):
+def model_config(recipe: Recipe, task: str, block: str, mlp_mult: float | None = None,
+                 overrides: dict | None = None):
     data = {**recipe.model, "block": block, "vocab_size": vocab_size(recipe, task)}
     if mlp_mult is not None:
         data["mlp_mult"] = mlp_mult
     cfg = from_dict(data)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
     cfg.validate()
     return cfg
 
@@ -221,8 +232,10 @@ def evaluate(model: CausalLM, recipe: Recipe, task: str) -> dict[str, float]:
 
 
 def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | None = None,
-            log=print) -> dict[str, Any]:
-    cfg = model_config(recipe, task, block, mlp_mult)
+            log=print, name: str | None = None, overrides: dict | None = None) -> dict[str, Any]:
+    """Train one model from scratch and evaluate it; ``name`` labels a variant of ``block``."""
+    cfg = model_config(recipe, task, block, mlp_mult, overrides)
+    name = name or block
     torch.manual_seed(seed)
     model = CausalLM(cfg)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -262,10 +275,10 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         opt.step()
         losses.append(float(loss.detach()))
         if log and (step + 1) % max(1, recipe.steps // 5) == 0:
-            log(f"  {task} {block} seed {seed} step {step + 1}/{recipe.steps} loss {losses[-1]:.4f}")
+            log(f"  {task} {name} seed {seed} step {step + 1}/{recipe.steps} loss {losses[-1]:.4f}")
     train_s = time.perf_counter() - t0
     metrics = evaluate(model, recipe, task)
-    return {"task": task, "model": block, "seed": seed, "params": model.num_parameters(),
+    return {"task": task, "model": name, "block": block, "seed": seed, "params": model.num_parameters(),
             "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": losses[-1] if losses else float("nan"),
             "skipped": skipped, "wall_s": time.perf_counter() - t0, "train_s": train_s, **metrics}
 
@@ -288,20 +301,26 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print) -> 
     for task in recipe.tasks:
         hope_params = count_params(model_config(recipe, task, "hope"))
         for seed in recipe.seeds:
-            for block in recipe.models:
-                if (task, block, seed, recipe.steps) in have:
+            for name in recipe.models:
+                spec = recipe.variants.get(name, {"block": name})
+                block, over = spec["block"], spec.get("model")
+                sub = dataclasses.replace(recipe, lr=spec.get("lr", recipe.lr), steps=spec.get("steps", recipe.steps))
+                if (task, name, seed, sub.steps) in have:
                     continue
                 mult = None if block in ("hope", "hope_attention") else matched_mlp_mult(recipe, task, block,
                                                                                          hope_params)
-                r = run_one(recipe, task, block, seed, mult, log)
+                r = run_one(sub, task, block, seed, mult, log, name=name, overrides=over)
                 if log:
-                    log(f"{task} {block} seed {seed}: " + ", ".join(
+                    log(f"{task} {name} seed {seed}: " + ", ".join(
                         f"{k} {r[k]:.1f}" for k in ("acc", "bin0", "bin1") if k in r) + f" ({r['wall_s']:.0f} s)")
                 with path.open("a") as f:
                     f.write(json.dumps(r) + "\n")
                 done.append(r)
-    rows = [r for r in done if r["steps"] == recipe.steps and r["task"] in recipe.tasks and r["model"] in recipe.models
-            and r["seed"] in recipe.seeds]
+    def steps_of(name):
+        return recipe.variants.get(name, {}).get("steps", recipe.steps)
+
+    rows = [r for r in done if r["task"] in recipe.tasks and r["model"] in recipe.models
+            and r["seed"] in recipe.seeds and r["steps"] == steps_of(r["model"])]
     write_results(recipe, rows, out, command)
     return rows
 
@@ -327,6 +346,8 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
               f"(cosine, warm-up {recipe.warmup}), "
               f"seeds {recipe.seeds}; model {json.dumps(recipe.model)}. Mean ± std over seeds. "
               f"Wall times are on the machine that ran this (train + evaluation, per run).", ""]
+    if recipe.variants:
+        lines += ["Variants (changes from the settings above): " + json.dumps(recipe.variants), ""]
     if recipe.family == "formal":
         lo, hi = formal.length_bins(recipe.max_len)["bin0"], formal.length_bins(recipe.max_len)["bin1"]
         lines += [f"Recognition accuracy (% of strings whose every next-symbol set is predicted exactly); "

@@ -96,3 +96,18 @@ def test_bad_recipes_are_named(tmp_path):
     with pytest.raises(ValueError, match="recipe not found"):
         S.load_recipe(tmp_path / "missing.yaml")
     assert main(["synthetic", str(tmp_path / "missing.yaml"), "--quick"]) == 2
+
+
+def test_variants_change_settings_and_are_labelled(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+                    "models: [delta, d2]\nvariants: {d2: {block: delta, model: {delta.chunk_size: 2}, steps: 3}}\n"
+                    "seeds: [0]\nsteps: 2\nwarmup: 1\neval_batches: 1\neval_batch_size: 4\nbatch_size: 4\n"
+                    "model: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    rows = S.run_suite(S.load_recipe(path), tmp_path / "out", log=None)
+    by = {r["model"]: r for r in rows}
+    assert by["d2"]["block"] == "delta" and by["d2"]["steps"] == 3 and by["delta"]["steps"] == 2
+    assert "| d2 |" in (tmp_path / "out" / "RESULTS.md").read_text()
+    path.write_text(path.read_text().replace("block: delta,", "block: nope,"))
+    with pytest.raises(ValueError, match="variants.d2 needs block"):
+        S.load_recipe(path)
