@@ -96,7 +96,27 @@ class Block(nn.Module):
         return (mixer_state(self.mixer), None if self.mixer2 is None else mixer_state(self.mixer2),
                 self.mlp.init_state(batch_size) if isinstance(self.mlp, CMS) else None)
 
-    def forward(self, x: Tensor, state: tuple) -> tuple[Tensor, tuple]:
+    def own_state(self, batch_size: int, ref: Tensor) -> tuple:
+        """``init_state`` built inside this block's forward, with every tensor owning its storage.
+
+        Fast weights start as views of parameters; under FSDP2 the unsharded parameters exist only
+        inside the block's forward (and backward), so the state is built here and copied (a copy is
+        differentiable: gradients still reach the parameters). Tensors shared within the state stay shared.
+        """
+        copies: dict[int, Tensor] = {}
+
+        def own(t):
+            if not isinstance(t, Tensor):
+                return t
+            if id(t) not in copies:
+                copies[id(t)] = t.clone()
+            return copies[id(t)]
+
+        return pytree.tree_map(own, self.init_state(batch_size, ref))
+
+    def forward(self, x: Tensor, state: tuple | None) -> tuple[Tensor, tuple]:
+        if state is None:  # a fresh sequence (see ``own_state``)
+            state = self.own_state(x.shape[0], x)
         s_mix, s_mix2, s_mlp = state
         if self.kind == "titans_mag":
             n = self.norm1(x)
@@ -182,12 +202,15 @@ class CausalLM(nn.Module):
 
     def forward(self, ids: Tensor, targets: Tensor | None = None, state: ModelState | None = None):
         self._check(ids, targets, state)
-        state = self.init_state(ids.shape[0]) if state is None else state
+        if state is None:  # blocks build their own fresh state inside their forward (FSDP2: see Block.own_state)
+            state = ModelState((None,) * len(self.blocks), 0, ids.new_zeros(ids.shape[0], 0))
         if self.segment == 0:
             logits, blocks = self._run(ids, state.blocks)
             new = ModelState(blocks, state.pos + ids.shape[1], state.pending)
         else:
             logits, new = self._forward_cms(ids, state)
+        if new.blocks[0] is None:  # no segment completed yet: the fresh state, built here
+            new = new._replace(blocks=self.init_state(ids.shape[0]).blocks)
         loss = None
         if targets is not None:
             loss = _cross_entropy(logits, targets, reduction="mean")

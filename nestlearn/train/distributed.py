@@ -2,10 +2,13 @@
 torch.distributed). ``torchrun --nproc_per_node=N -m nestlearn train ...`` starts N processes;
 each takes its rows of the global batch, DDP averages the gradients (gloo on CPU, NCCL on GPU),
 and rank 0 alone logs and writes checkpoints. In-context memories are per-sample state, not
-parameters, so their writes need nothing special."""
+parameters: under FSDP2 each block builds its fresh state inside its own forward (``Block.own_state``),
+where its parameters are whole, and ``forward_context`` keeps the in-forward inner gradients of CMS
+learning from resharding them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -45,6 +48,28 @@ class Dist:
             fully_shard(model)
             return model
         raise ValueError(f"train.parallel must be 'ddp', 'fsdp' or 'none' (got {mode!r})")
+
+    @contextlib.contextmanager
+    def forward_context(self, model: nn.Module, mode: str):
+        """Around a forward under FSDP2. Models that learn in context (CMS) differentiate their
+        segment loss inside the forward (``torch.autograd.grad``), which runs FSDP's backward hooks:
+        here those hooks neither reshard the parameters nor reduce gradients, so the forward goes on
+        with full parameters; the real backward afterwards syncs and reshards as usual."""
+        if not self.sharded(mode):
+            yield
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        mods = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        for m in mods:
+            m.set_reshard_after_backward(False)
+            m.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            for m in mods:
+                m.set_reshard_after_backward(True)
+                m.set_requires_gradient_sync(True)
 
     def mean(self, value: float) -> float:
         if self.world == 1:

@@ -137,12 +137,6 @@ class Trainer:
         if self.dist.main:
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.model = CausalLM(cfg.model).to(self.device)
-        fsdp_ok = cfg.model.block == "transformer" or (cfg.model.block == "hope_attention" and self.model.segment == 0)
-        if self.dist.sharded(cfg.train.parallel) and not fsdp_ok:
-            raise ValueError(f"train.parallel=fsdp supports models whose in-context state does not start from "
-                             f"parameters (transformer; hope_attention without CMS learning), not "
-                             f"block={cfg.model.block!r}: FSDP shards those parameters outside the block's forward. "
-                             f"Use train.parallel=ddp")
         self.rows = self.dist.shard(cfg.train.batch_size)
         self.forward = self.dist.wrap(self.model, cfg.train.parallel)
         if cfg.train.compile:
@@ -159,7 +153,7 @@ class Trainer:
     def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ids, targets = ids.to(self.device), targets.to(self.device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null()
-        with autocast:
+        with autocast, self.dist.forward_context(self.model, self.cfg.train.parallel):
             _, loss, _ = self.forward(ids, targets=targets)
         return loss
 
@@ -197,7 +191,8 @@ class Trainer:
         losses, correct, count = [], 0, 0
         for i in range(self.cfg.train.eval_batches):
             ids, targets = self.batches.eval(i)
-            logits, loss, _ = self.model(ids.to(self.device), targets=targets.to(self.device))
+            with self.dist.forward_context(self.model, self.cfg.train.parallel):
+                logits, loss, _ = self.model(ids.to(self.device), targets=targets.to(self.device))
             losses.append(loss.item())
             mask = targets != -100
             correct += (logits.argmax(-1).cpu()[mask] == targets[mask]).sum().item()
