@@ -250,7 +250,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     t0 = time.perf_counter()
-    losses, skipped, in_a_row = [], 0, 0
+    losses, skipped, in_a_row, diverged_at = [], 0, 0, None
     for step in range(recipe.steps):
         batch = make_batch(recipe, task, recipe.batch_size, _train_seed(seed, step))
         if recipe.family == "formal":
@@ -260,11 +260,13 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         else:
             ids, targets = batch
             _, loss, _ = model(ids, targets=targets)
-        if not torch.isfinite(loss):  # skipped and counted; 10 in a row abort the run
+        if not torch.isfinite(loss):  # skipped and counted; 10 in a row end the run as diverged
             skipped, in_a_row = skipped + 1, in_a_row + 1
             if in_a_row >= 10:
-                raise FloatingPointError(f"{task}/{block}/seed {seed}: non-finite loss 10 steps in a row, "
-                                         f"last at step {step}")
+                diverged_at = step
+                if log:
+                    log(f"  {task} {name} seed {seed}: non-finite loss 10 steps in a row, last at step {step}")
+                break
             continue
         in_a_row = 0
         for group in opt.param_groups:
@@ -280,7 +282,8 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     metrics = evaluate(model, recipe, task)
     return {"task": task, "model": name, "block": block, "seed": seed, "params": model.num_parameters(),
             "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": losses[-1] if losses else float("nan"),
-            "skipped": skipped, "wall_s": time.perf_counter() - t0, "train_s": train_s, **metrics}
+            "skipped": skipped, "diverged_at": diverged_at, "lr": recipe.lr,
+            "wall_s": time.perf_counter() - t0, "train_s": train_s, **metrics}
 
 
 # ---- the suite ---------------------------------------------------------------------------------
@@ -310,6 +313,12 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print) -> 
                 mult = None if block in ("hope", "hope_attention") else matched_mlp_mult(recipe, task, block,
                                                                                          hope_params)
                 r = run_one(sub, task, block, seed, mult, log, name=name, overrides=over)
+                if r["diverged_at"] is not None:  # one retry at half the learning rate, recorded as such
+                    first = r
+                    r = run_one(dataclasses.replace(sub, lr=sub.lr / 2), task, block, seed, mult, log, name=name,
+                                overrides=over)
+                    r["first_try_diverged_at"] = first["diverged_at"]
+                    r["wall_s"] += first["wall_s"]
                 if log:
                     log(f"{task} {name} seed {seed}: " + ", ".join(
                         f"{k} {r[k]:.1f}" for k in ("acc", "bin0", "bin1") if k in r) + f" ({r['wall_s']:.0f} s)")
@@ -381,6 +390,15 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     skips = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['skipped']}" for r in rows if r.get("skipped")]
     if skips:
         lines += ["", "Training steps skipped for a non-finite loss: " + "; ".join(skips) + "."]
+    retried = [f"{r['task']}/{r['model']}/seed {r['seed']} (step {r['first_try_diverged_at']})" for r in rows
+               if r.get("first_try_diverged_at") is not None]
+    if retried:
+        lines += ["", "Diverged (10 non-finite losses in a row) and retried once at half the learning rate; "
+                  "the table holds the retry: " + "; ".join(retried) + "."]
+    failed = [f"{r['task']}/{r['model']}/seed {r['seed']} (step {r['diverged_at']})" for r in rows
+              if r.get("diverged_at") is not None]
+    if failed:
+        lines += ["", "Diverged again on the retry (scored as they ended): " + "; ".join(failed) + "."]
     lines += ["", "Task arguments: " + json.dumps(recipe.tasks), "",
               f"Total wall time of these runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min."]
     if recipe.family == "mqar" and _plot_mqar(recipe, rows, out / "mqar.png"):

@@ -111,3 +111,29 @@ def test_variants_change_settings_and_are_labelled(tmp_path):
     path.write_text(path.read_text().replace("block: delta,", "block: nope,"))
     with pytest.raises(ValueError, match="variants.d2 needs block"):
         S.load_recipe(path)
+
+
+def test_a_diverging_run_is_retried_at_half_the_learning_rate(tmp_path, monkeypatch):
+    path = tmp_path / "r.yaml"
+    path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+                    "models: [transformer]\nseeds: [0]\nsteps: 12\nwarmup: 1\neval_batches: 1\n"
+                    "eval_batch_size: 4\nbatch_size: 4\nlr: 0.002\nmodel: {dim: 16, layers: 1, heads: 2}\n")
+    real = S.CausalLM.forward
+
+    def nan_at_high_lr(self, ids, targets=None, state=None):  # a model that diverges at lr 0.002 only
+        logits, loss, st = real(self, ids, targets, state)
+        lr = S._current_lr
+        return logits, (loss * float("nan") if lr > 0.0015 and loss is not None else loss), st
+
+    monkeypatch.setattr(S.CausalLM, "forward", nan_at_high_lr)
+    monkeypatch.setattr(S, "_current_lr", 0.0, raising=False)
+    orig = S.run_one
+
+    def tracking(recipe, *a, **k):
+        S._current_lr = recipe.lr
+        return orig(recipe, *a, **k)
+
+    monkeypatch.setattr(S, "run_one", tracking)
+    rows = S.run_suite(S.load_recipe(path), tmp_path / "out", log=None)
+    assert rows[0]["lr"] == 0.001 and rows[0]["first_try_diverged_at"] == 9 and rows[0]["diverged_at"] is None
+    assert "retried once at half the learning rate" in (tmp_path / "out" / "RESULTS.md").read_text()
