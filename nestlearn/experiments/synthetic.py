@@ -133,6 +133,9 @@ def load_recipe(path: str | Path, quick: bool = False) -> Recipe:
             if key == "tasks" and isinstance(value, list):  # a subset of the full tasks, by name
                 value = {name: recipe.tasks[name] for name in value}
             setattr(recipe, key, value)
+        if "steps" in recipe.quick:  # a quick run is short for every variant
+            recipe.variants = {n: {k: v for k, v in spec.items() if k != "steps"}
+                               for n, spec in recipe.variants.items()}
     recipe.validate()
     return recipe
 
