@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="output folder (default: results/ beside the recipe; runs/synthetic-quick with --quick); "
                         "runs already in it are kept, so an interrupted suite resumes")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from the runs already done")
     sub.add_parser("bench", help="training tokens/s of every block kind (debug preset), vs the Transformer")
     p = sub.add_parser("demo", help="memories learning key→value pairs in context, as a table")
     p.add_argument("--passes", type=int, default=6, help="passes over the pairs (default 6)")
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "synthetic":
             from .experiments.synthetic import main as synthetic
 
-            command = "nestlearn " + " ".join(argv if argv is not None else sys.argv[1:])
-            synthetic(args.recipe, quick=args.quick, out=args.out, threads=args.threads, command=command)
+            words = [w for w in (argv if argv is not None else sys.argv[1:]) if w != "--report"]
+            command = "nestlearn " + " ".join(words)  # the command that runs (and resumes) the suite
+            synthetic(args.recipe, quick=args.quick, out=args.out, threads=args.threads, command=command,
+                      report_only=args.report)
         elif args.verb == "bench":
             _bench()
         elif args.verb == "demo":

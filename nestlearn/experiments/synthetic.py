@@ -291,7 +291,8 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
 
 # ---- the suite ---------------------------------------------------------------------------------
 
-def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print) -> list[dict]:
+def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, report_only: bool = False) -> list[dict]:
+    """Run every (task, model, seed) not yet in ``out``; ``report_only`` just rewrites the tables."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{recipe.family}.jsonl"
@@ -307,7 +308,7 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print) -> 
     for task in recipe.tasks:
         hope_params = count_params(model_config(recipe, task, "hope"))
         for seed in recipe.seeds:
-            for name in recipe.models:
+            for name in ([] if report_only else recipe.models):
                 spec = recipe.variants.get(name, {"block": name})
                 block, over = spec["block"], spec.get("model")
                 sub = dataclasses.replace(recipe, lr=spec.get("lr", recipe.lr), steps=spec.get("steps", recipe.steps))
@@ -328,6 +329,11 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print) -> 
                 with path.open("a") as f:
                     f.write(json.dumps(r) + "\n")
                 done.append(r)
+                _report(recipe, done, out, command)  # the tables so far, after every run
+    return _report(recipe, done, out, command)
+
+
+def _report(recipe: Recipe, done: list[dict], out: Path, command: str) -> list[dict]:
     def steps_of(name):
         return recipe.variants.get(name, {}).get("steps", recipe.steps)
 
@@ -461,13 +467,13 @@ def _plot_mqar(recipe: Recipe, rows: list[dict], path: Path) -> bool:
 
 
 def main(recipe_path: str, quick: bool = False, out: str | None = None, threads: int | None = None,
-         command: str = "") -> list[dict]:
+         command: str = "", report_only: bool = False) -> list[dict]:
     if threads:
         torch.set_num_threads(threads)
     recipe = load_recipe(recipe_path, quick=quick)
     if out is None:
         out = "runs/synthetic-quick" if quick else str(Path(recipe_path).parent / "results")
-    return run_suite(recipe, out, command=command)
+    return run_suite(recipe, out, command=command, report_only=report_only)
 
 
 __all__ = ["FAMILIES", "MODELS", "Recipe", "evaluate", "load_recipe", "main", "make_batch", "run_one",
