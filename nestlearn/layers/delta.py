@@ -11,14 +11,14 @@ then a per-head RMSNorm, an output gate and a projection. ``gated=False`` fixes 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..memory import LinearMemory, MemoryState
-from ..modules import RMSNorm, ShortConv
+from ..memory import LinearMemory
+from ..modules import RMSNorm
+from .titans import ConvQKV, TitansState
 
 
 @dataclass
@@ -36,20 +36,15 @@ class DeltaConfig:
                 raise ValueError(f"delta.{name} must be a positive int (got {getattr(self, name)})")
 
 
-class DeltaState(NamedTuple):
-    conv: Tensor
-    memory: MemoryState
+DeltaState = TitansState  # (conv, memory)
 
 
-class DeltaRule(nn.Module):
+class DeltaRule(ConvQKV):
     def __init__(self, dim: int, cfg: DeltaConfig):
-        super().__init__()
         cfg.validate(dim)
-        self.cfg, self.dim = cfg, dim
-        H, Dh = cfg.heads, dim // cfg.heads
-        self.heads, self.head_dim = H, Dh
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.conv = ShortConv(3 * dim, cfg.conv_width)
+        super().__init__(dim, cfg.heads, cfg.conv_width)
+        self.cfg = cfg
+        H, Dh = self.heads, self.head_dim
         self.gates = nn.Linear(dim, 2 * H)  # η (learning rate), forget (1 − α)
         with torch.no_grad():
             self.gates.bias.copy_(torch.cat([torch.zeros(H), torch.full((H,), -4.0)]))
@@ -59,28 +54,18 @@ class DeltaRule(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=False)
 
     def init_state(self, batch_size: int, ref: Tensor) -> DeltaState:
-        return DeltaState(ref.new_zeros(batch_size, self.cfg.conv_width - 1, 3 * self.dim),
-                          self.memory.init_state(batch_size))
+        return DeltaState(self.blank_conv(batch_size, ref), self.memory.init_state(batch_size))
 
     def forward(self, x: Tensor, state: DeltaState | None = None) -> tuple[Tensor, DeltaState]:
         B, T, _ = x.shape
-        H, Dh = self.heads, self.head_dim
+        H = self.heads
         if state is None:
             state = self.init_state(B, x)
-        qkv, conv = self.conv(F.silu(self.qkv(x)), state.conv)
-        q, k, v = qkv.view(B, T, 3, H, Dh).unbind(2)
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        q, k, v, conv = self.project(x, state.conv)
         g_lr, g_forget = self.gates(x).view(B, T, 2, H).unbind(2)
         lr = torch.sigmoid(g_lr)
         alpha = 1 - torch.sigmoid(g_forget) if self.cfg.gated else 1.0
-        ms, outs, p = state.memory, [], 0
-        while p < T:
-            n = min(self.memory.chunk_size - ms.offset, T - p)
-            span = slice(p, p + n)
-            outs.append(self.memory.read(ms, q[:, span], at="chunk_start"))
-            a = alpha[:, span] if isinstance(alpha, Tensor) else alpha
-            ms = self.memory.write(ms, k[:, span], v[:, span], lr[:, span], a, validate=False)
-            p += n
-        o = self.out_norm(torch.cat(outs, dim=1)).reshape(B, T, self.dim)
+        o, ms = self.memory.read_write(state.memory, q, k, v, lr, alpha)
+        o = self.out_norm(o).reshape(B, T, self.dim)
         y = self.proj(o * F.silu(self.gate(x)))
         return y, DeltaState(conv, ms)

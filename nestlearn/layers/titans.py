@@ -48,16 +48,33 @@ class TitansState(NamedTuple):
     memory: MemoryState
 
 
-class TitansLMM(nn.Module):
-    def __init__(self, dim: int, cfg: TitansConfig):
+class ConvQKV(nn.Module):
+    """The projections shared by the LMM and the delta-rule mixer: ``q, k, v = conv(silu(x W))``
+    per head, with q and k ℓ2-normalised."""
+
+    def __init__(self, dim: int, heads: int, conv_width: int):
         super().__init__()
-        cfg.validate(dim)
-        self.cfg, self.dim = cfg, dim
-        H, Dh = cfg.heads, dim // cfg.heads
-        self.heads, self.head_dim = H, Dh
-        self.persistent = nn.Parameter(torch.randn(cfg.persistent_tokens, dim) * 0.02)
+        self.dim, self.heads, self.head_dim, self.conv_width = dim, heads, dim // heads, conv_width
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.conv = ShortConv(3 * dim, cfg.conv_width)
+        self.conv = ShortConv(3 * dim, conv_width)
+
+    def blank_conv(self, batch_size: int, ref: Tensor) -> Tensor:
+        return ref.new_zeros(batch_size, self.conv_width - 1, 3 * self.dim)
+
+    def project(self, x: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        B, T, _ = x.shape
+        qkv, conv_state = self.conv(F.silu(self.qkv(x)), conv_state)
+        q, k, v = qkv.view(B, T, 3, self.heads, self.head_dim).unbind(2)
+        return F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, conv_state
+
+
+class TitansLMM(ConvQKV):
+    def __init__(self, dim: int, cfg: TitansConfig):
+        cfg.validate(dim)
+        super().__init__(dim, cfg.heads, cfg.conv_width)
+        self.cfg = cfg
+        H, Dh = self.heads, self.head_dim
+        self.persistent = nn.Parameter(torch.randn(cfg.persistent_tokens, dim) * 0.02)
         self.gates = nn.Linear(dim, 3 * H)  # θ (lr), forget, β (momentum)
         with torch.no_grad():
             self.gates.bias.copy_(torch.cat([torch.zeros(H), torch.full((H,), -4.0), torch.zeros(H)]))
@@ -69,8 +86,7 @@ class TitansLMM(nn.Module):
     def init_state(self, batch_size: int, ref: Tensor) -> TitansState:  # deviation D13
         """A fresh sequence: Titans eq. 19's learnable, data-independent tokens come first; they are
         written into the memory here and their outputs dropped."""
-        blank = TitansState(ref.new_zeros(batch_size, self.cfg.conv_width - 1, 3 * self.dim),
-                            self.memory.init_state(batch_size))
+        blank = TitansState(self.blank_conv(batch_size, ref), self.memory.init_state(batch_size))
         if self.cfg.persistent_tokens == 0:
             return blank
         prefix = self.persistent.unsqueeze(0).expand(batch_size, -1, -1).to(ref.dtype)
@@ -78,25 +94,16 @@ class TitansLMM(nn.Module):
 
     def forward(self, x: Tensor, state: TitansState | None = None) -> tuple[Tensor, TitansState]:
         B, T, _ = x.shape
-        H, Dh = self.heads, self.head_dim
+        H = self.heads
         if state is None:
             state = self.init_state(B, x)
-        qkv, conv = self.conv(F.silu(self.qkv(x)), state.conv)
-        q, k, v = qkv.view(B, T, 3, H, Dh).unbind(2)
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        q, k, v, conv = self.project(x, state.conv)
         g_lr, g_forget, g_mom = self.gates(x).view(B, T, 3, H).unbind(2)
         lr = self.cfg.max_lr * torch.sigmoid(g_lr)
         alpha = 1 - torch.sigmoid(g_forget)
         beta = torch.sigmoid(g_mom)
-        ms, outs, p = state.memory, [], 0
-        while p < T:
-            n = min(self.memory.chunk_size - ms.offset, T - p)
-            span = slice(p, p + n)
-            outs.append(self.memory.read(ms, q[:, span], at="chunk_start"))
-            ms = self.memory.write(ms, k[:, span], v[:, span], lr[:, span], alpha[:, span], beta[:, span],
-                                   validate=False)
-            p += n
-        o = self.out_norm(torch.cat(outs, dim=1)).reshape(B, T, self.dim)
+        o, ms = self.memory.read_write(state.memory, q, k, v, lr, alpha, beta)
+        o = self.out_norm(o).reshape(B, T, self.dim)
         y = self.proj(o * F.silu(self.gate(x)))
         return y, TitansState(conv, ms)
 

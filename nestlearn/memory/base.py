@@ -94,6 +94,20 @@ class Memory(nn.Module):
         self._check_seq("q", q, state, self.dim_in)
         return self._map(weights, q.transpose(1, 2)).transpose(1, 2)
 
+    def read_write(self, state: MemoryState, q: Tensor, k: Tensor, v: Tensor, lr: Tensor | float,
+                   decay: Tensor | float | None = None, momentum: Tensor | None = None) -> tuple[Tensor, MemoryState]:
+        """The chunked sequence mixer's loop: for each chunk (absolute positions), read ``q`` at the
+        chunk start (NL eq. 90), then write the chunk's pairs. Returns ``(y [B, T, H, Dout], state)``."""
+        T, outs, p = q.shape[1], [], 0
+        while p < T:
+            n = min(self.chunk_size - state.offset, T - p)
+            span = slice(p, p + n)
+            lr_, decay_, mom_ = (g[:, span] if isinstance(g, Tensor) else g for g in (lr, decay, momentum))
+            outs.append(self.read(state, q[:, span], at="chunk_start"))
+            state = self.write(state, k[:, span], v[:, span], lr_, decay_, mom_, validate=False)
+            p += n
+        return torch.cat(outs, dim=1), state
+
     def write(self, state: MemoryState, k: Tensor, v: Tensor, lr: Tensor | float,
               decay: Tensor | float | None = None, momentum: Tensor | float | None = None,
               impl: str = "chunk", validate: bool = True) -> MemoryState:
