@@ -1,7 +1,7 @@
 """A consequence of reading every memory at the start of its chunk (NL eq. 90), documented in
-docs/PAPER.md: on a constant input, the positions of one chunk beyond the stacked convolutions' receptive
-field ((w − 1)(L − 1) positions) get identical outputs, so a chunked HOPE cannot tell an even position from an odd one inside a chunk
-((aa)*, parity). One-token chunks (exact recurrence) can."""
+docs/PAPER.md: on a constant input, the positions of one chunk beyond the stacked convolutions'
+receptive field ((w − 1)(L − 1) positions) get identical outputs, so a chunked HOPE cannot tell an
+even position from an odd one inside a chunk ((aa)*, parity). One-token chunks (exact recurrence) can."""
 
 import torch
 
