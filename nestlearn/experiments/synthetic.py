@@ -263,7 +263,8 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         else:
             ids, targets = batch
             _, loss, _ = model(ids, targets=targets)
-        if not torch.isfinite(loss):  # skipped and counted; 10 in a row end the run as diverged
+        value = float(loss.detach())  # the step's one host sync: the log and the finiteness check
+        if not math.isfinite(value):  # skipped and counted; 10 in a row end the run as diverged
             skipped, in_a_row = skipped + 1, in_a_row + 1
             if in_a_row >= 10:
                 diverged_at = step
@@ -278,7 +279,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(value)
         if log and (step + 1) % max(1, recipe.steps // 5) == 0:
             log(f"  {task} {name} seed {seed} step {step + 1}/{recipe.steps} loss {losses[-1]:.4f}")
     train_s = time.perf_counter() - t0

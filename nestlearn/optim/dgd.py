@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from .param_groups import run_closure
+
 
 class DGD(Optimizer):
     def __init__(self, model: nn.Module, lr: float = 1e-2, weight_decay: float = 0.0, fallback: str = "adamw",
@@ -60,10 +62,7 @@ class DGD(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             for W in group["params"]:
                 if W.grad is None:

@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .newton_schulz import newton_schulz
+from .param_groups import run_closure
 
 
 def adjust_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
@@ -78,10 +79,7 @@ class M3(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             b1, b2, b3 = group["betas"]
             ema = group["accumulate"] == "ema"

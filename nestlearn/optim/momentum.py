@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from .param_groups import run_closure
+
 
 def _check(lr: float, alpha: float) -> None:
     if not lr >= 0:
@@ -32,10 +34,7 @@ class DeltaMomentum(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -76,10 +75,7 @@ class DeepMomentum(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -36,3 +37,11 @@ def assert_partition(model: nn.Module, *groups: list) -> None:
     if set(ids) != own:
         missing, extra = len(own - set(ids)), len(set(ids) - own)
         raise AssertionError(f"optimizer groups do not partition the model: {missing} missing, {extra} foreign")
+
+
+def run_closure(closure):
+    """``torch.optim``'s closure convention for ``step(closure)``: re-evaluate the loss with gradients on."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
