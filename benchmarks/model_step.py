@@ -7,6 +7,10 @@ the same run.
 Training = forward + backward + AdamW step; inference = a no_grad forward over the whole sequence
 (in-context writes on). Writes benchmarks/results/model_step.md. Target (issue 3): HOPE's training
 step within 3× of the Transformer's time per token (goal 1.5×).
+
+Beside the times, each row counts the work of one training step, so that a ratio of times can be
+read against a ratio of work: the matmul FLOPs (counted op by op with PyTorch's FLOP formulas, so
+elementwise work is not in them) and the bytes autograd saves for the backward.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from nestlearn.models import CausalLM, preset
 
@@ -37,8 +43,43 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(out)
 
 
-def measure(name: str, block: str, B: int, T: int, repeats: int) -> tuple[int, float, float]:
-    """Parameters, training tokens/s and inference tokens/s of one block kind."""
+class CountFlops(TorchDispatchMode):
+    """Matmul-class FLOPs of every op run inside (PyTorch's registered formulas: mm, bmm, conv, SDPA…)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def work(model: CausalLM, ids: torch.Tensor) -> tuple[float, float]:
+    """GFLOP of one forward + backward, and MB that autograd saves for the backward (distinct storages)."""
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        storages.setdefault(st.data_ptr(), st.nbytes())
+        return t
+
+    with CountFlops() as fc:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            _, loss, _ = model(ids, targets=ids)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = sum(n for ptr, n in storages.items() if ptr not in params)
+    return fc.total / 1e9, saved / 1e6
+
+
+def measure(name: str, block: str, B: int, T: int, repeats: int) -> tuple:
+    """Parameters, training tokens/s, inference tokens/s, training GFLOP and saved MB of one block kind."""
     torch.manual_seed(0)
     model = CausalLM(preset(name, block=block))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -54,7 +95,9 @@ def measure(name: str, block: str, B: int, T: int, repeats: int) -> tuple[int, f
         with torch.no_grad():
             model(ids)
 
-    return model.num_parameters(), B * T / timed(train_step, repeats), B * T / timed(infer, repeats)
+    gflop, saved = work(model, ids)
+    return (model.num_parameters(), B * T / timed(train_step, repeats), B * T / timed(infer, repeats),
+            gflop, saved)
 
 
 def main() -> int:
@@ -68,7 +111,8 @@ def main() -> int:
     for block in BLOCKS:
         rows[block] = measure(name, block, B, T, args.repeats)
         print(f"{block:15s} params {rows[block][0] / 1e6:6.2f}M  train {rows[block][1]:>9,.0f} tok/s  "
-              f"infer {rows[block][2]:>9,.0f} tok/s", flush=True)
+              f"infer {rows[block][2]:>9,.0f} tok/s  {rows[block][3]:7.3g} GFLOP/step  "
+              f"saved {rows[block][4]:7.0f} MB", flush=True)
     base = rows["transformer"]
     cmd = "python benchmarks/model_step.py" + (" --quick" if args.quick else "")
     lines = ["# Model step: throughput against the Transformer", "",
@@ -78,14 +122,19 @@ def main() -> int:
              f"Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, median of "
              f"{args.repeats} after a warm-up. Time per token relative to the Transformer: higher is slower.", "",
              "| block | params | train tok/s | train time/token vs Transformer | infer tok/s | "
-             "infer time/token vs Transformer |", "|---|---:|---:|---:|---:|---:|"]
-    for block, (n, tr, inf) in rows.items():
+             "infer time/token vs Transformer | train GFLOP/step | FLOPs vs Transformer | train GFLOP/s | "
+             "saved for backward (MB) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for block, (n, tr, inf, gf, mb) in rows.items():
         lines.append(f"| {block} | {n / 1e6:.2f}M | {tr:,.0f} | {base[1] / tr:.2f}× | {inf:,.0f} | "
-                     f"{base[2] / inf:.2f}× |")
+                     f"{base[2] / inf:.2f}× | {gf:.3g} | {gf / base[3]:.2f}× | {gf * tr / (B * T):.0f} | {mb:,.0f} |")
     ratio = base[1] / rows["hope"][1]
     ok = ratio <= TARGET
     lines += ["", f"Target: HOPE's training time per token ≤ {TARGET:.0f}× the Transformer's: "
-              f"{'met' if ok else 'NOT met'} ({ratio:.2f}×)."]
+              f"{'met' if ok else 'NOT met'} ({ratio:.2f}×).", "",
+              "FLOPs count matmul-class ops only (PyTorch's FLOP formulas); elementwise work is not in them. "
+              "`train GFLOP/s` = counted FLOPs per step / step time: how well a block kind keeps the "
+              "cores busy. `saved for backward` = distinct storages autograd holds for the backward "
+              "(parameters excluded)."]
     if not args.quick or args.out != p.get_default("out"):
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(lines) + "\n")

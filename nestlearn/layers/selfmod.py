@@ -9,7 +9,8 @@ Per head, with x the (conv-ed) input and every memory read at the start of its c
     o = M_memory(q)
 
 η and α are per-head scalars read out of M_η(x), M_α(x) (η_max·sigmoid, deviation D20; sigmoid). The non-output
-memories are one grouped ``Memory`` whose heads are (memory, head) pairs: one write per chunk for
+memories are one grouped ``Memory`` (``MLPMemory(groups=…)``): they share their input, their targets'
+input and their key and gates, so one product reads all of them and one write per chunk updates
 all of them. Two chunk sizes: one for ``M_memory``, one for the rest.
 """
 
@@ -82,13 +83,16 @@ class SelfModState(NamedTuple):
     memory: MemoryState  # M_memory
 
 
-def _make_memory(cfg: SelfModConfig, heads: int, dim: int, chunk: int):
+def _make_memory(cfg: SelfModConfig, heads: int, dim: int, chunk: int, groups: int = 1):
+    """``groups`` memories per head that share keys and gates, their reads side by side ``[…, groups·dim]``."""
     if cfg.memory == "mlp":
         return MLPMemory(heads, dim, cfg.hidden_mult * dim, rule=cfg.rule, chunk_size=chunk,
-                         momentum=cfg.momentum)
-    mem = LinearMemory(heads, dim, dim, rule=cfg.rule, chunk_size=chunk, momentum=cfg.momentum)
+                         momentum=cfg.momentum, groups=groups)
+    # a matrix memory with ``groups·dim`` outputs is exactly ``groups`` memories that share their keys
+    mem = LinearMemory(heads, dim, groups * dim, rule=cfg.rule, chunk_size=chunk, momentum=cfg.momentum)
     with torch.no_grad():  # start as the identity so that self-generated targets M(v) are not zero
-        mem.init[0].copy_(torch.eye(dim).expand(heads, dim, dim) + 0.02 * torch.randn(heads, dim, dim))
+        eye = torch.eye(dim).repeat(1, groups).expand(heads, dim, groups * dim)
+        mem.init[0].copy_(eye + 0.02 * torch.randn(heads, dim, groups * dim))
     return mem
 
 
@@ -103,7 +107,9 @@ class SelfModifyingTitans(nn.Module):
         self.names = [n for n in ("k", "v", "q") if getattr(cfg, f"adaptive_{n}")] + ["eta", "alpha"]
         self.static = nn.ModuleDict({n: nn.Linear(dim, dim, bias=False)
                                      for n in ("k", "v", "q") if not getattr(cfg, f"adaptive_{n}")})
-        self.group = _make_memory(cfg, len(self.names) * H, Dh, cfg.chunk_size_other)
+        # M_k, M_v, (M_q), M_η, M_α read the same x, target their reads of the same v and write the same
+        # key with the same gates: one grouped memory, written once per chunk for all of them
+        self.group = _make_memory(cfg, H, Dh, cfg.chunk_size_other, groups=len(self.names))
         self.memory = _make_memory(cfg, H, Dh, cfg.chunk_size)
         self.eta_read = nn.Parameter(torch.randn(H, Dh) * Dh ** -0.5 * 0.1)
         # deviation D20: η bounded so that a chunk's write is a contraction even for repeated keys
@@ -118,13 +124,35 @@ class SelfModifyingTitans(nn.Module):
         self.gate = nn.Linear(dim, dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
+    def _step(self, gs, ms, x, static, beta):
+        """One segment of n tokens inside both memories' current chunks: read, then write."""
+        B, n = x.shape[:2]
+        H, Dh, G = self.heads, self.head_dim, len(self.names)
+        read = self.group.read(gs, x, at="chunk_start").view(B, n, H, G, Dh)
+        gen = {name: read[:, :, :, i] for i, name in enumerate(self.names)}
+        k = F.normalize(gen["k"] if "k" in gen else static["k"], dim=-1)
+        v = F.normalize(gen["v"] if "v" in gen else static["v"], dim=-1)  # deviation D9
+        q = F.normalize(gen["q"] if "q" in gen else static["q"], dim=-1)
+        eta = torch.sigmoid((gen["eta"] * self.eta_read).sum(-1) + self.eta_bias) * self.eta_max
+        if self.cfg.weight_decay:
+            alpha = torch.sigmoid((gen["alpha"] * self.alpha_read).sum(-1) + self.alpha_bias)
+        else:
+            alpha = torch.ones_like(eta)
+        # NL eq. 84: each memory's own target; constant inside its inner loss (deviation D6)
+        vhat_g = self.group.read(gs, v, at="chunk_start")
+        # one read of M_memory for its target M(v) and its output M(q) (NL eq. 90: chunk start)
+        vhat_m, o = self.memory.read(ms, torch.cat([v, q], dim=1), at="chunk_start").split(n, dim=1)
+        gs = self.group.write(gs, k, vhat_g, eta, alpha, beta, validate=False)
+        ms = self.memory.write(ms, k, vhat_m, eta, alpha, beta, validate=False)
+        return o, gs, ms
+
     def init_state(self, batch_size: int, ref: Tensor) -> SelfModState:
         conv = ref.new_zeros(batch_size, self.cfg.conv_width - 1, self.dim)
         return SelfModState(conv, self.group.init_state(batch_size), self.memory.init_state(batch_size))
 
     def forward(self, x: Tensor, state: SelfModState | None = None) -> tuple[Tensor, SelfModState]:
         B, T, _ = x.shape
-        H, Dh, G = self.heads, self.head_dim, len(self.names)
+        H, Dh = self.heads, self.head_dim
         if state is None:
             state = self.init_state(B, x)
         xc, conv = self.conv(x, state.conv)
@@ -132,30 +160,19 @@ class SelfModifyingTitans(nn.Module):
         static = {n: lin(xc).view(B, T, H, Dh) for n, lin in self.static.items()}
         beta_all = torch.sigmoid(self.beta_proj(xc)) if self.beta_proj is not None else None
         gs, ms = state.group, state.memory
-        outs, p = [], 0
-        while p < T:  # segments end where either memory's chunk ends (absolute positions)
-            n = min(self.group.chunk_size - gs.offset, self.memory.chunk_size - ms.offset, T - p)
-            span = slice(p, p + n)
-            read = self.group.read(gs, xh[:, span].repeat(1, 1, G, 1), at="chunk_start").view(B, n, G, H, Dh)
-            gen = {name: read[:, :, i] for i, name in enumerate(self.names)}
-            k = F.normalize(gen["k"] if "k" in gen else static["k"][:, span], dim=-1)
-            v = F.normalize(gen["v"] if "v" in gen else static["v"][:, span], dim=-1)  # deviation D9
-            q = F.normalize(gen["q"] if "q" in gen else static["q"][:, span], dim=-1)
-            eta = torch.sigmoid((gen["eta"] * self.eta_read).sum(-1) + self.eta_bias) * self.eta_max
-            if self.cfg.weight_decay:
-                alpha = torch.sigmoid((gen["alpha"] * self.alpha_read).sum(-1) + self.alpha_bias)
-            else:
-                alpha = torch.ones_like(eta)
-            beta = None if beta_all is None else beta_all[:, span]
-            # NL eq. 84: each memory's own target; constant inside its inner loss (deviation D6)
-            vhat_g = self.group.read(gs, v.repeat(1, 1, G, 1), at="chunk_start")
-            # one read of M_memory for its target M(v) and its output M(q) (NL eq. 90: chunk start)
-            vhat_m, o = self.memory.read(ms, torch.cat([v, q], dim=1), at="chunk_start").split(n, dim=1)
+        # pieces end where either memory's chunk ends (absolute positions); split once, so that the
+        # backward joins the pieces' gradients once instead of padding each slice to the full length
+        sizes, p, go, mo = [], 0, gs.offset, ms.offset
+        while p < T:
+            n = min(self.group.chunk_size - go, self.memory.chunk_size - mo, T - p)
+            sizes.append(n)
+            go, mo, p = (go + n) % self.group.chunk_size, (mo + n) % self.memory.chunk_size, p + n
+        pieces = lambda t: [None] * len(sizes) if t is None else t.split(sizes, dim=1)  # noqa: E731
+        statics = {name: pieces(t) for name, t in static.items()}
+        outs = []
+        for i, (x_i, beta_i) in enumerate(zip(pieces(xh), pieces(beta_all), strict=True)):
+            o, gs, ms = self._step(gs, ms, x_i, {name: t[i] for name, t in statics.items()}, beta_i)
             outs.append(o)
-            rep = lambda g: None if g is None else g.repeat(1, 1, G)  # noqa: E731
-            gs = self.group.write(gs, k.repeat(1, 1, G, 1), vhat_g, rep(eta), rep(alpha), rep(beta), validate=False)
-            ms = self.memory.write(ms, k, vhat_m, eta, alpha, beta, validate=False)
-            p += n
         o = self.out_norm(torch.cat(outs, dim=1)).reshape(B, T, self.dim)
         y = self.proj(o * F.silu(self.gate(xc)))
         return y, SelfModState(conv, gs, ms)

@@ -190,12 +190,9 @@ class Memory(nn.Module):
         """The map itself: x ``[B, H, T, Din]`` → ``[B, H, T, Dout]``."""
         raise NotImplementedError
 
-    def _static_keys(self, k: Tensor, eta: Tensor, alpha: Tensor) -> list:
-        """For each weight, ``(K, b)`` over the whole sequence when they do not depend on the state
-        (so every chunk's coefficients can be built at once), else ``None``."""
-        raise NotImplementedError
-
     def _plan(self, anchor: tuple[Tensor, ...], k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor):
         """The rule in chunk form: for each weight, ``(K, W, b, KS)`` for ``chunk.chunk_step``, where
-        ``KS = K @ anchor`` if the rule computed it anyway (else ``None``)."""
+        ``KS = K @ anchor`` if the rule computed it anyway (else ``None``). A weight whose batch has
+        more heads than the gates (a grouped memory's per-memory weights, ``H·G``) gets each gate
+        repeated ``G`` times (``ChunkGates.repeat_heads``)."""
         raise NotImplementedError

@@ -41,51 +41,83 @@ class MLPMemory(Memory):
       dgd:   W2 ← W2 (α I − η k kᵀ) − η ∇W2,  W1 ← α W1 − η ∇W1      (NL eq. 88; deviation D2)
       delta: eq. 56 layer by layer (deviation D3): W1 regresses h = σ(W2₀ k) onto v − k, W2
              regresses k onto z₀ − ∂ℓ/∂z with ℓ = ½‖M₀(k) − v‖²; each W ← α W (I − η′ x xᵀ) + η′ u xᵀ.
+
+    ``groups = G > 1``: G independent memories per head that are always read and written with the same
+    keys and gates (self-modifying Titans' M_k, M_v, M_η, M_α all read x, all read v for their targets,
+    and all write key k). Their first layers sit side by side, ``A`` ``[H, D, G·Dh]``, so that one
+    product serves all G (and the DGD preconditioner, which depends only on k and the gates, is solved
+    once); their second layers are ``Bm`` ``[H·G, Dh, D]`` (index ``h·G + g``). Values and reads are
+    ``[..., G·D]``: memory g owns the slice ``[g·D, (g+1)·D)``. The result equals G separate memories.
     """
 
     kind = "mlp"
 
     def __init__(self, heads: int, dim: int, hidden: int, rule: str = "dgd", chunk_size: int = 64,
                  objective: str = "l2", momentum: bool = False, activation: str = "gelu",
-                 init_std: float | None = None):
-        super().__init__(heads, dim, dim, rule, chunk_size, objective, momentum)
+                 init_std: float | None = None, groups: int = 1):
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"groups must be a positive int (got {groups!r})")
+        super().__init__(heads, dim, groups * dim, rule, chunk_size, objective, momentum)
         if hidden < 1:
             raise ValueError(f"hidden must be positive (got {hidden})")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} (got {activation!r})")
-        self.hidden, self.activation = hidden, activation
+        self.hidden, self.activation, self.groups, self.dim = hidden, activation, groups, dim
         self.act, self.act_grad = ACTIVATIONS[activation]
         std_a = 1 / math.sqrt(dim) if init_std is None else init_std
         std_b = 1 / math.sqrt(hidden) if init_std is None else init_std
         self.init = nn.ParameterList([
-            nn.Parameter(torch.randn(heads, dim, hidden) * std_a),
-            nn.Parameter(torch.randn(heads, hidden, dim) * std_b),
+            nn.Parameter(torch.randn(heads, dim, groups * hidden) * std_a),
+            nn.Parameter(torch.randn(heads * groups, hidden, dim) * std_b),
         ])
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", hidden={self.hidden}, groups={self.groups}"
+
+    # ---- the group layout: [B, H, T, G·d] (side by side) ⇄ [B, H·G, T, d] (one batch entry per memory)
+    def _per_memory(self, x: Tensor) -> Tensor:
+        G = self.groups
+        if G == 1:
+            return x
+        B, H, T, GD = x.shape
+        return x.view(B, H, T, G, GD // G).transpose(2, 3).reshape(B, H * G, T, GD // G)
+
+    def _side_by_side(self, x: Tensor) -> Tensor:
+        G = self.groups
+        if G == 1:
+            return x
+        B, HG, T, d = x.shape
+        return x.view(B, HG // G, G, T, d).transpose(2, 3).reshape(B, HG // G, T, G * d)
+
+    def _residual(self, x: Tensor, y: Tensor) -> Tensor:
+        """``x + y_g`` for every memory g: x ``[B, H, T, D]``, y ``[B, H·G, T, D]`` → ``[B, H, T, G·D]``."""
+        G = self.groups
+        if G == 1:
+            return x + y
+        B, H, T, D = x.shape
+        return (y.view(B, H, G, T, D) + x.unsqueeze(2)).transpose(2, 3).reshape(B, H, T, G * D)
 
     def _map(self, weights, x: Tensor) -> Tensor:
         A, Bm = weights
-        return x + self.act(x @ A) @ Bm
-
-    def _static_keys(self, k, eta, alpha):
-        if self.rule == "delta":
-            b = alpha * eta / (1 + eta * (k * k).sum(-1))
-        else:
-            b = eta if self.rule == "dgd" else None
-        return [(k, b), None]  # the output side's keys are the hidden units: they depend on the state
+        return self._residual(x, self._per_memory(self.act(x @ A)) @ Bm)
 
     def _plan(self, anchor, k, v, eta, alpha):
         A0, B0 = anchor
-        z = k @ A0
-        h = self.act(z)
-        y = k + h @ B0
+        G = self.groups
+        z = k @ A0  # [B, H, n, G·Dh]
+        h = self._per_memory(self.act(z))  # [B, H·G, n, Dh]: the keys of each memory's W1
+        hB = h @ B0
+        y = self._residual(k, hB)
+        rep = (lambda t: t) if G == 1 else (lambda t: t.repeat_interleave(G, dim=1))  # [B, H, ·] → [B, H·G, ·]
         if self.rule == "delta":  # deviation D3
-            gz = self.act_grad(z) * ((y - v) @ B0.mT)
+            gz = self.act_grad(z) * self._side_by_side(self._per_memory(y - v) @ B0.mT)
             eta_k = eta / (1 + eta * (k * k).sum(-1))
-            eta_h = eta / (1 + eta * (h * h).sum(-1))
+            eta_h = rep(eta) / (1 + rep(eta) * (h * h).sum(-1))
+            k_g = k if G == 1 else k.unsqueeze(2).expand(-1, -1, G, -1, -1).flatten(1, 2)
             return [(k, eta_k.unsqueeze(-1) * (z - gz), alpha * eta_k, z),
-                    (h, eta_h.unsqueeze(-1) * (v - k), alpha * eta_h, h @ B0)]
-        e = 2 * (y - v) if self.objective == "l2" else -v  # ∂L/∂y
-        gz = self.act_grad(z) * (e @ B0.mT)  # ∂L/∂z; ∇A = kᵀ gz, ∇Bm = hᵀ e (rank one per token)
-        step = -eta.unsqueeze(-1)
-        return [(k, step * gz, eta if self.rule == "dgd" else None, z),  # deviation D2: preconditioner on W2
-                (h, step * e, None, None)]
+                    (h, eta_h.unsqueeze(-1) * (self._per_memory(v) - k_g), rep(alpha) * eta_h, hB)]
+        e = self._per_memory(2 * (y - v) if self.objective == "l2" else -v)  # ∂L/∂y, per memory
+        gz = self.act_grad(z) * self._side_by_side(e @ B0.mT)  # ∂L/∂z; ∇A = kᵀ gz, ∇Bm = hᵀ e (rank one per token)
+        # deviation D2: the DGD preconditioner acts on W2 only
+        return [(k, -eta.unsqueeze(-1) * gz, eta if self.rule == "dgd" else None, z),
+                (h, -rep(eta).unsqueeze(-1) * e, None, None)]

@@ -9,9 +9,9 @@ def make_memory(kind, rule="dgd", chunk_size=4, momentum=False, heads=2, dim=6, 
     if kind == "linear":
         mem = LinearMemory(heads, dim, dim, rule=rule, chunk_size=chunk_size, objective=objective,
                            momentum=momentum, init_std=0.3)
-    else:
+    else:  # "mlp", or "mlp_grouped": three memories sharing keys and gates (self-modifying Titans' group)
         mem = MLPMemory(heads, dim, 2 * dim, rule=rule, chunk_size=chunk_size, objective=objective,
-                        momentum=momentum)
+                        momentum=momentum, groups=3 if kind == "mlp_grouped" else 1)
     return mem.double()
 
 

@@ -10,7 +10,7 @@ from nestlearn.memory.write import decay_matrix
 
 from .conftest import make_inputs, make_memory, max_rel
 
-KINDS = ("linear", "mlp")
+KINDS = ("linear", "mlp", "mlp_grouped")
 RULES = ("gd", "dgd", "delta")
 CHUNKS = (1, 4, 16, 64)
 
@@ -214,3 +214,42 @@ def test_dgd_fixed_point_is_two_thirds_of_the_value():
         for _ in range(200):
             state = mem.write(state, k, v, lr=lr)
         assert torch.allclose(mem.read(state, k), want * v, atol=1e-8), rule
+
+
+@pytest.mark.parametrize("rule,momentum", [("dgd", True), ("gd", False), ("delta", True)])
+def test_grouped_memory_equals_separate_memories(rule, momentum):
+    """A grouped MLP memory is G memories that share keys and gates: its reads, its state after a
+    write and the gradients to every input equal those of G separate memories."""
+    G, H, D = 3, 2, 5
+    grouped = make_memory("mlp_grouped", rule, 4, momentum, heads=H, dim=D)
+    singles = []
+    for g in range(G):
+        mem = make_memory("mlp", rule, 4, momentum, heads=H, dim=D)
+        with torch.no_grad():
+            mem.init[0].copy_(grouped.init[0][..., g * 2 * D:(g + 1) * 2 * D])
+            mem.init[1].copy_(grouped.init[1].view(H, G, 2 * D, D)[:, g])
+        singles.append(mem)
+    k, v, eta, alpha, beta = make_inputs(grouped, T=11, requires_grad=True)
+    q = torch.randn(2, 7, H, D, dtype=torch.float64)
+    st = grouped.write(grouped.init_state(2), k, v, eta, alpha, beta)
+    y = grouped.read(st, q)
+    parts = []
+    for g, mem in enumerate(singles):
+        s_g = mem.write(mem.init_state(2), k, v[..., g * D:(g + 1) * D], eta, alpha, beta)
+        parts.append(mem.read(s_g, q))
+        assert max_rel([st.weights[0][..., g * 2 * D:(g + 1) * 2 * D]], [s_g.weights[0]]) < 1e-12
+        assert max_rel([st.weights[1].view(2, H, G, 2 * D, D)[:, :, g]], [s_g.weights[1]]) < 1e-12
+    y_sep = torch.cat(parts, dim=-1)
+    assert max_rel([y], [y_sep]) < 1e-12
+    inputs = [t for t in (k, v, eta, alpha, beta) if t is not None]
+    w = torch.randn_like(y)
+    g1 = torch.autograd.grad((y * w).sum(), inputs)
+    g2 = torch.autograd.grad((y_sep * w).sum(), inputs)
+    assert max_rel(g1, g2) < 1e-10
+
+
+def test_grouped_memory_rejects_bad_groups():
+    from nestlearn.memory import MLPMemory
+
+    with pytest.raises(ValueError, match="groups must be a positive int"):
+        MLPMemory(2, 4, 4, groups=0)

@@ -31,12 +31,14 @@ def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Te
         a = alpha[..., span]
         bt = None if beta is None else beta[..., span]
         plans = mem._plan(anchor, k[..., span, :], v[..., span, :], eta[..., span], a)
-        gates = ChunkGates(a, bt)  # shared by every matrix of the memory
+        gates = {a.shape[1]: ChunkGates(a, bt)}  # shared by every matrix of the memory, per head count
         new_w, new_m = [], []
         for i, (K, W, b, KS) in enumerate(plans):
+            if K.shape[1] not in gates:  # a grouped memory's per-memory weights: [B, H·G, …]
+                gates[K.shape[1]] = gates[a.shape[1]].repeat_heads(K.shape[1] // a.shape[1])
             # K @ anchor equals K @ weights only at a chunk start
-            S, m = chunk_step(weights[i], None if mom is None else mom[i], W, ChunkCoefficients(K, gates, b),
-                              KS if offset == 0 else None)
+            S, m = chunk_step(weights[i], None if mom is None else mom[i], W,
+                              ChunkCoefficients(K, gates[K.shape[1]], b), KS if offset == 0 else None)
             new_w.append(S)
             new_m.append(m)
         weights = tuple(new_w)

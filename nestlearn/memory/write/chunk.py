@@ -56,6 +56,13 @@ class ChunkGates:
         else:
             self.wshift, self.wlast = self.gshift, self.glast
 
+    def repeat_heads(self, groups: int) -> ChunkGates:
+        """The same gates for weights batched ``[B, H·G, …]`` (head h's gates for its G memories)."""
+        out = ChunkGates.__new__(ChunkGates)
+        for name, t in vars(self).items():
+            setattr(out, name, None if t is None else t.repeat_interleave(groups, dim=1))
+        return out
+
 
 class ChunkCoefficients:
     """Everything of a chunk that depends only on the gates and keys, not on the state.
@@ -94,17 +101,18 @@ def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients,
         # −U[t] = b_t S_{t−1}ᵀ k_t, the preconditioner's part of each update (UT transform)
         U = torch.linalg.solve_triangular(co.T, rhs, upper=False, unitriangular=True)
         write = write - g.glast.unsqueeze(-1) * U
-    carry = g.gamma_last[..., None, None] * S
+    # The carried terms are fresh 3-D tensors, so the rank-n update accumulates into them in place:
+    # no saved tensor is overwritten, no view is written through (autograd would copy the base), and
+    # the state-sized copy that an out-of-place baddbmm makes is saved.
+    shape = S.shape
+    flat = lambda t: t.reshape(-1, *t.shape[-2:])  # noqa: E731
+    coef = lambda c: c.reshape(-1, 1, 1)  # noqa: E731
+    Kt = flat(K.mT)
+    carry = flat(S) * coef(g.gamma_last)
     if m is not None:  # one pass for both carried terms: γ S + ρ m
-        carry = torch.addcmul(carry, g.rho_last[..., None, None], m)
-    S_new = _baddbmm(carry, K.mT, write)
+        carry.addcmul_(coef(g.rho_last), flat(m))
+    S_new = carry.baddbmm_(Kt, flat(write)).view(shape)
     if m is None:
         return S_new, None
-    return S_new, _baddbmm(g.delta_last[..., None, None] * m, K.mT, g.dlast.unsqueeze(-1) * W)
-
-
-def _baddbmm(C: Tensor, A: Tensor, B: Tensor) -> Tensor:
-    """``C + A @ B`` over any leading dims, fused into one kernel."""
-    lead = C.shape[:-2]
-    return torch.baddbmm(C.reshape(-1, *C.shape[-2:]), A.reshape(-1, *A.shape[-2:]),
-                         B.reshape(-1, *B.shape[-2:])).view(*lead, *C.shape[-2:])
+    m_new = (flat(m) * coef(g.delta_last)).baddbmm_(Kt, flat(g.dlast.unsqueeze(-1) * W))
+    return S_new, m_new.view(shape)

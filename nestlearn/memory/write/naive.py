@@ -67,7 +67,36 @@ def _mlp_token(mem: Memory, W0: list[Tensor], k, v, eta, alpha):
 
 def write_reference(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor,
                     beta: Tensor | None) -> MemoryState:
-    """Same contract as ``write_chunked``: ``k, v`` ``[B, H, T, D]``, gates ``[B, H, T]``."""
+    """Same contract as ``write_chunked``: ``k, v`` ``[B, H, T, D]``, gates ``[B, H, T]``.
+
+    A grouped MLP memory (``groups = G``) is written as what it stands for: G separate memories, one
+    token loop each, on its slice of the weights and of the values.
+    """
+    G = getattr(mem, "groups", 1)
+    if G == 1:
+        return _token_loop(mem, state, k, v, eta, alpha, beta)
+    B, H, Dh, D = state.weights[0].shape[0], mem.heads, mem.hidden, mem.dim
+
+    def part(ts, g):
+        A, Bm = ts
+        return A[..., g * Dh:(g + 1) * Dh], Bm.view(B, H, G, Dh, D)[:, :, g]
+
+    outs = []
+    for g in range(G):
+        sub = MemoryState(part(state.weights, g), part(state.anchor, g),
+                          None if state.momentum is None else part(state.momentum, g), state.offset)
+        outs.append(_token_loop(mem, sub, k, v[..., g * D:(g + 1) * D], eta, alpha, beta))
+
+    def join(ts):
+        return (torch.cat([t[0] for t in ts], dim=-1),
+                torch.stack([t[1] for t in ts], dim=2).reshape(B, H * G, Dh, D))
+
+    return MemoryState(join([o.weights for o in outs]), join([o.anchor for o in outs]),
+                       None if state.momentum is None else join([o.momentum for o in outs]), outs[0].offset)
+
+
+def _token_loop(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor,
+                beta: Tensor | None) -> MemoryState:
     token = {"linear": _linear_token, "mlp": _mlp_token}[mem.kind]
     M = [w.mT for w in state.weights]
     M0 = [w.mT for w in state.anchor]
