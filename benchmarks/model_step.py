@@ -3,6 +3,11 @@ the same run.
 
     python benchmarks/model_step.py             # `small` preset, T=512, B=4, CPU
     python benchmarks/model_step.py --quick     # `debug` preset, T=128, B=2 (a smoke run)
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 python benchmarks/model_step.py
+
+The allocator matters on a CPU: a HOPE step allocates and frees gigabytes of state-sized tensors, and
+glibc's malloc hands much of it back to the OS and faults it in again. The table names the
+allocator it ran under (read from the process's memory map).
 
 Training = forward + backward + AdamW step; inference = a no_grad forward over the whole sequence
 (in-context writes on). Writes benchmarks/results/model_step.md. Target (issue 3): HOPE's training
@@ -57,6 +62,18 @@ class CountFlops(TorchDispatchMode):
         if formula is not None:
             self.total += formula(*args, **kwargs, out_val=out)
         return out
+
+
+def allocator() -> str:
+    """The malloc this process runs under: jemalloc / tcmalloc when preloaded, else the system's."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    for name in ("jemalloc", "tcmalloc", "mimalloc"):
+        if name in maps:
+            return name
+    return "system (glibc)" if platform.system() == "Linux" else "system"
 
 
 def work(model: CausalLM, ids: torch.Tensor) -> tuple[float, float]:
@@ -114,11 +131,16 @@ def main() -> int:
               f"infer {rows[block][2]:>9,.0f} tok/s  {rows[block][3]:7.3g} GFLOP/step  "
               f"saved {rows[block][4]:7.0f} MB", flush=True)
     base = rows["transformer"]
+    alloc = allocator()
     cmd = "python benchmarks/model_step.py" + (" --quick" if args.quick else "")
+    if alloc not in ("system (glibc)", "system", "unknown"):
+        cmd = f"LD_PRELOAD=<lib{alloc}> " + cmd
+    if args.out != p.get_default("out"):
+        cmd += f" --out {args.out}"
     lines = ["# Model step: throughput against the Transformer", "",
              f"Command: `{cmd}`  ",
              f"Preset `{name}`, B={B}, T={T}, float32, CPU, {torch.get_num_threads()} threads; "
-             f"{platform.machine()} {platform.processor() or ''}, torch {torch.__version__}  ",
+             f"{platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, malloc: {alloc}  ",
              f"Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, median of "
              f"{args.repeats} after a warm-up. Time per token relative to the Transformer: higher is slower.", "",
              "| block | params | train tok/s | train time/token vs Transformer | infer tok/s | "
