@@ -1,0 +1,94 @@
+"""How much of one self-modifying Titans layer's time is per-op overhead.
+
+    python benchmarks/selfmod_layer.py
+
+Times one ``SelfModifyingTitans`` layer (forward + backward, and a no-grad forward) over T=512 tokens
+at the `small` preset's width and, with the same chunk sizes and so the same sequence of ops, at a
+width and batch where the data is negligible. The second row is the cost of running the ops at all
+(Python, dispatcher, autograd); the difference is the cost of the data. Writes
+benchmarks/results/selfmod_layer.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from nestlearn.layers import SelfModifyingTitans
+from nestlearn.models import preset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from model_step import allocator  # noqa: E402
+
+
+def time_layer(dim: int, heads: int, B: int, T: int, repeats: int) -> tuple[float, float]:
+    cfg = dataclasses.replace(preset("small", block="hope").selfmod, heads=heads)
+    torch.manual_seed(0)
+    layer = SelfModifyingTitans(dim, cfg)
+    x = torch.randn(B, T, dim, requires_grad=True)
+
+    def train():
+        y, _ = layer(x)
+        y.square().sum().backward()
+
+    def infer():
+        with torch.no_grad():
+            layer(x)
+
+    out = []
+    for fn in (train, infer):
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        out.append(statistics.median(ts))
+    return out[0], out[1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "selfmod_layer.md"))
+    args = p.parse_args()
+    small = preset("small", block="hope")
+    T = 512
+    rows = [("small width", small.dim, small.selfmod.heads, 4),
+            ("width 8, B=1 (data negligible)", 8, small.selfmod.heads, 1)]
+    results = []
+    for label, dim, heads, B in rows:
+        tr, inf = time_layer(dim, heads, B, T, args.repeats)
+        results.append((label, dim, heads, B, tr, inf))
+        print(f"{label:32s} fwd+bwd {tr * 1e3:7.0f} ms   no-grad fwd {inf * 1e3:7.0f} ms", flush=True)
+    alloc = allocator()
+    cmd = "python benchmarks/selfmod_layer.py"
+    if alloc not in ("system (glibc)", "system", "unknown"):
+        cmd = f"LD_PRELOAD=<lib{alloc}> " + cmd
+    lines = ["# One self-modifying Titans layer: data vs per-op overhead", "",
+             f"Command: `{cmd}`  ",
+             f"T={T}, chunk sizes {small.selfmod.chunk_size}/{small.selfmod.chunk_size_other} (small preset), "
+             f"float32, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, malloc: {alloc}  ",
+             f"Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, median of "
+             f"{args.repeats} after a warm-up.", "",
+             "| shape | dim | heads | B | fwd + bwd (ms) | no-grad fwd (ms) |", "|---|---:|---:|---:|---:|---:|"]
+    for label, dim, heads, B, tr, inf in results:
+        lines.append(f"| {label} | {dim} | {heads} | {B} | {tr * 1e3:.0f} | {inf * 1e3:.0f} |")
+    share = results[1][4] / results[0][4]
+    lines += ["", f"Per-op overhead (the negligible-data row) is {share:.0%} of the small-width layer's "
+              "forward + backward."]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}; overhead share {share:.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
