@@ -159,17 +159,23 @@ def test_cli_train_runs(tmp_path):
 
 
 def test_ctrl_c_writes_a_checkpoint(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # PYTHONFAULTHANDLER: if the run ever hangs after the interrupt, SIGABRT below makes it print
+    # every thread's stack, so the failure says where it hung
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "nestlearn", "train", str(DEBUG), "train.steps=100000",
                              f"train.out_dir={tmp_path}", "train.progress=false", "model.block=transformer",
                              "train.log_every=1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "metrics.jsonl").is_file():
-        time.sleep(0.2)
-    time.sleep(1.0)
+    deadline, metrics = time.time() + 120, tmp_path / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.2)  # interrupt a running loop: wait for its first logged step
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the run did not stop within 120 s of SIGINT; its stacks:\n{err[-4000:]}")
     assert "interrupted at step" in out, err[-2000:]
     latest = (tmp_path / "checkpoints" / "latest").read_text()
     trainer = Trainer(load_config(tmp_path / "config.yaml", ["train.progress=false"]))
