@@ -158,6 +158,13 @@ def test_cli_train_runs(tmp_path):
     assert ev.returncode == 0 and "val_loss" in ev.stdout
 
 
+def _default_sigint():
+    # A shell without job control starts background commands with SIGINT ignored, and a Python
+    # started with SIGINT ignored never raises KeyboardInterrupt: give the run the default handler,
+    # as a terminal would (found when CI was launched in the background).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_writes_a_checkpoint(tmp_path):
     # PYTHONFAULTHANDLER: if the run ever hangs after the interrupt, SIGABRT below makes it print
     # every thread's stack, so the failure says where it hung
@@ -165,7 +172,7 @@ def test_ctrl_c_writes_a_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "nestlearn", "train", str(DEBUG), "train.steps=100000",
                              f"train.out_dir={tmp_path}", "train.progress=false", "model.block=transformer",
                              "train.log_every=1"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
     deadline, metrics = time.time() + 120, tmp_path / "metrics.jsonl"
     while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
         time.sleep(0.2)  # interrupt a running loop: wait for its first logged step
