@@ -82,6 +82,13 @@ class Dist:
         if self.world > 1:
             dist.barrier()
 
+    def close(self) -> None:
+        """Leave the process group together: without it, a rank that exits while another's gloo
+        threads still talk to it can die in ``std::terminate`` (seen once in a 2-process CI test)."""
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     # ---- full (unsharded) state for checkpoints; collective under FSDP: every rank must call ----
     def sharded(self, mode: str) -> bool:
         return self.world > 1 and mode == "fsdp"

@@ -338,4 +338,5 @@ def train(cfg: RunConfig, resume: bool = False) -> Trainer:
         raise FileExistsError(f"{trainer.out} already holds a run; pass --resume to continue it, or choose "
                               f"another train.out_dir")
     trainer.run()
+    trainer.dist.close()
     return trainer
