@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,7 +23,7 @@ from nestlearn.layers import SelfModifyingTitans
 from nestlearn.models import preset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from model_step import allocator  # noqa: E402
+from model_step import allocator, timed  # noqa: E402
 
 
 def time_layer(dim: int, heads: int, B: int, T: int, repeats: int) -> tuple[float, float]:
@@ -42,16 +40,7 @@ def time_layer(dim: int, heads: int, B: int, T: int, repeats: int) -> tuple[floa
         with torch.no_grad():
             layer(x)
 
-    out = []
-    for fn in (train, infer):
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        out.append(statistics.median(ts))
-    return out[0], out[1]
+    return timed(train, repeats), timed(infer, repeats)
 
 
 def main() -> int:
