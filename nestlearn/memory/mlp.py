@@ -62,7 +62,7 @@ class MLPMemory(Memory):
             raise ValueError(f"hidden must be positive (got {hidden})")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} (got {activation!r})")
-        self.hidden, self.activation, self.groups, self.dim = hidden, activation, groups, dim
+        self.hidden, self.activation, self.groups = hidden, activation, groups
         self.act, self.act_grad = ACTIVATIONS[activation]
         std_a = 1 / math.sqrt(dim) if init_std is None else init_std
         std_b = 1 / math.sqrt(hidden) if init_std is None else init_std

@@ -75,7 +75,7 @@ def write_reference(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: 
     G = getattr(mem, "groups", 1)
     if G == 1:
         return _token_loop(mem, state, k, v, eta, alpha, beta)
-    B, H, Dh, D = state.weights[0].shape[0], mem.heads, mem.hidden, mem.dim
+    B, H, Dh, D = state.weights[0].shape[0], mem.heads, mem.hidden, mem.dim_in
 
     def part(ts, g):
         A, Bm = ts
