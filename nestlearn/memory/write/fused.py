@@ -1,0 +1,133 @@
+"""The fused CPU chunk step (``chunk_cpu.cpp``): ``chunk.chunk_step`` in one pass per batch entry.
+
+``chunk_step`` in ``chunk.py`` is written in PyTorch ops: each chunk sweeps the state-sized tensors
+a dozen times (forward and backward), and its backward is several times its forward. The C++ kernel
+does the same arithmetic per batch entry with that entry's state in cache, calling the BLAS that
+PyTorch links for the products, and its backward recomputes the chunk's ``n × D`` panels instead of
+saving them. ``chunk.chunk_step`` stays the reference: the tests compare values and gradients.
+
+The kernel is compiled on first use (about 30 s, once per machine and torch version) into
+``$NESTLEARN_KERNEL_DIR`` (default ``~/.cache/nestlearn``). ``NESTLEARN_KERNELS=torch`` turns it off;
+if it cannot be built (no C++ compiler, a torch without the BLAS symbols), a warning says so once
+and the PyTorch ops run instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+_SOURCE = Path(__file__).with_name("chunk_cpu.cpp")
+_state: dict = {"module": None, "tried": False}
+
+
+def mode() -> str:
+    """``NESTLEARN_KERNELS``: ``auto`` (the fused kernel where it applies) or ``torch`` (PyTorch ops only)."""
+    value = os.environ.get("NESTLEARN_KERNELS", "auto")
+    if value not in ("auto", "torch"):
+        raise ValueError(f"NESTLEARN_KERNELS must be 'auto' or 'torch' (got {value!r})")
+    return value
+
+
+def _cpu_tag() -> str:
+    """A short hash of this CPU's feature flags: the kernel is built with ``-march=native``, so a build
+    directory shared between machines must not hand one CPU's binary to another."""
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor() or platform.machine()
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def _build():
+    from torch.utils.cpp_extension import load
+
+    name = "nestlearn_chunk_cpu"
+    tag = torch.__version__.replace("+", "_")
+    root = Path(os.environ.get("NESTLEARN_KERNEL_DIR", Path.home() / ".cache" / "nestlearn"))
+    build = root / f"{name}-torch{tag}-cpu{_cpu_tag()}"
+    build.mkdir(parents=True, exist_ok=True)
+    if not any(build.glob(f"{name}*.so")):
+        print(f"nestlearn: compiling the fused CPU chunk kernel into {build} (once)", file=sys.stderr, flush=True)
+    # -fopenmp: at::parallel_for is OpenMP in the header; without the flag it would run serially
+    return load(name=name, sources=[str(_SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                extra_ldflags=["-fopenmp"], build_directory=str(build), verbose=False)
+
+
+def _reason(e: Exception) -> str:
+    """The line of a failed build that says why (the compiler's first error), else the exception's last line."""
+    text = str(e).strip()
+    lines = text.splitlines() or [type(e).__name__]
+    return next((ln.strip() for ln in lines if "error:" in ln), lines[-1].strip())
+
+
+def kernel():
+    """The compiled module, or ``None`` when it is turned off or cannot be built."""
+    if mode() == "torch":
+        return None
+    if not _state["tried"]:
+        _state["tried"] = True
+        try:
+            _state["module"] = _build()
+        except Exception as e:  # no compiler, no BLAS symbols, …: the PyTorch ops still work
+            warnings.warn(f"nestlearn: the fused CPU chunk kernel could not be built ({type(e).__name__}: "
+                          f"{_reason(e)}); using PyTorch ops (set NESTLEARN_KERNELS=torch to skip the attempt)",
+                          RuntimeWarning, stacklevel=3)
+    return _state["module"]
+
+
+def applies(S: Tensor) -> bool:
+    """Whether the fused kernel runs for this state: CPU, float32/float64, and the kernel available."""
+    return S.device.type == "cpu" and S.dtype in (torch.float32, torch.float64) and kernel() is not None
+
+
+class FusedChunkStep(torch.autograd.Function):
+    """Inputs flattened to one batch dim ``N``; absent ones are empty tensors (see ``chunk_cpu.cpp``)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        ctx.save_for_backward(*inputs)
+        S_new, m_new = kernel().forward(*inputs)
+        if m_new.numel() == 0:
+            return S_new, None
+        return S_new, m_new
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gS, gm):
+        inputs = ctx.saved_tensors
+        S, m = inputs[0], inputs[1]
+        gS = torch.zeros_like(S) if gS is None else gS.contiguous()
+        gm = (torch.zeros_like(m) if gm is None else gm.contiguous()) if m.numel() else m
+        grads = kernel().backward(*inputs, gS, gm)
+        return tuple(g if t.numel() and need else None
+                     for g, t, need in zip(grads, inputs, ctx.needs_input_grad, strict=True))
+
+
+def chunk_step_fused(S: Tensor, m: Tensor | None, W: Tensor, co, KS: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """``chunk.chunk_step`` through the fused kernel (same arguments, same results)."""
+    g, K, b = co.g, co.K, co.b
+    shape = S.shape
+    n, Dk, Dv = W.shape[-2], shape[-2], shape[-1]
+    empty = S.new_empty(0)
+
+    def flat(t: Tensor | None, *tail: int) -> Tensor:
+        return empty if t is None else t.reshape(-1, *tail).contiguous()
+
+    mom = m is not None
+    pre = b is not None
+    inputs = (flat(S, Dk, Dv), flat(m, Dk, Dv), flat(W, n, Dv), flat(K, n, Dk),
+              flat(KS if pre else None, n, Dv),
+              flat(b * g.gamma_prev if pre else None, n), flat(b * g.rho_prev if pre and mom else None, n),
+              flat(co.T if pre else None, n, n), flat(co.bkk_w if pre else None, n, n),
+              flat(g.glast, n), flat(g.wlast if mom else None, n), flat(g.gamma_last),
+              flat(g.rho_last if mom else None), flat(g.delta_last if mom else None), flat(g.dlast if mom else None, n))
+    S_new, m_new = FusedChunkStep.apply(*inputs)
+    return S_new.view(shape), None if m_new is None else m_new.view(shape)

@@ -1,0 +1,135 @@
+"""The fused CPU chunk step (``write/chunk_cpu.cpp``) against ``chunk_step_torch``, its reference.
+
+Every other memory test runs through the fused kernel when it is available (``chunk_step`` dispatches
+to it on a CPU); these compare the two paths directly, values and gradients, and check the switch
+and the fallback.
+"""
+
+import itertools
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from nestlearn.memory.write import chunk as C
+from nestlearn.memory.write import fused
+
+from .conftest import make_inputs, make_memory, max_rel
+
+needs_kernel = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                  reason="no C++ compiler on this machine: the fused kernel cannot be built")
+
+
+def _case(mom: bool, pre: bool, ks: bool, dtype=torch.float64, batch=(2, 3), n=5, Dk=4, Dv=6, expand=False):
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape, scale=1.0, lo=0.0):
+        return (torch.rand(*shape, generator=g, dtype=dtype) * scale + lo).requires_grad_()
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
+
+    if expand:  # a fresh state: one matrix per head, expanded over the batch (a stride-0 view)
+        S0 = randn(*batch[1:], Dk, Dv)
+        S = S0.unsqueeze(0).expand(*batch, Dk, Dv)
+    else:
+        S0 = S = randn(*batch, Dk, Dv)
+    m = randn(*batch, Dk, Dv) if mom else None
+    W, K = randn(*batch, n, Dv), randn(*batch, n, Dk)
+    a = rnd(*batch, n, scale=0.5, lo=0.5)
+    beta = rnd(*batch, n) if mom else None
+    b = rnd(*batch, n, scale=0.3) if pre else None
+    KS = (K @ S).detach().requires_grad_() if ks and pre else None
+    leaves = [t for t in (S0, m, W, K, a, beta, b, KS) if t is not None]
+    return S, m, W, K, a, beta, b, KS, leaves
+
+
+def _run(impl, S, m, W, K, a, beta, b, KS, leaves):
+    Sn, mn = impl(S, m, W, C.ChunkCoefficients(K, a, b, beta), KS)
+    weight = torch.linspace(-1, 1, Sn.numel(), dtype=Sn.dtype).view_as(Sn)
+    loss = (Sn * weight).sum() + (0 if mn is None else (mn * weight.flip(-1)).sum())
+    return Sn, mn, torch.autograd.grad(loss, leaves)
+
+
+CASES = list(itertools.product((False, True), (False, True), (False, True)))
+
+
+@needs_kernel
+@pytest.mark.parametrize("mom,pre,ks", CASES)
+@pytest.mark.parametrize("expand", [False, True])
+def test_fused_equals_torch(mom, pre, ks, expand):
+    """Values and gradients of every input, with and without momentum, preconditioner, given K S."""
+    assert fused.kernel() is not None, "a C++ compiler is present, so the fused kernel must build"
+    args = _case(mom, pre, ks, expand=expand)
+    S0, m0, g0 = _run(C.chunk_step_torch, *args)
+    S1, m1, g1 = _run(fused.chunk_step_fused, *args)
+    assert max_rel([S0], [S1]) < 1e-12
+    if mom:
+        assert max_rel([m0], [m1]) < 1e-12
+    assert max_rel(g0, g1) < 1e-12
+
+
+@needs_kernel
+@pytest.mark.parametrize("mom,pre", [(True, True), (False, True), (True, False)])
+def test_fused_float32_close_to_torch(mom, pre):
+    args = _case(mom, pre, False, dtype=torch.float32, batch=(4, 4), n=16, Dk=24, Dv=40)
+    S0, _, g0 = _run(C.chunk_step_torch, *args)
+    S1, _, g1 = _run(fused.chunk_step_fused, *args)
+    assert max_rel([S0], [S1]) < 1e-5
+    assert max_rel(g0, g1) < 1e-4
+
+
+@needs_kernel
+def test_fused_gradcheck():
+    S, m, W, K, a, beta, b, _, leaves = _case(True, True, False, batch=(1, 2), n=3, Dk=2, Dv=3)
+
+    def f(S, m, W, K, a, beta, b):
+        return fused.chunk_step_fused(S, m, W, C.ChunkCoefficients(K, a, b, beta), None)
+
+    assert torch.autograd.gradcheck(f, (S, m, W, K, a, beta, b))
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind,rule", [("mlp_grouped", "dgd"), ("linear", "delta"), ("mlp", "gd")])
+def test_memory_write_same_with_either_path(kind, rule, monkeypatch):
+    """A whole write (every chunk) and its gradients agree between NESTLEARN_KERNELS=auto and =torch."""
+    mem = make_memory(kind, rule, 4, momentum=True)
+    k, v, eta, alpha, beta = make_inputs(mem, T=11)
+    inputs = [t.detach().requires_grad_() for t in (k, v, eta, alpha, beta)]
+    out = {}
+    for mode in ("auto", "torch"):
+        monkeypatch.setenv("NESTLEARN_KERNELS", mode)
+        state = mem.write(mem.init_state(2), *inputs)
+        loss = sum((w * w).sum() for w in state.weights)
+        out[mode] = (state.weights, torch.autograd.grad(loss, inputs + list(mem.parameters())))
+    assert max_rel(out["auto"][0], out["torch"][0]) < 1e-12
+    assert max_rel(out["auto"][1], out["torch"][1]) < 1e-12
+
+
+def test_kernel_switch(monkeypatch):
+    monkeypatch.setenv("NESTLEARN_KERNELS", "torch")
+    assert fused.kernel() is None and not fused.applies(torch.zeros(1, 2, 2))
+    monkeypatch.setenv("NESTLEARN_KERNELS", "fast")
+    with pytest.raises(ValueError, match="NESTLEARN_KERNELS must be 'auto' or 'torch'"):
+        fused.kernel()
+
+
+def test_failed_build_falls_back_with_a_warning(monkeypatch):
+    """No compiler (or any build error): one warning naming the cause, then the PyTorch ops."""
+    monkeypatch.setenv("NESTLEARN_KERNELS", "auto")
+    monkeypatch.setattr(fused, "_state", {"module": None, "tried": False})
+
+    def broken():
+        raise RuntimeError("Error building extension\nchunk_cpu.cpp:1:1: error: no compiler here\n")
+
+    monkeypatch.setattr(fused, "_build", broken)
+    mem = make_memory("linear", "dgd", 4, momentum=True)
+    k, v, eta, alpha, beta = make_inputs(mem, T=9)
+    with pytest.warns(RuntimeWarning, match="could not be built.*no compiler here"):
+        state = mem.write(mem.init_state(2), k, v, eta, alpha, beta)
+    ref = mem.write(mem.init_state(2), k, v, eta, alpha, beta, impl="reference")
+    assert max_rel(state.weights, ref.weights) < 1e-9
+    with warnings.catch_warnings():  # warned once, not on every chunk
+        warnings.simplefilter("error")
+        mem.write(mem.init_state(2), k, v, eta, alpha, beta)
