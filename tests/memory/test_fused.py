@@ -1,8 +1,9 @@
-"""The fused CPU chunk step (``write/chunk_cpu.cpp``) against ``chunk_step_torch``, its reference.
+"""The fused CPU chunk step (``write/chunk_cpu.cpp``) against its reference in PyTorch ops
+(``ChunkGates``, ``ChunkCoefficients``, ``chunk_step``).
 
-Every other memory test runs through the fused kernel when it is available (``chunk_step`` dispatches
-to it on a CPU); these compare the two paths directly, values and gradients, and check the switch
-and the fallback.
+Every other memory test runs through the fused kernel when it is available (``write_chunked`` uses it
+on a CPU); these compare the two paths directly, values and the gradients of every input (state,
+momentum, writes, keys, every gate), and check the switch and the fallback.
 """
 
 import itertools
@@ -45,8 +46,12 @@ def _case(mom: bool, pre: bool, ks: bool, dtype=torch.float64, batch=(2, 3), n=5
     return S, m, W, K, a, beta, b, KS, leaves
 
 
+def _torch(S, m, W, K, a, beta, b, KS):
+    return C.chunk_step(S, m, W, C.ChunkCoefficients(K, a, b, beta), KS)
+
+
 def _run(impl, S, m, W, K, a, beta, b, KS, leaves):
-    Sn, mn = impl(S, m, W, C.ChunkCoefficients(K, a, b, beta), KS)
+    Sn, mn = impl(S, m, W, K, a, beta, b, KS)
     weight = torch.linspace(-1, 1, Sn.numel(), dtype=Sn.dtype).view_as(Sn)
     loss = (Sn * weight).sum() + (0 if mn is None else (mn * weight.flip(-1)).sum())
     return Sn, mn, torch.autograd.grad(loss, leaves)
@@ -62,7 +67,7 @@ def test_fused_equals_torch(mom, pre, ks, expand):
     """Values and gradients of every input, with and without momentum, preconditioner, given K S."""
     assert fused.kernel() is not None, "a C++ compiler is present, so the fused kernel must build"
     args = _case(mom, pre, ks, expand=expand)
-    S0, m0, g0 = _run(C.chunk_step_torch, *args)
+    S0, m0, g0 = _run(_torch, *args)
     S1, m1, g1 = _run(fused.chunk_step_fused, *args)
     assert max_rel([S0], [S1]) < 1e-12
     if mom:
@@ -74,7 +79,7 @@ def test_fused_equals_torch(mom, pre, ks, expand):
 @pytest.mark.parametrize("mom,pre", [(True, True), (False, True), (True, False)])
 def test_fused_float32_close_to_torch(mom, pre):
     args = _case(mom, pre, False, dtype=torch.float32, batch=(4, 4), n=16, Dk=24, Dv=40)
-    S0, _, g0 = _run(C.chunk_step_torch, *args)
+    S0, _, g0 = _run(_torch, *args)
     S1, _, g1 = _run(fused.chunk_step_fused, *args)
     assert max_rel([S0], [S1]) < 1e-5
     assert max_rel(g0, g1) < 1e-4
@@ -85,7 +90,7 @@ def test_fused_gradcheck():
     S, m, W, K, a, beta, b, _, leaves = _case(True, True, False, batch=(1, 2), n=3, Dk=2, Dv=3)
 
     def f(S, m, W, K, a, beta, b):
-        return fused.chunk_step_fused(S, m, W, C.ChunkCoefficients(K, a, b, beta), None)
+        return fused.chunk_step_fused(S, m, W, K, a, beta, b)
 
     assert torch.autograd.gradcheck(f, (S, m, W, K, a, beta, b))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..base import Memory, MemoryState
+from . import fused
 from .chunk import ChunkCoefficients, ChunkGates, chunk_step, decay_matrix
 from .naive import write_reference
 
@@ -21,9 +22,12 @@ def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Te
     pieces gives the same state as one call. The loop runs over chunks, never over tokens.
     Coefficients are built chunk by chunk on purpose: on a CPU the per-chunk tensors stay in
     cache, while building all chunks at once is bound by memory bandwidth (measured slower).
+    On a CPU each chunk step (gate products included) runs the fused kernel of ``fused.py`` when
+    it is available; ``ChunkGates``, ``ChunkCoefficients`` and ``chunk_step`` are its reference.
     """
     C, T = mem.chunk_size, k.shape[-2]
     weights, anchor, mom, offset = state
+    use_fused = fused.applies(weights[0])
     pos = 0
     while pos < T:
         n = min(C - offset, T - pos)
@@ -31,14 +35,23 @@ def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Te
         a = alpha[..., span]
         bt = None if beta is None else beta[..., span]
         plans = mem._plan(anchor, k[..., span, :], v[..., span, :], eta[..., span], a)
-        gates = {a.shape[1]: ChunkGates(a, bt)}  # shared by every matrix of the memory, per head count
+        heads = a.shape[1]
+        if use_fused:  # the gate products are formed inside the kernel; per-memory gates repeated
+            gates = {heads: (a, bt)}
+        else:
+            gates = {heads: ChunkGates(a, bt)}  # shared by every matrix of the memory, per head count
         new_w, new_m = [], []
         for i, (K, W, b, KS) in enumerate(plans):
             if K.shape[1] not in gates:  # a grouped memory's per-memory weights: [B, H·G, …]
-                gates[K.shape[1]] = gates[a.shape[1]].repeat_heads(K.shape[1] // a.shape[1])
-            # K @ anchor equals K @ weights only at a chunk start
-            S, m = chunk_step(weights[i], None if mom is None else mom[i], W,
-                              ChunkCoefficients(K, gates[K.shape[1]], b), KS if offset == 0 else None)
+                G = K.shape[1] // heads
+                gates[K.shape[1]] = (tuple(None if t is None else t.repeat_interleave(G, dim=1) for t in gates[heads])
+                                     if use_fused else gates[heads].repeat_heads(G))
+            m_i = None if mom is None else mom[i]
+            KS = KS if offset == 0 else None  # K @ anchor equals K @ weights only at a chunk start
+            if use_fused:
+                S, m = fused.chunk_step_fused(weights[i], m_i, W, K, *gates[K.shape[1]], b, KS)
+            else:
+                S, m = chunk_step(weights[i], m_i, W, ChunkCoefficients(K, gates[K.shape[1]], b), KS)
             new_w.append(S)
             new_m.append(m)
         weights = tuple(new_w)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import fused
-
 
 def decay_matrix(a: Tensor) -> Tensor:
     """Products of gates over spans: ``G[..., t, s] = Π_{j=s+1}^{t} a_j`` for ``s ≤ t``, else 0.
@@ -91,17 +89,9 @@ def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients,
 
     Returns the state after the last token. The per-token states are never formed; the state-driven
     part of each write is recovered through the unit-triangular system of the UT transform.
-    ``KS`` may pass ``K @ S`` when the caller has it already. On a CPU this runs the fused kernel of
-    ``fused.py`` when it is available; ``chunk_step_torch`` is the same step in PyTorch ops.
+    ``KS`` may pass ``K @ S`` when the caller has it already. PyTorch ops, any device; on a CPU the
+    write runs ``fused.chunk_step_fused`` instead (same step, gate products included), tested against this.
     """
-    if fused.applies(S):
-        return fused.chunk_step_fused(S, m, W, co, KS)
-    return chunk_step_torch(S, m, W, co, KS)
-
-
-def chunk_step_torch(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients,
-                     KS: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-    """``chunk_step`` in PyTorch ops (any device; the reference of the fused kernel)."""
     K, g = co.K, co.g
     write = g.wlast.unsqueeze(-1) * W  # the direct contribution of each write to S_n
     if co.b is not None:

@@ -1,25 +1,28 @@
-// The chunk step of chunk.py (one fast-weight matrix over one chunk) fused per batch entry, forward
-// and backward, for CPU tensors. Loaded by fused.py; chunk.py's ``chunk_step`` is its reference and
-// the tests compare the two (values and gradients, float64).
+// The chunk step of chunk.py (one fast-weight matrix over one chunk, its gate products included)
+// fused per batch entry, forward and backward, for CPU tensors. Loaded by fused.py; chunk.py's
+// ``ChunkGates`` / ``ChunkCoefficients`` / ``chunk_step`` are its reference, and the tests compare the
+// two paths (values and the gradients of every input, float64).
 //
-// Per batch entry i (row convention, row-major):
+// Per batch entry (row convention, row-major; token t = 1..n, index 0 = the chunk start):
+//   Γ[t,s] = Π_{j=s+1..t} a_j,  Δ[t,s] = Π_{j=s+1..t} β_j,  GM[t,i] = Σ_s Γ[t,s] Δ[s,i],  ρ[t] = Σ_{s≥1} Γ[t,s] Δ[s,0]
 //   KS = K S (or given), Km = K m
-//   rhs = cg ⊙ KS + BW W + cr ⊙ Km            (cg = b γ⁻, cr = b ρ⁻ per row; BW = b ⊙ (K Kᵀ ∘ G⁻))
-//   U = L⁻¹ rhs, L = I + strict_lower(T)       (the UT transform's unit lower triangular solve)
-//   X = wlast ⊙ W − glast ⊙ U                  (wlast: G[n,:] with momentum, else glast; no
-//                                              preconditioner: U = 0)
-//   S' = gL S + rL m + Kᵀ X,  m' = dL m + Kᵀ (dlast ⊙ W)
-// The backward recomputes KS, Km, U from the inputs (nothing n × Dv is saved) and keeps each entry's
-// state, momentum and their gradients in cache while it forms every product that touches them.
+//   rhs = cg ⊙ KS + BW W + cr ⊙ Km      cg_t = b_t Γ[t−1,0], cr_t = b_t ρ[t−1], BW[t,i] = b_t (k_t·k_i) GM[t−1,i]
+//   U = L⁻¹ rhs, L = I + T               T[t,i] = b_t (k_t·k_i) Γ[t−1,i]  (strictly lower: the UT transform)
+//   X = wlast ⊙ W − glast ⊙ U            wlast_i = GM[n,i], glast_i = Γ[n,i]
+//   S' = Γ[n,0] S + ρ[n] m + Kᵀ X,  m' = Δ[n,0] m + Kᵀ (dlast ⊙ W),  dlast_i = Δ[n,i]
+// Without momentum GM = Γ and ρ = 0; without a preconditioner (b absent) U = 0.
+// The backward recomputes every n × D panel from the inputs (nothing of that size is saved) and
+// keeps each entry's state, momentum and their gradients in cache while it forms every product that
+// touches them. Products go to the BLAS that PyTorch links (sgemm_/dgemm_), one entry per call.
 
-#include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <torch/extension.h>
 
 #include <vector>
 
 extern "C" {
-void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
-            const int*, const float*, const int*, const float*, float*, const int*);
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
+            const float*, const int*, const float*, float*, const int*);
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
             const int*, const double*, const int*, const double*, double*, const int*);
 }
@@ -38,25 +41,197 @@ inline void blas(const char* ta, const char* tb, int m, int n, int k, double alp
 // Row-major C[m×n] = alpha · op(A) op(B) + beta · C, op(A) m×k, op(B) k×n; ta/tb: is A/B transposed.
 // A column-major BLAS sees a row-major matrix as its transpose, so it computes Cᵀ = op(B)ᵀ op(A)ᵀ.
 template <typename T>
-inline void mm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb,
-               T beta, T* C, int ldc) {
+inline void mm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
+               T* C, int ldc) {
   blas(tb ? "T" : "N", ta ? "T" : "N", n, m, k, alpha, B, ldb, A, lda, beta, C, ldc);
 }
-
-template <typename T>
-struct Entry {  // pointers to batch entry i of every input
-  const T *S, *m, *W, *K, *KS, *cg, *cr, *Tm, *BW, *glast, *wlast, *dlast;
-  T gL, rL, dL;
-};
 
 struct Dims {
   int n, Dk, Dv;
   bool mom, pre, ks_given;
 };
 
-// rhs, U (in place in u), X; KS and Km into ks / km when computed here
+// The gate algebra of one entry: products of a, β and the preconditioner's coefficients.
 template <typename T>
-void solve_chunk(const Entry<T>& e, const Dims& d, T* ks, T* km, T* u, T* x) {
+struct Gates {
+  int n = 0, N1 = 0;
+  std::vector<T> G, D, GM, rho, KK, cg, cr, Tm, BW, glast, wlast, dlast;
+  T gL = 0, rL = 0, dL = 0;
+
+  explicit Gates(int n_) : n(n_), N1(n_ + 1) {
+    G.assign(N1 * N1, 0);
+    D.assign(N1 * N1, 0);
+    GM.assign(N1 * N1, 0);
+    rho.assign(N1, 0);
+    KK.assign(n * n, 0);
+    cg.assign(n, 0);
+    cr.assign(n, 0);
+    Tm.assign(n * n, 0);
+    BW.assign(n * n, 0);
+    glast.assign(n, 0);
+    wlast.assign(n, 0);
+    dlast.assign(n, 0);
+  }
+
+  static void products(const T* a, int n, T* P) {  // P[t,s] = Π_{j=s+1..t} a_j, a_j at a[j−1]
+    const int N1 = n + 1;
+    for (int t = 0; t <= n; ++t) {
+      P[t * N1 + t] = 1;
+      for (int s = t - 1; s >= 0; --s) P[t * N1 + s] = P[t * N1 + s + 1] * a[s];
+    }
+  }
+
+  void build(const T* a, const T* beta, const T* b, const T* K, int Dk, const Dims& d) {
+    products(a, n, G.data());
+    gL = G[n * N1];
+    for (int i = 0; i < n; ++i) glast[i] = G[n * N1 + i + 1];
+    if (d.mom) {
+      products(beta, n, D.data());
+      for (int t = 0; t <= n; ++t) {
+        for (int i = 1; i <= t; ++i) {
+          T acc = 0;
+          for (int s = i; s <= t; ++s) acc += G[t * N1 + s] * D[s * N1 + i];
+          GM[t * N1 + i] = acc;
+        }
+        T r = 0;
+        for (int s = 1; s <= t; ++s) r += G[t * N1 + s] * D[s * N1];
+        rho[t] = r;
+      }
+      for (int i = 0; i < n; ++i) {
+        wlast[i] = GM[n * N1 + i + 1];
+        dlast[i] = D[n * N1 + i + 1];
+      }
+      rL = rho[n];
+      dL = D[n * N1];
+    } else {
+      wlast = glast;
+    }
+    if (!d.pre) return;
+    const std::vector<T>& W = d.mom ? GM : G;
+    for (int t = 0; t < n; ++t) {
+      cg[t] = b[t] * G[t * N1];
+      cr[t] = d.mom ? b[t] * rho[t] : T(0);
+      for (int i = 0; i < t; ++i) {
+        T kk = 0;
+        const T *kt = K + t * Dk, *ki = K + i * Dk;
+#pragma omp simd reduction(+ : kk)
+        for (int c = 0; c < Dk; ++c) kk += kt[c] * ki[c];
+        KK[t * n + i] = kk;
+        Tm[t * n + i] = b[t] * kk * G[t * N1 + i + 1];
+        BW[t * n + i] = b[t] * kk * W[t * N1 + i + 1];
+      }
+    }
+  }
+
+  // Gradients of the derived quantities → a, β, b, and K (accumulated into gK).
+  void backward(const T* a, const T* beta, const T* b, const T* K, int Dk, const Dims& d, const T* gcg,
+                const T* gcr, const T* gT, const T* gBW, const T* gglast, const T* gwlast, T ggL, T grL, T gdL,
+                const T* gdlast, T* ga, T* gbeta, T* gb, T* gK, std::vector<T>& gG, std::vector<T>& gD,
+                std::vector<T>& gGM, std::vector<T>& grho) const {
+    std::fill(gG.begin(), gG.end(), T(0));
+    std::fill(gD.begin(), gD.end(), T(0));
+    std::fill(gGM.begin(), gGM.end(), T(0));
+    std::fill(grho.begin(), grho.end(), T(0));
+    gG[n * N1] += ggL;
+    for (int i = 0; i < n; ++i) {
+      gG[n * N1 + i + 1] += gglast[i];
+      if (d.mom) {
+        gGM[n * N1 + i + 1] += gwlast[i];
+        gD[n * N1 + i + 1] += gdlast[i];
+      } else {
+        gG[n * N1 + i + 1] += gwlast[i];  // wlast is glast
+      }
+    }
+    if (d.mom) {
+      grho[n] += grL;
+      gD[n * N1] += gdL;
+    }
+    if (d.pre) {
+      for (int t = 0; t < n; ++t) {
+        T gbt = gcg[t] * G[t * N1];
+        gG[t * N1] += gcg[t] * b[t];
+        if (d.mom) {
+          gbt += gcr[t] * rho[t];
+          grho[t] += gcr[t] * b[t];
+        }
+        for (int i = 0; i < t; ++i) {
+          const T kk = KK[t * n + i], gs = G[t * N1 + i + 1], ws = d.mom ? GM[t * N1 + i + 1] : gs;
+          const T gt = gT[t * n + i], gw = gBW[t * n + i];
+          gbt += (gt * gs + gw * ws) * kk;
+          gG[t * N1 + i + 1] += gt * b[t] * kk;
+          (d.mom ? gGM : gG)[t * N1 + i + 1] += gw * b[t] * kk;
+          const T gkk = b[t] * (gt * gs + gw * ws);  // k_t·k_i
+          T *gkt = gK + t * Dk, *gki = gK + i * Dk;
+          const T *kt = K + t * Dk, *ki = K + i * Dk;
+#pragma omp simd
+          for (int c = 0; c < Dk; ++c) {
+            gkt[c] += gkk * ki[c];
+            gki[c] += gkk * kt[c];
+          }
+        }
+        gb[t] = gbt;
+      }
+    }
+    if (d.mom) {
+      for (int t = 0; t <= n; ++t) {
+        for (int i = 1; i <= t; ++i) {
+          const T g = gGM[t * N1 + i];
+          if (g == T(0)) continue;
+          for (int s = i; s <= t; ++s) {
+            gG[t * N1 + s] += g * D[s * N1 + i];
+            gD[s * N1 + i] += g * G[t * N1 + s];
+          }
+        }
+        for (int s = 1; s <= t; ++s) {
+          gG[t * N1 + s] += grho[t] * D[s * N1];
+          gD[s * N1] += grho[t] * G[t * N1 + s];
+        }
+      }
+    }
+    product_grad(G, gG, ga);
+    if (d.mom) product_grad(D, gD, gbeta);
+  }
+
+  // P[t,s] = Π_{j=s+1..t} x_j: ∂/∂x_j = Σ_{s<j≤t} gP[t,s] P[j−1,s] P[t,j] (no division: exact at x_j = 0)
+  void product_grad(const std::vector<T>& P, const std::vector<T>& gP, T* gx) const {
+    for (int j = 1; j <= n; ++j) {
+      T acc = 0;
+      for (int t = j; t <= n; ++t)
+        for (int s = 0; s < j; ++s) acc += gP[t * N1 + s] * P[(j - 1) * N1 + s] * P[t * N1 + j];
+      gx[j - 1] = acc;
+    }
+  }
+};
+
+template <typename T>
+struct Entry {  // pointers to one batch entry of every input
+  const T *S, *m, *W, *K, *KS, *a, *beta, *b;
+};
+
+template <typename T>
+Entry<T> entry(int64_t i, const Dims& d, const torch::Tensor& S, const torch::Tensor& m, const torch::Tensor& W,
+               const torch::Tensor& K, const torch::Tensor& KS, const torch::Tensor& a, const torch::Tensor& beta,
+               const torch::Tensor& b) {
+  const int64_t n = d.n, Dk = d.Dk, Dv = d.Dv;
+  Entry<T> e{};
+  e.S = S.data_ptr<T>() + i * Dk * Dv;
+  e.W = W.data_ptr<T>() + i * n * Dv;
+  e.K = K.data_ptr<T>() + i * n * Dk;
+  e.a = a.data_ptr<T>() + i * n;
+  if (d.mom) {
+    e.m = m.data_ptr<T>() + i * Dk * Dv;
+    e.beta = beta.data_ptr<T>() + i * n;
+  }
+  if (d.pre) {
+    e.b = b.data_ptr<T>() + i * n;
+    if (d.ks_given) e.KS = KS.data_ptr<T>() + i * n * Dv;
+  }
+  return e;
+}
+
+// U (in u) and X for one entry; KS and Km into ks / km when formed here
+template <typename T>
+void solve_chunk(const Entry<T>& e, const Gates<T>& g, const Dims& d, T* ks, T* km, T* u, T* x) {
   const int n = d.n, Dk = d.Dk, Dv = d.Dv;
   if (d.pre) {
     const T* KS = e.KS;
@@ -64,22 +239,21 @@ void solve_chunk(const Entry<T>& e, const Dims& d, T* ks, T* km, T* u, T* x) {
       mm<T>(false, false, n, Dv, Dk, T(1), e.K, Dk, e.S, Dv, T(0), ks, Dv);
       KS = ks;
     }
-    mm<T>(false, false, n, Dv, n, T(1), e.BW, n, e.W, Dv, T(0), u, Dv);  // BW W
+    mm<T>(false, false, n, Dv, n, T(1), g.BW.data(), n, e.W, Dv, T(0), u, Dv);  // BW W
     if (d.mom) mm<T>(false, false, n, Dv, Dk, T(1), e.K, Dk, e.m, Dv, T(0), km, Dv);
     for (int t = 0; t < n; ++t) {
       T* ut = u + t * Dv;
-      const T c = e.cg[t];
-      const T* kst = KS + t * Dv;
-#pragma omp simd
-      for (int j = 0; j < Dv; ++j) ut[j] += c * kst[j];
+      const T c = g.cg[t], r = g.cr[t];
+      const T *kst = KS + t * Dv, *kmt = km + t * Dv;
       if (d.mom) {
-        const T r = e.cr[t];
-        const T* kmt = km + t * Dv;
 #pragma omp simd
-        for (int j = 0; j < Dv; ++j) ut[j] += r * kmt[j];
+        for (int j = 0; j < Dv; ++j) ut[j] += c * kst[j] + r * kmt[j];
+      } else {
+#pragma omp simd
+        for (int j = 0; j < Dv; ++j) ut[j] += c * kst[j];
       }
       for (int s = 0; s < t; ++s) {  // forward substitution, unit diagonal
-        const T l = e.Tm[t * n + s];
+        const T l = g.Tm[t * n + s];
         const T* us = u + s * Dv;
 #pragma omp simd
         for (int j = 0; j < Dv; ++j) ut[j] -= l * us[j];
@@ -87,63 +261,30 @@ void solve_chunk(const Entry<T>& e, const Dims& d, T* ks, T* km, T* u, T* x) {
     }
   }
   for (int t = 0; t < n; ++t) {
-    const T g = e.glast[t], gw = e.wlast[t];
-    const T* wt = e.W + t * Dv;
+    const T gl = g.glast[t], wl = g.wlast[t];
+    const T *wt = e.W + t * Dv, *ut = u + t * Dv;
     T* xt = x + t * Dv;
     if (d.pre) {
-      const T* ut = u + t * Dv;
 #pragma omp simd
-      for (int j = 0; j < Dv; ++j) xt[j] = gw * wt[j] - g * ut[j];
+      for (int j = 0; j < Dv; ++j) xt[j] = wl * wt[j] - gl * ut[j];
     } else {
 #pragma omp simd
-      for (int j = 0; j < Dv; ++j) xt[j] = gw * wt[j];
+      for (int j = 0; j < Dv; ++j) xt[j] = wl * wt[j];
     }
   }
 }
 
-template <typename T>
-Entry<T> entry(int64_t i, const Dims& d, const torch::Tensor& S, const torch::Tensor& m, const torch::Tensor& W,
-               const torch::Tensor& K, const torch::Tensor& KS, const torch::Tensor& cg, const torch::Tensor& cr,
-               const torch::Tensor& Tm, const torch::Tensor& BW, const torch::Tensor& glast,
-               const torch::Tensor& wlast, const torch::Tensor& gL, const torch::Tensor& rL, const torch::Tensor& dL,
-               const torch::Tensor& dlast) {
-  const int64_t n = d.n, Dk = d.Dk, Dv = d.Dv;
-  Entry<T> e{};
-  e.S = S.data_ptr<T>() + i * Dk * Dv;
-  e.W = W.data_ptr<T>() + i * n * Dv;
-  e.K = K.data_ptr<T>() + i * n * Dk;
-  e.glast = glast.data_ptr<T>() + i * n;
-  e.wlast = wlast.numel() > 0 ? wlast.data_ptr<T>() + i * n : e.glast;
-  e.gL = gL.data_ptr<T>()[i];
-  if (d.mom) {
-    e.m = m.data_ptr<T>() + i * Dk * Dv;
-    e.dlast = dlast.data_ptr<T>() + i * n;
-    e.rL = rL.data_ptr<T>()[i];
-    e.dL = dL.data_ptr<T>()[i];
-  }
-  if (d.pre) {
-    e.cg = cg.data_ptr<T>() + i * n;
-    e.Tm = Tm.data_ptr<T>() + i * n * n;
-    e.BW = BW.data_ptr<T>() + i * n * n;
-    if (d.ks_given) e.KS = KS.data_ptr<T>() + i * n * Dv;
-    if (d.mom) e.cr = cr.data_ptr<T>() + i * n;
-  }
-  return e;
-}
-
 Dims dims(const torch::Tensor& S, const torch::Tensor& m, const torch::Tensor& W, const torch::Tensor& KS,
-          const torch::Tensor& cg) {
+          const torch::Tensor& b) {
   return Dims{static_cast<int>(W.size(1)), static_cast<int>(S.size(1)), static_cast<int>(S.size(2)),
-              m.numel() > 0, cg.numel() > 0, KS.numel() > 0};
+              m.numel() > 0, b.numel() > 0, KS.numel() > 0};
 }
 
 }  // namespace
 
-#define CHUNK_ARGS                                                                                        \
-  const torch::Tensor &S, const torch::Tensor &m, const torch::Tensor &W, const torch::Tensor &K,                 \
-      const torch::Tensor &KS, const torch::Tensor &cg, const torch::Tensor &cr, const torch::Tensor &Tm,         \
-      const torch::Tensor &BW, const torch::Tensor &glast, const torch::Tensor &wlast, const torch::Tensor &gL,  \
-      const torch::Tensor &rL, const torch::Tensor &dL, const torch::Tensor &dlast
+#define CHUNK_ARGS                                                                                              \
+  const torch::Tensor &S, const torch::Tensor &m, const torch::Tensor &W, const torch::Tensor &K,             \
+      const torch::Tensor &KS, const torch::Tensor &a, const torch::Tensor &beta, const torch::Tensor &b
 
 template <typename T>
 void forward_impl(CHUNK_ARGS, const Dims& d, torch::Tensor& S_new, torch::Tensor& m_new) {
@@ -151,27 +292,31 @@ void forward_impl(CHUNK_ARGS, const Dims& d, torch::Tensor& S_new, torch::Tensor
   const int n = d.n, Dk = d.Dk, Dv = d.Dv;
   at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
     std::vector<T> ks(n * Dv), km(n * Dv), u(n * Dv), x(n * Dv);
+    Gates<T> g(n);
     for (int64_t i = lo; i < hi; ++i) {
-      const Entry<T> e = entry<T>(i, d, S, m, W, K, KS, cg, cr, Tm, BW, glast, wlast, gL, rL, dL, dlast);
-      solve_chunk<T>(e, d, ks.data(), km.data(), u.data(), x.data());
-      T* sn = S_new.data_ptr<T>() + i * Dk * Dv;
+      const Entry<T> e = entry<T>(i, d, S, m, W, K, KS, a, beta, b);
+      g.build(e.a, e.beta, e.b, e.K, Dk, d);
+      solve_chunk<T>(e, g, d, ks.data(), km.data(), u.data(), x.data());
       const int64_t size = int64_t(Dk) * Dv;
+      T* sn = S_new.data_ptr<T>() + i * size;
       if (d.mom) {
-        T* mn = m_new.data_ptr<T>() + i * Dk * Dv;
+        T* mn = m_new.data_ptr<T>() + i * size;
+        const T gL = g.gL, rL = g.rL, dL = g.dL;
 #pragma omp simd
         for (int64_t j = 0; j < size; ++j) {
-          sn[j] = e.gL * e.S[j] + e.rL * e.m[j];
-          mn[j] = e.dL * e.m[j];
+          sn[j] = gL * e.S[j] + rL * e.m[j];
+          mn[j] = dL * e.m[j];
         }
         for (int t = 0; t < n; ++t) {  // Y = dlast ⊙ W, in the buffer of KS (no longer needed)
-          const T g = e.dlast[t];
+          const T dl = g.dlast[t];
 #pragma omp simd
-          for (int j = 0; j < Dv; ++j) ks[t * Dv + j] = g * e.W[t * Dv + j];
+          for (int j = 0; j < Dv; ++j) ks[t * Dv + j] = dl * e.W[t * Dv + j];
         }
         mm<T>(true, false, Dk, Dv, n, T(1), e.K, Dk, ks.data(), Dv, T(1), mn, Dv);
       } else {
+        const T gL = g.gL;
 #pragma omp simd
-        for (int64_t j = 0; j < size; ++j) sn[j] = e.gL * e.S[j];
+        for (int64_t j = 0; j < size; ++j) sn[j] = gL * e.S[j];
       }
       mm<T>(true, false, Dk, Dv, n, T(1), e.K, Dk, x.data(), Dv, T(1), sn, Dv);
     }
@@ -179,30 +324,32 @@ void forward_impl(CHUNK_ARGS, const Dims& d, torch::Tensor& S_new, torch::Tensor
 }
 
 std::vector<torch::Tensor> forward(CHUNK_ARGS) {
-  const Dims d = dims(S, m, W, KS, cg);
+  const Dims d = dims(S, m, W, KS, b);
   auto S_new = torch::empty_like(S);
   auto m_new = d.mom ? torch::empty_like(m) : torch::empty({0}, S.options());
-  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "chunk_step_forward",
-                             [&] { forward_impl<scalar_t>(S, m, W, K, KS, cg, cr, Tm, BW, glast, wlast, gL, rL,
-                                                          dL, dlast, d, S_new, m_new); });
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "chunk_step_forward", [&] {
+    forward_impl<scalar_t>(S, m, W, K, KS, a, beta, b, d, S_new, m_new);
+  });
   return {S_new, m_new};
 }
 
 template <typename T>
 void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gmn, const Dims& d,
-                 std::vector<torch::Tensor>& g) {
+                   std::vector<torch::Tensor>& out) {
   const int64_t N = S.size(0);
-  torch::Tensor &gS = g[0], &gm = g[1], &gW = g[2], &gK = g[3], &gKS = g[4], &gcg = g[5], &gcr = g[6], &gT = g[7],
-              &gBW = g[8], &gglast = g[9], &gwlast = g[10], &ggL = g[11], &grL = g[12], &gdL = g[13],
-              &gdlast = g[14];
-  const bool wl_given = wlast.numel() > 0;
-  const int n = d.n, Dk = d.Dk, Dv = d.Dv;
+  const int n = d.n, Dk = d.Dk, Dv = d.Dv, N1 = n + 1;
+  torch::Tensor &gS = out[0], &gm = out[1], &gW = out[2], &gK = out[3], &gKS = out[4], &ga = out[5],
+                &gbeta = out[6], &gb = out[7];
   at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<T> ks(n * Dv), km(n * Dv), u(n * Dv), x(n * Dv), gx(n * Dv), gy(n * Dv), gr(n * Dv),
-        gks(n * Dv);
+    std::vector<T> ks(n * Dv), km(n * Dv), u(n * Dv), x(n * Dv), gx(n * Dv), gy(n * Dv), gr(n * Dv), gks(n * Dv);
+    std::vector<T> gcg(n), gcr(n), gT(n * n), gBW(n * n), gglast(n), gwlast(n), gdlast(n);
+    std::vector<T> gG(N1 * N1), gD(N1 * N1), gGM(N1 * N1), grho(N1);
+    std::vector<T> zeros_b(d.pre ? 0 : n);
+    Gates<T> g(n);
     for (int64_t i = lo; i < hi; ++i) {
-      const Entry<T> e = entry<T>(i, d, S, m, W, K, KS, cg, cr, Tm, BW, glast, wlast, gL, rL, dL, dlast);
-      solve_chunk<T>(e, d, ks.data(), km.data(), u.data(), x.data());
+      const Entry<T> e = entry<T>(i, d, S, m, W, K, KS, a, beta, b);
+      g.build(e.a, e.beta, e.b, e.K, Dk, d);
+      solve_chunk<T>(e, g, d, ks.data(), km.data(), u.data(), x.data());
       const int64_t size = int64_t(Dk) * Dv;
       const T* gs_n = gSn.data_ptr<T>() + i * size;
       T* gs = gS.data_ptr<T>() + i * size;
@@ -211,43 +358,43 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
       // S' = gL S + rL m + Kᵀ X ;  m' = dL m + Kᵀ Y
       mm<T>(false, false, n, Dv, Dk, T(1), e.K, Dk, gs_n, Dv, T(0), gx.data(), Dv);  // ∂X = K ∂S'
       mm<T>(false, true, n, Dk, Dv, T(1), x.data(), Dv, gs_n, Dv, T(0), gk, Dk);     // ∂K = X ∂S'ᵀ
-      T dot_s = 0, dot_rm = 0, dot_dm = 0;
+      T ggL = 0, grL = 0, gdL = 0;
+      const T gL = g.gL, rL = g.rL, dL = g.dL;
       if (d.mom) {
         const T* gm_n = gmn.data_ptr<T>() + i * size;
         T* gmi = gm.data_ptr<T>() + i * size;
-#pragma omp simd reduction(+ : dot_s, dot_rm, dot_dm)
+#pragma omp simd reduction(+ : ggL, grL, gdL)
         for (int64_t j = 0; j < size; ++j) {
-          dot_s += gs_n[j] * e.S[j];
-          dot_rm += gs_n[j] * e.m[j];
-          dot_dm += gm_n[j] * e.m[j];
-          gs[j] = e.gL * gs_n[j];
-          gmi[j] = e.rL * gs_n[j] + e.dL * gm_n[j];
+          ggL += gs_n[j] * e.S[j];
+          grL += gs_n[j] * e.m[j];
+          gdL += gm_n[j] * e.m[j];
+          gs[j] = gL * gs_n[j];
+          gmi[j] = rL * gs_n[j] + dL * gm_n[j];
         }
-        grL.data_ptr<T>()[i] = dot_rm;
-        gdL.data_ptr<T>()[i] = dot_dm;
         mm<T>(false, false, n, Dv, Dk, T(1), e.K, Dk, gm_n, Dv, T(0), gy.data(), Dv);  // ∂Y = K ∂m'
-        for (int t = 0; t < n; ++t) {  // Y = dlast ⊙ W; ∂K += Y ∂m'ᵀ (Y formed in gks)
-          const T g = e.dlast[t];
+        for (int t = 0; t < n; ++t) {  // Y = dlast ⊙ W (formed in gks); ∂K += Y ∂m'ᵀ
+          const T dl = g.dlast[t];
+          const T *wt = e.W + t * Dv, *gyt = gy.data() + t * Dv;
+          T* yt = gks.data() + t * Dv;
           T acc = 0;
 #pragma omp simd reduction(+ : acc)
           for (int j = 0; j < Dv; ++j) {
-            gks[t * Dv + j] = g * e.W[t * Dv + j];
-            acc += gy[t * Dv + j] * e.W[t * Dv + j];
+            yt[j] = dl * wt[j];
+            acc += gyt[j] * wt[j];
           }
-          gdlast.data_ptr<T>()[i * n + t] = acc;
+          gdlast[t] = acc;
         }
         mm<T>(false, true, n, Dk, Dv, T(1), gks.data(), Dv, gm_n, Dv, T(1), gk, Dk);
       } else {
-#pragma omp simd reduction(+ : dot_s)
+#pragma omp simd reduction(+ : ggL)
         for (int64_t j = 0; j < size; ++j) {
-          dot_s += gs_n[j] * e.S[j];
-          gs[j] = e.gL * gs_n[j];
+          ggL += gs_n[j] * e.S[j];
+          gs[j] = gL * gs_n[j];
         }
       }
-      ggL.data_ptr<T>()[i] = dot_s;
       // X = wlast ⊙ W − glast ⊙ U
       for (int t = 0; t < n; ++t) {
-        const T g = e.glast[t], gwl = e.wlast[t], gdl = d.mom ? e.dlast[t] : T(0);
+        const T gl = g.glast[t], wl = g.wlast[t], dl = d.mom ? g.dlast[t] : T(0);
         const T *gxt = gx.data() + t * Dv, *wt = e.W + t * Dv, *gyt = gy.data() + t * Dv, *ut = u.data() + t * Dv;
         T* gwt = gw + t * Dv;
         T* grt = gr.data() + t * Dv;
@@ -255,96 +402,91 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
 #pragma omp simd reduction(+ : acc_w)
         for (int j = 0; j < Dv; ++j) {
           acc_w += gxt[j] * wt[j];
-          gwt[j] = gwl * gxt[j] + gdl * gyt[j];
+          gwt[j] = wl * gxt[j] + dl * gyt[j];
         }
         if (d.pre) {
 #pragma omp simd reduction(+ : acc_u)
           for (int j = 0; j < Dv; ++j) {
             acc_u -= gxt[j] * ut[j];
-            grt[j] = -g * gxt[j];  // ∂U
+            grt[j] = -gl * gxt[j];  // ∂U
           }
         }
-        if (wl_given) {
-          gglast.data_ptr<T>()[i * n + t] = acc_u;
-          gwlast.data_ptr<T>()[i * n + t] = acc_w;
-        } else {
-          gglast.data_ptr<T>()[i * n + t] = acc_u + acc_w;
-        }
+        gwlast[t] = acc_w;
+        gglast[t] = acc_u;
       }
-      if (!d.pre) continue;
-      // ∂rhs = L⁻ᵀ ∂U: backward substitution with the unit upper Lᵀ
-      for (int t = n - 1; t >= 0; --t) {
-        T* grt = gr.data() + t * Dv;
-        for (int s = t + 1; s < n; ++s) {
-          const T l = e.Tm[s * n + t];
-          const T* grs = gr.data() + s * Dv;
+      if (d.pre) {
+        // ∂rhs = L⁻ᵀ ∂U: backward substitution with the unit upper Lᵀ
+        for (int t = n - 1; t >= 0; --t) {
+          T* grt = gr.data() + t * Dv;
+          for (int s = t + 1; s < n; ++s) {
+            const T l = g.Tm[s * n + t];
+            const T* grs = gr.data() + s * Dv;
 #pragma omp simd
-          for (int j = 0; j < Dv; ++j) grt[j] -= l * grs[j];
+            for (int j = 0; j < Dv; ++j) grt[j] -= l * grs[j];
+          }
         }
-      }
-      // ∂L = −∂rhs Uᵀ on the strict lower part
-      T* gt = gT.data_ptr<T>() + i * n * n;
-      mm<T>(false, true, n, n, Dv, T(-1), gr.data(), Dv, u.data(), Dv, T(0), gt, n);
-      for (int t = 0; t < n; ++t)
-        for (int s = t; s < n; ++s) gt[t * n + s] = 0;
-      // rhs = cg ⊙ KS + BW W + cr ⊙ Km
-      mm<T>(false, true, n, n, Dv, T(1), gr.data(), Dv, e.W, Dv, T(0), gBW.data_ptr<T>() + i * n * n, n);
-      mm<T>(true, false, n, Dv, n, T(1), e.BW, n, gr.data(), Dv, T(1), gw, Dv);
-      const T* KSp = d.ks_given ? e.KS : ks.data();
-      T* gksp = d.ks_given ? gKS.data_ptr<T>() + i * n * Dv : gks.data();
-      for (int t = 0; t < n; ++t) {
-        const T c = e.cg[t];
-        const T *grt = gr.data() + t * Dv, *kst = KSp + t * Dv, *kmt = km.data() + t * Dv;
-        T* gkst = gksp + t * Dv;
-        T acc = 0, accm = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int j = 0; j < Dv; ++j) {
-          acc += grt[j] * kst[j];
-          gkst[j] = c * grt[j];
-        }
-        if (d.mom) {
-#pragma omp simd reduction(+ : accm)
-          for (int j = 0; j < Dv; ++j) accm += grt[j] * kmt[j];
-        }
-        gcg.data_ptr<T>()[i * n + t] = acc;
-        if (d.mom) gcr.data_ptr<T>()[i * n + t] = accm;
-      }
-      if (!d.ks_given) {  // KS = K S was formed here
-        mm<T>(true, false, Dk, Dv, n, T(1), e.K, Dk, gksp, Dv, T(1), gs, Dv);
-        mm<T>(false, true, n, Dk, Dv, T(1), gksp, Dv, e.S, Dv, T(1), gk, Dk);
-      }
-      if (d.mom) {  // Km = K m; ∂Km = cr ⊙ ∂rhs (in the buffer of ∂Y, used above)
-        T* gmi = gm.data_ptr<T>() + i * size;
+        // ∂T = −∂rhs Uᵀ (strict lower part used); rhs = cg ⊙ KS + BW W + cr ⊙ Km
+        mm<T>(false, true, n, n, Dv, T(-1), gr.data(), Dv, u.data(), Dv, T(0), gT.data(), n);
+        mm<T>(false, true, n, n, Dv, T(1), gr.data(), Dv, e.W, Dv, T(0), gBW.data(), n);
+        mm<T>(true, false, n, Dv, n, T(1), g.BW.data(), n, gr.data(), Dv, T(1), gw, Dv);
+        const T* KSp = d.ks_given ? e.KS : ks.data();
+        T* gksp = d.ks_given ? gKS.data_ptr<T>() + i * n * Dv : gks.data();
         for (int t = 0; t < n; ++t) {
-          const T r = e.cr[t];
-#pragma omp simd
-          for (int j = 0; j < Dv; ++j) gy[t * Dv + j] = r * gr[t * Dv + j];
+          const T c = g.cg[t];
+          const T *grt = gr.data() + t * Dv, *kst = KSp + t * Dv, *kmt = km.data() + t * Dv;
+          T* gkst = gksp + t * Dv;
+          T acc = 0, accm = 0;
+#pragma omp simd reduction(+ : acc)
+          for (int j = 0; j < Dv; ++j) {
+            acc += grt[j] * kst[j];
+            gkst[j] = c * grt[j];
+          }
+          if (d.mom) {
+#pragma omp simd reduction(+ : accm)
+            for (int j = 0; j < Dv; ++j) accm += grt[j] * kmt[j];
+          }
+          gcg[t] = acc;
+          gcr[t] = accm;
         }
-        mm<T>(true, false, Dk, Dv, n, T(1), e.K, Dk, gy.data(), Dv, T(1), gmi, Dv);
-        mm<T>(false, true, n, Dk, Dv, T(1), gy.data(), Dv, e.m, Dv, T(1), gk, Dk);
+        if (!d.ks_given) {  // KS = K S was formed here
+          mm<T>(true, false, Dk, Dv, n, T(1), e.K, Dk, gksp, Dv, T(1), gs, Dv);
+          mm<T>(false, true, n, Dk, Dv, T(1), gksp, Dv, e.S, Dv, T(1), gk, Dk);
+        }
+        if (d.mom) {  // Km = K m; ∂Km = cr ⊙ ∂rhs (in the buffer of ∂Y, used above)
+          T* gmi = gm.data_ptr<T>() + i * size;
+          for (int t = 0; t < n; ++t) {
+            const T r = g.cr[t];
+#pragma omp simd
+            for (int j = 0; j < Dv; ++j) gy[t * Dv + j] = r * gr[t * Dv + j];
+          }
+          mm<T>(true, false, Dk, Dv, n, T(1), e.K, Dk, gy.data(), Dv, T(1), gmi, Dv);
+          mm<T>(false, true, n, Dk, Dv, T(1), gy.data(), Dv, e.m, Dv, T(1), gk, Dk);
+        }
       }
+      g.backward(e.a, e.beta, e.b, e.K, Dk, d, gcg.data(), gcr.data(), gT.data(), gBW.data(), gglast.data(),
+                 gwlast.data(), ggL, grL, gdL, gdlast.data(), ga.data_ptr<T>() + i * n,
+                 d.mom ? gbeta.data_ptr<T>() + i * n : nullptr, d.pre ? gb.data_ptr<T>() + i * n : zeros_b.data(),
+                 gk, gG, gD, gGM, grho);
     }
   });
 }
 
 // Gradients of every input, in the order of forward's arguments (empty where the input was absent).
 std::vector<torch::Tensor> backward(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gmn) {
-  const Dims d = dims(S, m, W, KS, cg);
+  const Dims d = dims(S, m, W, KS, b);
   auto empty = torch::empty({0}, S.options());
-  auto gS = torch::empty_like(S), gW = torch::empty_like(W), gK = torch::empty_like(K);
-  auto gglast = torch::empty_like(glast), ggL = torch::empty_like(gL);
-  const bool wl_given = wlast.numel() > 0;
-  auto gwlast = wl_given ? torch::empty_like(wlast) : empty;
-  auto gm = d.mom ? torch::empty_like(m) : empty, gdlast = d.mom ? torch::empty_like(dlast) : empty;
-  auto grL = d.mom ? torch::empty_like(rL) : empty, gdL = d.mom ? torch::empty_like(dL) : empty;
-  auto gKS = d.ks_given ? torch::empty_like(KS) : empty;
-  auto gcg = d.pre ? torch::empty_like(cg) : empty, gT = d.pre ? torch::empty_like(Tm) : empty;
-  auto gBW = d.pre ? torch::empty_like(BW) : empty, gcr = d.pre && d.mom ? torch::empty_like(cr) : empty;
-  std::vector<torch::Tensor> g{gS, gm, gW, gK, gKS, gcg, gcr, gT, gBW, gglast, gwlast, ggL, grL, gdL, gdlast};
+  std::vector<torch::Tensor> out{torch::empty_like(S),
+                                 d.mom ? torch::empty_like(m) : empty,
+                                 torch::empty_like(W),
+                                 torch::empty_like(K),
+                                 d.ks_given ? torch::empty_like(KS) : empty,
+                                 torch::empty_like(a),
+                                 d.mom ? torch::empty_like(beta) : empty,
+                                 d.pre ? torch::empty_like(b) : empty};
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "chunk_step_backward", [&] {
-    backward_impl<scalar_t>(S, m, W, K, KS, cg, cr, Tm, BW, glast, wlast, gL, rL, dL, dlast, gSn, gmn, d, g);
+    backward_impl<scalar_t>(S, m, W, K, KS, a, beta, b, gSn, gmn, d, out);
   });
-  return g;
+  return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {

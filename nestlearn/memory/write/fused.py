@@ -95,9 +95,7 @@ class FusedChunkStep(torch.autograd.Function):
     def forward(ctx, *inputs):
         ctx.save_for_backward(*inputs)
         S_new, m_new = kernel().forward(*inputs)
-        if m_new.numel() == 0:
-            return S_new, None
-        return S_new, m_new
+        return S_new, (m_new if m_new.numel() else None)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -111,9 +109,13 @@ class FusedChunkStep(torch.autograd.Function):
                      for g, t, need in zip(grads, inputs, ctx.needs_input_grad, strict=True))
 
 
-def chunk_step_fused(S: Tensor, m: Tensor | None, W: Tensor, co, KS: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """``chunk.chunk_step`` through the fused kernel (same arguments, same results)."""
-    g, K, b = co.g, co.K, co.b
+def chunk_step_fused(S: Tensor, m: Tensor | None, W: Tensor, K: Tensor, a: Tensor, beta: Tensor | None,
+                     b: Tensor | None, KS: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """``chunk.chunk_step(S, m, W, ChunkCoefficients(K, a, b, beta), KS)`` in the fused kernel.
+
+    Shapes: ``S, m`` ``[..., Dk, Dv]``, ``W`` ``[..., n, Dv]``, ``K`` ``[..., n, Dk]``, gates ``a, beta, b``
+    ``[..., n]`` (``beta``: momentum, ``b``: the preconditioner; ``None`` when absent).
+    """
     shape = S.shape
     n, Dk, Dv = W.shape[-2], shape[-2], shape[-1]
     empty = S.new_empty(0)
@@ -121,13 +123,8 @@ def chunk_step_fused(S: Tensor, m: Tensor | None, W: Tensor, co, KS: Tensor | No
     def flat(t: Tensor | None, *tail: int) -> Tensor:
         return empty if t is None else t.reshape(-1, *tail).contiguous()
 
-    mom = m is not None
     pre = b is not None
-    inputs = (flat(S, Dk, Dv), flat(m, Dk, Dv), flat(W, n, Dv), flat(K, n, Dk),
-              flat(KS if pre else None, n, Dv),
-              flat(b * g.gamma_prev if pre else None, n), flat(b * g.rho_prev if pre and mom else None, n),
-              flat(co.T if pre else None, n, n), flat(co.bkk_w if pre else None, n, n),
-              flat(g.glast, n), flat(g.wlast if mom else None, n), flat(g.gamma_last),
-              flat(g.rho_last if mom else None), flat(g.delta_last if mom else None), flat(g.dlast if mom else None, n))
-    S_new, m_new = FusedChunkStep.apply(*inputs)
+    S_new, m_new = FusedChunkStep.apply(flat(S, Dk, Dv), flat(m, Dk, Dv), flat(W, n, Dv), flat(K, n, Dk),
+                                        flat(KS if pre else None, n, Dv), flat(a, n),
+                                        flat(beta if m is not None else None, n), flat(b, n))
     return S_new.view(shape), None if m_new is None else m_new.view(shape)
