@@ -12,8 +12,10 @@ glibc's malloc hands much of it back to the OS and faults it in again. The table
 allocator it ran under (read from the process's memory map).
 
 Training = forward + backward + AdamW step; inference = a no_grad forward over the whole sequence
-(in-context writes on). Writes benchmarks/results/model_step.md. Target (issue 3): HOPE's training
-step within 3× of the Transformer's time per token (goal 1.5×).
+(in-context writes on). The memory writes run the fused CPU chunk kernel when it builds; a row
+"hope (PyTorch ops only)" measures HOPE again with it turned off (``NESTLEARN_KERNELS=torch``).
+Writes benchmarks/results/model_step.md. Target (issue 3): HOPE's training step within 3× of the
+Transformer's time per token (goal 1.5×).
 
 Beside the times, each row counts the work of one training step, so that a ratio of times can be
 read against a ratio of work: the matmul FLOPs (counted op by op with PyTorch's FLOP formulas, so
@@ -35,8 +37,12 @@ import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from nestlearn.memory.write import fused
 from nestlearn.models import CausalLM, preset
 from nestlearn.models.config import BLOCKS as BLOCK_KINDS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from memory_write import kernels  # noqa: E402
 
 BLOCKS = ("transformer", "hope", "hope_attention", "titans")
 TARGET = 3.0
@@ -81,7 +87,12 @@ def allocator() -> str:
 
 
 def work(model: CausalLM, ids: torch.Tensor) -> tuple[float, float]:
-    """GFLOP of one forward + backward, and MB that autograd saves for the backward (distinct storages)."""
+    """GFLOP of one forward + backward, and MB that autograd saves for the backward (distinct storages).
+
+    FLOPs are counted with the fused CPU kernel off: the counter sees ATen ops only, and the kernel
+    does the same products (its backward recomputes a few more). Saved bytes are those of the path
+    the run takes.
+    """
     storages: dict[int, int] = {}
 
     def pack(t):
@@ -89,9 +100,11 @@ def work(model: CausalLM, ids: torch.Tensor) -> tuple[float, float]:
         storages.setdefault(st.data_ptr(), st.nbytes())
         return t
 
-    with CountFlops() as fc:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            _, loss, _ = model(ids, targets=ids)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _, loss, _ = model(ids, targets=ids)
+    loss.backward()
+    with kernels("torch"), CountFlops() as fc:
+        _, loss, _ = model(ids, targets=ids)
         loss.backward()
     model.zero_grad(set_to_none=True)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -148,11 +161,14 @@ def main() -> int:
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "model_step.md"))
     args = p.parse_args()
     name, B, T = ("debug", 2, 128) if args.quick else ("small", 4, 512)
-    runs = [(b, b, {}) for b in ["transformer"] + [b for b in args.blocks if b != "transformer"]]
-    runs += [parse_variant(v) for v in args.variant]
+    runs = [(b, b, {}, "auto") for b in ["transformer"] + [b for b in args.blocks if b != "transformer"]]
+    if "hope" in args.blocks and fused.kernel() is not None:  # the fused CPU kernel against PyTorch ops alone
+        runs.append(("hope (PyTorch ops only)", "hope", {}, "torch"))
+    runs += [(*parse_variant(v), "auto") for v in args.variant]
     rows = {}
-    for label, block, overrides in runs:
-        rows[label] = measure(name, block, B, T, args.repeats, overrides)
+    for label, block, overrides, mode in runs:
+        with kernels(mode):
+            rows[label] = measure(name, block, B, T, args.repeats, overrides)
         print(f"{label:15s} params {rows[label][0] / 1e6:6.2f}M  train {rows[label][1]:>9,.0f} tok/s  "
               f"infer {rows[label][2]:>9,.0f} tok/s  {rows[label][3]:7.3g} GFLOP/step  "
               f"saved {rows[label][4]:7.0f} MB", flush=True)

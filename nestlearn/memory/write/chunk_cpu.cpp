@@ -25,6 +25,10 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const float*, const int*, const float*, float*, const int*);
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
             const int*, const double*, const int*, const double*, double*, const int*);
+void strsm_(const char*, const char*, const char*, const char*, const int*, const int*, const float*, const float*,
+            const int*, float*, const int*);
+void dtrsm_(const char*, const char*, const char*, const char*, const int*, const int*, const double*,
+            const double*, const int*, double*, const int*);
 }
 
 namespace {
@@ -36,6 +40,23 @@ inline void blas(const char* ta, const char* tb, int m, int n, int k, float alph
 inline void blas(const char* ta, const char* tb, int m, int n, int k, double alpha, const double* a, int lda,
                  const double* b, int ldb, double beta, double* c, int ldc) {
   dgemm_(ta, tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+
+inline void trsm(const char* tr, int m, int n, const float* a, int lda, float* b, int ldb) {
+  const float one = 1;
+  strsm_("R", "U", tr, "U", &m, &n, &one, a, &lda, b, &ldb);
+}
+inline void trsm(const char* tr, int m, int n, const double* a, int lda, double* b, int ldb) {
+  const double one = 1;
+  dtrsm_("R", "U", tr, "U", &m, &n, &one, a, &lda, b, &ldb);
+}
+
+// Row-major X[n×Dv] ← L⁻¹ X (transpose = false) or L⁻ᵀ X (true), L = I + the strict lower part of the
+// row-major n × n matrix Lo (its diagonal and upper part are not read). Column-major, Lo is Loᵀ (upper)
+// and X is Xᵀ, so L⁻¹ X is Xᵀ L⁻ᵀ: a right-side solve with Loᵀ, and L⁻ᵀ X one with (Loᵀ)ᵀ.
+template <typename T>
+inline void unit_lower_solve(bool transpose, int n, int Dv, const T* Lo, T* X) {
+  trsm(transpose ? "T" : "N", Dv, n, Lo, n, X, Dv);
 }
 
 // Row-major C[m×n] = alpha · op(A) op(B) + beta · C, op(A) m×k, op(B) k×n; ta/tb: is A/B transposed.
@@ -87,12 +108,9 @@ struct Gates {
     for (int i = 0; i < n; ++i) glast[i] = G[n * N1 + i + 1];
     if (d.mom) {
       products(beta, n, D.data());
+      // GM[:, 1:] = G[:, 1:] D[1:, 1:]  (structural zeros make it Σ_{s=i..t})
+      mm<T>(false, false, N1, n, n, T(1), G.data() + 1, N1, D.data() + N1 + 1, N1, T(0), GM.data() + 1, N1);
       for (int t = 0; t <= n; ++t) {
-        for (int i = 1; i <= t; ++i) {
-          T acc = 0;
-          for (int s = i; s <= t; ++s) acc += G[t * N1 + s] * D[s * N1 + i];
-          GM[t * N1 + i] = acc;
-        }
         T r = 0;
         for (int s = 1; s <= t; ++s) r += G[t * N1 + s] * D[s * N1];
         rho[t] = r;
@@ -108,15 +126,12 @@ struct Gates {
     }
     if (!d.pre) return;
     const std::vector<T>& W = d.mom ? GM : G;
+    mm<T>(false, true, n, n, Dk, T(1), K, Dk, K, Dk, T(0), KK.data(), n);  // K Kᵀ
     for (int t = 0; t < n; ++t) {
       cg[t] = b[t] * G[t * N1];
       cr[t] = d.mom ? b[t] * rho[t] : T(0);
       for (int i = 0; i < t; ++i) {
-        T kk = 0;
-        const T *kt = K + t * Dk, *ki = K + i * Dk;
-#pragma omp simd reduction(+ : kk)
-        for (int c = 0; c < Dk; ++c) kk += kt[c] * ki[c];
-        KK[t * n + i] = kk;
+        const T kk = KK[t * n + i];
         Tm[t * n + i] = b[t] * kk * G[t * N1 + i + 1];
         BW[t * n + i] = b[t] * kk * W[t * N1 + i + 1];
       }
@@ -127,7 +142,8 @@ struct Gates {
   void backward(const T* a, const T* beta, const T* b, const T* K, int Dk, const Dims& d, const T* gcg,
                 const T* gcr, const T* gT, const T* gBW, const T* gglast, const T* gwlast, T ggL, T grL, T gdL,
                 const T* gdlast, T* ga, T* gbeta, T* gb, T* gK, std::vector<T>& gG, std::vector<T>& gD,
-                std::vector<T>& gGM, std::vector<T>& grho) const {
+                std::vector<T>& gGM, std::vector<T>& grho, std::vector<T>& gKK) const {
+    std::fill(gKK.begin(), gKK.end(), T(0));
     std::fill(gG.begin(), gG.end(), T(0));
     std::fill(gD.begin(), gD.end(), T(0));
     std::fill(gGM.begin(), gGM.end(), T(0));
@@ -160,28 +176,20 @@ struct Gates {
           gbt += (gt * gs + gw * ws) * kk;
           gG[t * N1 + i + 1] += gt * b[t] * kk;
           (d.mom ? gGM : gG)[t * N1 + i + 1] += gw * b[t] * kk;
-          const T gkk = b[t] * (gt * gs + gw * ws);  // k_t·k_i
-          T *gkt = gK + t * Dk, *gki = gK + i * Dk;
-          const T *kt = K + t * Dk, *ki = K + i * Dk;
-#pragma omp simd
-          for (int c = 0; c < Dk; ++c) {
-            gkt[c] += gkk * ki[c];
-            gki[c] += gkk * kt[c];
-          }
+          gKK[t * n + i] = b[t] * (gt * gs + gw * ws);  // ∂(k_t·k_i), strictly lower
         }
         gb[t] = gbt;
       }
+      // KK = K Kᵀ on the strict lower part: ∂K += ∂KK K + ∂KKᵀ K
+      mm<T>(false, false, n, Dk, n, T(1), gKK.data(), n, K, Dk, T(1), gK, Dk);
+      mm<T>(true, false, n, Dk, n, T(1), gKK.data(), n, K, Dk, T(1), gK, Dk);
     }
     if (d.mom) {
+      // GM[:, 1:] = G[:, 1:] D[1:, 1:]: ∂G[:, 1:] += ∂GM D[1:, 1:]ᵀ, ∂D[1:, 1:] += G[:, 1:]ᵀ ∂GM (entries off the
+      // triangles are structural zeros and are never read back)
+      mm<T>(false, true, N1, n, n, T(1), gGM.data() + 1, N1, D.data() + N1 + 1, N1, T(1), gG.data() + 1, N1);
+      mm<T>(true, false, n, n, N1, T(1), G.data() + 1, N1, gGM.data() + 1, N1, T(1), gD.data() + N1 + 1, N1);
       for (int t = 0; t <= n; ++t) {
-        for (int i = 1; i <= t; ++i) {
-          const T g = gGM[t * N1 + i];
-          if (g == T(0)) continue;
-          for (int s = i; s <= t; ++s) {
-            gG[t * N1 + s] += g * D[s * N1 + i];
-            gD[s * N1 + i] += g * G[t * N1 + s];
-          }
-        }
         for (int s = 1; s <= t; ++s) {
           gG[t * N1 + s] += grho[t] * D[s * N1];
           gD[s * N1] += grho[t] * G[t * N1 + s];
@@ -196,8 +204,14 @@ struct Gates {
   void product_grad(const std::vector<T>& P, const std::vector<T>& gP, T* gx) const {
     for (int j = 1; j <= n; ++j) {
       T acc = 0;
-      for (int t = j; t <= n; ++t)
-        for (int s = 0; s < j; ++s) acc += gP[t * N1 + s] * P[(j - 1) * N1 + s] * P[t * N1 + j];
+      const T* pj = P.data() + (j - 1) * N1;
+      for (int t = j; t <= n; ++t) {
+        const T* gpt = gP.data() + t * N1;
+        T row = 0;
+#pragma omp simd reduction(+ : row)
+        for (int s = 0; s < j; ++s) row += gpt[s] * pj[s];
+        acc += row * P[t * N1 + j];
+      }
       gx[j - 1] = acc;
     }
   }
@@ -252,13 +266,8 @@ void solve_chunk(const Entry<T>& e, const Gates<T>& g, const Dims& d, T* ks, T* 
 #pragma omp simd
         for (int j = 0; j < Dv; ++j) ut[j] += c * kst[j];
       }
-      for (int s = 0; s < t; ++s) {  // forward substitution, unit diagonal
-        const T l = g.Tm[t * n + s];
-        const T* us = u + s * Dv;
-#pragma omp simd
-        for (int j = 0; j < Dv; ++j) ut[j] -= l * us[j];
-      }
     }
+    unit_lower_solve<T>(false, n, Dv, g.Tm.data(), u);
   }
   for (int t = 0; t < n; ++t) {
     const T gl = g.glast[t], wl = g.wlast[t];
@@ -343,7 +352,7 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
   at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
     std::vector<T> ks(n * Dv), km(n * Dv), u(n * Dv), x(n * Dv), gx(n * Dv), gy(n * Dv), gr(n * Dv), gks(n * Dv);
     std::vector<T> gcg(n), gcr(n), gT(n * n), gBW(n * n), gglast(n), gwlast(n), gdlast(n);
-    std::vector<T> gG(N1 * N1), gD(N1 * N1), gGM(N1 * N1), grho(N1);
+    std::vector<T> gG(N1 * N1), gD(N1 * N1), gGM(N1 * N1), grho(N1), gKK(n * n);
     std::vector<T> zeros_b(d.pre ? 0 : n);
     Gates<T> g(n);
     for (int64_t i = lo; i < hi; ++i) {
@@ -416,15 +425,7 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
       }
       if (d.pre) {
         // ∂rhs = L⁻ᵀ ∂U: backward substitution with the unit upper Lᵀ
-        for (int t = n - 1; t >= 0; --t) {
-          T* grt = gr.data() + t * Dv;
-          for (int s = t + 1; s < n; ++s) {
-            const T l = g.Tm[s * n + t];
-            const T* grs = gr.data() + s * Dv;
-#pragma omp simd
-            for (int j = 0; j < Dv; ++j) grt[j] -= l * grs[j];
-          }
-        }
+        unit_lower_solve<T>(true, n, Dv, g.Tm.data(), gr.data());
         // ∂T = −∂rhs Uᵀ (strict lower part used); rhs = cg ⊙ KS + BW W + cr ⊙ Km
         mm<T>(false, true, n, n, Dv, T(-1), gr.data(), Dv, u.data(), Dv, T(0), gT.data(), n);
         mm<T>(false, true, n, n, Dv, T(1), gr.data(), Dv, e.W, Dv, T(0), gBW.data(), n);
@@ -466,7 +467,7 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
       g.backward(e.a, e.beta, e.b, e.K, Dk, d, gcg.data(), gcr.data(), gT.data(), gBW.data(), gglast.data(),
                  gwlast.data(), ggL, grL, gdL, gdlast.data(), ga.data_ptr<T>() + i * n,
                  d.mom ? gbeta.data_ptr<T>() + i * n : nullptr, d.pre ? gb.data_ptr<T>() + i * n : zeros_b.data(),
-                 gk, gG, gD, gGM, grho);
+                 gk, gG, gD, gGM, grho, gKK);
     }
   });
 }
