@@ -295,6 +295,15 @@ Dims dims(const torch::Tensor& S, const torch::Tensor& m, const torch::Tensor& W
   const torch::Tensor &S, const torch::Tensor &m, const torch::Tensor &W, const torch::Tensor &K,             \
       const torch::Tensor &KS, const torch::Tensor &a, const torch::Tensor &beta, const torch::Tensor &b
 
+// One entry's pointers, gate algebra, U and X (in ks, km, u, x): the start of both directions.
+template <typename T>
+Entry<T> prepare(int64_t i, const Dims& d, CHUNK_ARGS, Gates<T>& g, T* ks, T* km, T* u, T* x) {
+  const Entry<T> e = entry<T>(i, d, S, m, W, K, KS, a, beta, b);
+  g.build(e.a, e.beta, e.b, e.K, d.Dk, d);
+  solve_chunk<T>(e, g, d, ks, km, u, x);
+  return e;
+}
+
 template <typename T>
 void forward_impl(CHUNK_ARGS, const Dims& d, torch::Tensor& S_new, torch::Tensor& m_new) {
   const int64_t N = S.size(0);
@@ -303,9 +312,7 @@ void forward_impl(CHUNK_ARGS, const Dims& d, torch::Tensor& S_new, torch::Tensor
     std::vector<T> ks(n * Dv), km(n * Dv), u(n * Dv), x(n * Dv);
     Gates<T> g(n);
     for (int64_t i = lo; i < hi; ++i) {
-      const Entry<T> e = entry<T>(i, d, S, m, W, K, KS, a, beta, b);
-      g.build(e.a, e.beta, e.b, e.K, Dk, d);
-      solve_chunk<T>(e, g, d, ks.data(), km.data(), u.data(), x.data());
+      const Entry<T> e = prepare<T>(i, d, S, m, W, K, KS, a, beta, b, g, ks.data(), km.data(), u.data(), x.data());
       const int64_t size = int64_t(Dk) * Dv;
       T* sn = S_new.data_ptr<T>() + i * size;
       if (d.mom) {
@@ -356,9 +363,7 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
     std::vector<T> zeros_b(d.pre ? 0 : n);
     Gates<T> g(n);
     for (int64_t i = lo; i < hi; ++i) {
-      const Entry<T> e = entry<T>(i, d, S, m, W, K, KS, a, beta, b);
-      g.build(e.a, e.beta, e.b, e.K, Dk, d);
-      solve_chunk<T>(e, g, d, ks.data(), km.data(), u.data(), x.data());
+      const Entry<T> e = prepare<T>(i, d, S, m, W, K, KS, a, beta, b, g, ks.data(), km.data(), u.data(), x.data());
       const int64_t size = int64_t(Dk) * Dv;
       const T* gs_n = gSn.data_ptr<T>() + i * size;
       T* gs = gS.data_ptr<T>() + i * size;
