@@ -48,10 +48,12 @@ BLOCKS = ("transformer", "hope", "hope_attention", "titans")
 TARGET = 3.0
 
 
-def timed(fn, repeats: int) -> float:
-    fn()
+def timed(fn, repeats: int, warmup: bool = True) -> float:
+    """Median seconds of ``repeats`` calls (one call when ``repeats`` is 0), after one warm-up call."""
+    if warmup:
+        fn()
     out = []
-    for _ in range(repeats):
+    for _ in range(max(repeats, 1)):
         t0 = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import statistics
 import sys
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from memory_write import kernels  # noqa: E402
 from model_step import allocator, timed  # noqa: E402
 
 
-def time_layer(dim: int, heads: int, B: int, T: int, repeats: int) -> tuple[float, float]:
+def layer_fns(dim: int, heads: int, B: int, T: int):
+    """Forward + backward and no-grad forward of one layer on fixed input."""
     cfg = dataclasses.replace(preset("small", block="hope").selfmod, heads=heads)
     torch.manual_seed(0)
     layer = SelfModifyingTitans(dim, cfg)
@@ -42,7 +44,21 @@ def time_layer(dim: int, heads: int, B: int, T: int, repeats: int) -> tuple[floa
         with torch.no_grad():
             layer(x)
 
-    return timed(train, repeats), timed(infer, repeats)
+    return train, infer
+
+
+def alternate(cases: list, repeats: int) -> list[tuple[float, float]]:
+    """Median times of every case, measured round-robin (one of each in turn), so that a drift of
+    the machine's speed during the run touches every case alike. ``cases``: (train, infer, mode)."""
+    samples = [([], []) for _ in cases]
+    for r in range(repeats + 1):  # the first round warms up
+        for (train, infer, mode), (tr, inf) in zip(cases, samples, strict=True):
+            with kernels(mode):
+                t_tr, t_inf = timed(train, 0, warmup=False), timed(infer, 0, warmup=False)
+            if r:
+                tr.append(t_tr)
+                inf.append(t_inf)
+    return [(statistics.median(tr), statistics.median(inf)) for tr, inf in samples]
 
 
 def main() -> int:
@@ -55,10 +71,9 @@ def main() -> int:
     rows = [("small width", small.dim, small.selfmod.heads, 4, "auto"),
             ("width 8, B=1 (data negligible)", 8, small.selfmod.heads, 1, "auto"),
             ("small width, PyTorch ops only (`NESTLEARN_KERNELS=torch`)", small.dim, small.selfmod.heads, 4, "torch")]
+    times = alternate([(*layer_fns(dim, heads, B, T), mode) for _, dim, heads, B, mode in rows], args.repeats)
     results = []
-    for label, dim, heads, B, mode in rows:
-        with kernels(mode):
-            tr, inf = time_layer(dim, heads, B, T, args.repeats)
+    for (label, dim, heads, B, _), (tr, inf) in zip(rows, times, strict=True):
         results.append((label, dim, heads, B, tr, inf))
         print(f"{label:32s} fwd+bwd {tr * 1e3:7.0f} ms   no-grad fwd {inf * 1e3:7.0f} ms", flush=True)
     alloc = allocator()
@@ -70,7 +85,7 @@ def main() -> int:
              f"T={T}, chunk sizes {small.selfmod.chunk_size}/{small.selfmod.chunk_size_other} (small preset), "
              f"float32, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, malloc: {alloc}  ",
              f"Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, median of "
-             f"{args.repeats} after a warm-up.", "",
+             f"{args.repeats} rounds after a warm-up round; each round runs every row once in turn.", "",
              "| shape | dim | heads | B | fwd + bwd (ms) | no-grad fwd (ms) |", "|---|---:|---:|---:|---:|---:|"]
     for label, dim, heads, B, tr, inf in results:
         lines.append(f"| {label} | {dim} | {heads} | {B} | {tr * 1e3:.0f} | {inf * 1e3:.0f} |")
