@@ -88,6 +88,18 @@ def allocator() -> str:
     return "system (glibc)" if platform.system() == "Linux" else "system"
 
 
+def preloaded(cmd: str, alloc: str) -> str:
+    """The command as it was run: with ``LD_PRELOAD=<lib…>`` when a malloc was preloaded."""
+    return cmd if alloc in ("system (glibc)", "system", "unknown") else f"LD_PRELOAD=<lib{alloc}> {cmd}"
+
+
+def write_lines(out: str, lines: list[str]) -> None:
+    """Write a results table (creating its folder) and say where."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
 def work(model: CausalLM, ids: torch.Tensor) -> tuple[float, float]:
     """GFLOP of one forward + backward, and MB that autograd saves for the backward (distinct storages).
 
@@ -177,8 +189,7 @@ def main() -> int:
     base = rows["transformer"]
     alloc = allocator()
     cmd = "python benchmarks/model_step.py" + (" --quick" if args.quick else "")
-    if alloc not in ("system (glibc)", "system", "unknown"):
-        cmd = f"LD_PRELOAD=<lib{alloc}> " + cmd
+    cmd = preloaded(cmd, alloc)
     if args.blocks != list(BLOCKS):
         cmd += " --blocks " + " ".join(args.blocks)
     cmd += "".join(f" --variant {v}" for v in args.variant)
@@ -208,9 +219,7 @@ def main() -> int:
               "cores busy. `saved for backward` = distinct storages autograd holds for the backward "
               "(parameters excluded)."]
     if not args.quick or args.out != p.get_default("out"):
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(lines) + "\n")
-        print(f"wrote {args.out}")
+        write_lines(args.out, lines)
     print(f"target: {verdict}; hope train time/token vs transformer (target ≤ {TARGET:.0f}x)")
     return 0 if ok else 1
 

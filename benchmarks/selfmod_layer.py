@@ -26,7 +26,7 @@ from nestlearn.models import preset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory_write import kernels  # noqa: E402
-from model_step import allocator, timed  # noqa: E402
+from model_step import allocator, preloaded, timed, write_lines  # noqa: E402
 
 
 def layer_fns(dim: int, heads: int, B: int, T: int):
@@ -78,8 +78,11 @@ def main() -> int:
         print(f"{label:32s} fwd+bwd {tr * 1e3:7.0f} ms   no-grad fwd {inf * 1e3:7.0f} ms", flush=True)
     alloc = allocator()
     cmd = "python benchmarks/selfmod_layer.py"
-    if alloc not in ("system (glibc)", "system", "unknown"):
-        cmd = f"LD_PRELOAD=<lib{alloc}> " + cmd
+    if args.repeats != p.get_default("repeats"):
+        cmd += f" --repeats {args.repeats}"
+    if args.out != p.get_default("out"):
+        cmd += f" --out {args.out}"
+    cmd = preloaded(cmd, alloc)
     lines = ["# One self-modifying Titans layer: data vs per-op overhead", "",
              f"Command: `{cmd}`  ",
              f"T={T}, chunk sizes {small.selfmod.chunk_size}/{small.selfmod.chunk_size_other} (small preset), "
@@ -94,9 +97,8 @@ def main() -> int:
               "forward + backward. The fused CPU chunk kernel makes the small-width layer "
               f"{results[2][4] / results[0][4]:.2f}× faster in forward + backward and "
               f"{results[2][5] / results[0][5]:.2f}× in the no-grad forward than PyTorch ops alone."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}; overhead share {share:.0%}")
+    write_lines(args.out, lines)
+    print(f"overhead share {share:.0%}")
     return 0
 
 

@@ -26,7 +26,7 @@ import torch
 from nestlearn.models import CausalLM, preset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from model_step import allocator  # noqa: E402
+from model_step import allocator, preloaded, write_lines  # noqa: E402
 
 BLOCKS = ("transformer", "hope_attention", "hope")
 PHASES = ("mixer forward", "MLP / CMS forward", "rest of the passes", "between passes", "backward")
@@ -94,10 +94,11 @@ def main() -> int:
     base = rows["transformer"]["step"]
     alloc = allocator()
     cmd = "python benchmarks/step_breakdown.py"
-    if alloc not in ("system (glibc)", "system", "unknown"):
-        cmd = f"LD_PRELOAD=<lib{alloc}> " + cmd
+    cmd = preloaded(cmd, alloc)
     if (args.batch, args.seq, args.repeats) != (4, 512, 3):
         cmd += f" --batch {args.batch} --seq {args.seq} --repeats {args.repeats}"
+    if args.out != p.get_default("out"):
+        cmd += f" --out {args.out}"
     lines = ["# One training step, phase by phase", "",
              f"Command: `{cmd}`  ",
              f"Preset `small`, B={args.batch}, T={args.seq}, float32, CPU, {torch.get_num_threads()} threads, "
@@ -120,9 +121,7 @@ def main() -> int:
               f"{hope['between passes'] / base:.2f}× (Hope-Attention's: "
               f"{rows['hope_attention']['between passes'] / base:.2f}×); the backward "
               f"{hope['backward'] / base:.2f}×. Issue 3's target is ≤ 3× for the whole step."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    write_lines(args.out, lines)
     return 0
 
 

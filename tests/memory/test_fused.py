@@ -50,6 +50,10 @@ def _torch(S, m, W, K, a, beta, b, KS):
     return C.chunk_step(S, m, W, C.ChunkCoefficients(K, a, b, beta), KS)
 
 
+def _fused(S, m, W, K, a, beta, b, KS):
+    return fused.chunk_step_fused(S, m, W, K, fused.RawGates(a, beta), b, KS)
+
+
 def _run(impl, S, m, W, K, a, beta, b, KS, leaves):
     Sn, mn = impl(S, m, W, K, a, beta, b, KS)
     weight = torch.linspace(-1, 1, Sn.numel(), dtype=Sn.dtype).view_as(Sn)
@@ -68,7 +72,7 @@ def test_fused_equals_torch(mom, pre, ks, expand):
     assert fused.kernel() is not None, "a C++ compiler is present, so the fused kernel must build"
     args = _case(mom, pre, ks, expand=expand)
     S0, m0, g0 = _run(_torch, *args)
-    S1, m1, g1 = _run(fused.chunk_step_fused, *args)
+    S1, m1, g1 = _run(_fused, *args)
     assert max_rel([S0], [S1]) < 1e-12
     if mom:
         assert max_rel([m0], [m1]) < 1e-12
@@ -80,7 +84,7 @@ def test_fused_equals_torch(mom, pre, ks, expand):
 def test_fused_float32_close_to_torch(mom, pre):
     args = _case(mom, pre, False, dtype=torch.float32, batch=(4, 4), n=16, Dk=24, Dv=40)
     S0, _, g0 = _run(_torch, *args)
-    S1, _, g1 = _run(fused.chunk_step_fused, *args)
+    S1, _, g1 = _run(_fused, *args)
     assert max_rel([S0], [S1]) < 1e-5
     assert max_rel(g0, g1) < 1e-4
 
@@ -90,7 +94,7 @@ def test_fused_gradcheck():
     S, m, W, K, a, beta, b, _, leaves = _case(True, True, False, batch=(1, 2), n=3, Dk=2, Dv=3)
 
     def f(S, m, W, K, a, beta, b):
-        return fused.chunk_step_fused(S, m, W, K, a, beta, b)
+        return _fused(S, m, W, K, a, beta, b, None)
 
     assert torch.autograd.gradcheck(f, (S, m, W, K, a, beta, b))
 

@@ -36,20 +36,16 @@ def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Te
         bt = None if beta is None else beta[..., span]
         plans = mem._plan(anchor, k[..., span, :], v[..., span, :], eta[..., span], a)
         heads = a.shape[1]
-        if use_fused:  # the gate products are formed inside the kernel; per-memory gates repeated
-            gates = {heads: (a, bt)}
-        else:
-            gates = {heads: ChunkGates(a, bt)}  # shared by every matrix of the memory, per head count
+        # shared by every matrix of the memory, per head count; the kernel forms the products itself
+        gates = {heads: (fused.RawGates if use_fused else ChunkGates)(a, bt)}
         new_w, new_m = [], []
         for i, (K, W, b, KS) in enumerate(plans):
             if K.shape[1] not in gates:  # a grouped memory's per-memory weights: [B, H·G, …]
-                G = K.shape[1] // heads
-                gates[K.shape[1]] = (tuple(None if t is None else t.repeat_interleave(G, dim=1) for t in gates[heads])
-                                     if use_fused else gates[heads].repeat_heads(G))
+                gates[K.shape[1]] = gates[heads].repeat_heads(K.shape[1] // heads)
             m_i = None if mom is None else mom[i]
             KS = KS if offset == 0 else None  # K @ anchor equals K @ weights only at a chunk start
             if use_fused:
-                S, m = fused.chunk_step_fused(weights[i], m_i, W, K, *gates[K.shape[1]], b, KS)
+                S, m = fused.chunk_step_fused(weights[i], m_i, W, K, gates[K.shape[1]], b, KS)
             else:
                 S, m = chunk_step(weights[i], m_i, W, ChunkCoefficients(K, gates[K.shape[1]], b), KS)
             new_w.append(S)

@@ -20,6 +20,7 @@ import platform
 import sys
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -88,6 +89,17 @@ def applies(S: Tensor) -> bool:
     return S.device.type == "cpu" and S.dtype in (torch.float32, torch.float64) and kernel() is not None
 
 
+class RawGates(NamedTuple):
+    """A chunk's gates as the kernel takes them, ``[..., n]`` (it forms their products itself)."""
+
+    a: Tensor
+    beta: Tensor | None
+
+    def repeat_heads(self, groups: int) -> RawGates:
+        """The same gates for weights batched ``[B, H·G, …]`` (as ``ChunkGates.repeat_heads``)."""
+        return RawGates(*(None if t is None else t.repeat_interleave(groups, dim=1) for t in self))
+
+
 class FusedChunkStep(torch.autograd.Function):
     """Inputs flattened to one batch dim ``N``; absent ones are empty tensors (see ``chunk_cpu.cpp``)."""
 
@@ -109,13 +121,14 @@ class FusedChunkStep(torch.autograd.Function):
                      for g, t, need in zip(grads, inputs, ctx.needs_input_grad, strict=True))
 
 
-def chunk_step_fused(S: Tensor, m: Tensor | None, W: Tensor, K: Tensor, a: Tensor, beta: Tensor | None,
-                     b: Tensor | None, KS: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-    """``chunk.chunk_step(S, m, W, ChunkCoefficients(K, a, b, beta), KS)`` in the fused kernel.
+def chunk_step_fused(S: Tensor, m: Tensor | None, W: Tensor, K: Tensor, gates: RawGates, b: Tensor | None,
+                     KS: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """``chunk.chunk_step(S, m, W, ChunkCoefficients(K, ChunkGates(a, beta), b), KS)`` in the fused kernel.
 
-    Shapes: ``S, m`` ``[..., Dk, Dv]``, ``W`` ``[..., n, Dv]``, ``K`` ``[..., n, Dk]``, gates ``a, beta, b``
-    ``[..., n]`` (``beta``: momentum, ``b``: the preconditioner; ``None`` when absent).
+    Shapes: ``S, m`` ``[..., Dk, Dv]``, ``W`` ``[..., n, Dv]``, ``K`` ``[..., n, Dk]``, gates ``a, beta`` and
+    ``b`` ``[..., n]`` (``beta``: momentum, ``b``: the preconditioner; ``None`` when absent).
     """
+    a, beta = gates
     shape = S.shape
     n, Dk, Dv = W.shape[-2], shape[-2], shape[-1]
     empty = S.new_empty(0)
