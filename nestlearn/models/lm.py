@@ -321,5 +321,7 @@ class CausalLM(nn.Module):
             raise ValueError(f"{path} does not match this model's state layout")
         ints = {int(k): v for k, v in meta["ints"].items()}
         device = self.embed.weight.device
-        new = [tensors[f"{i}"].to(device) if f"{i}" in tensors else ints.get(i) for i in range(len(leaves))]
+        # fresh storage: safetensors hands out views at arbitrary offsets of the file's buffer, and a BLAS
+        # may take another code path for unaligned data (MKL on AMD: last-bit differences in float64)
+        new = [tensors[f"{i}"].to(device).clone() if f"{i}" in tensors else ints.get(i) for i in range(len(leaves))]
         return pytree.tree_unflatten(new, spec)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.utils import _pytree as pytree
 
 from nestlearn.layers import LevelConfig
 from nestlearn.models import BLOCKS, PRESETS, CausalLM, apply_overrides, from_dict, preset, stack_levels
@@ -125,6 +126,9 @@ def test_save_and_load_state_round_trip(block, ids, tmp_path):
         loaded = model.load_state(tmp_path / "mem.safetensors")
         a, _, _ = model(ids[:, 13:], state=state)
         b, _, _ = model(ids[:, 13:], state=loaded)
+    for x, y in zip(pytree.tree_leaves(state), pytree.tree_leaves(loaded), strict=True):
+        assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+    # bitwise: the loaded tensors own fresh (aligned) storage, so both calls run the same BLAS paths
     assert torch.equal(a, b)
     assert not (tmp_path / "mem.safetensors.tmp").exists()
     with pytest.raises(ValueError, match="state file not found"):
