@@ -7,9 +7,9 @@
     state = mem.write(state, k, v, lr=eta, impl="reference")  # token loop, same semantics
 """
 
-from .base import OBJECTIVES, RULES, Memory, MemoryState, detach_state
+from .base import OBJECTIVES, READS, RULES, Memory, MemoryState, detach_state
 from .linear import LinearMemory
 from .mlp import ACTIVATIONS, MLPMemory
 
-__all__ = ["ACTIVATIONS", "OBJECTIVES", "RULES", "LinearMemory", "MLPMemory", "Memory", "MemoryState",
+__all__ = ["ACTIVATIONS", "OBJECTIVES", "READS", "RULES", "LinearMemory", "MLPMemory", "Memory", "MemoryState",
            "detach_state"]

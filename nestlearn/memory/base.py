@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 RULES = ("gd", "dgd", "delta")
+READS = ("token", "chunk_start")  # where a sequence mixer's memory is read: see ``Memory.read_write``
 OBJECTIVES = ("l2", "dot")
 
 
@@ -95,18 +96,34 @@ class Memory(nn.Module):
         return self._map(weights, q.transpose(1, 2)).transpose(1, 2)
 
     def read_write(self, state: MemoryState, q: Tensor, k: Tensor, v: Tensor, lr: Tensor | float,
-                   decay: Tensor | float | None = None, momentum: Tensor | None = None) -> tuple[Tensor, MemoryState]:
-        """The chunked sequence mixer's loop: for each chunk (absolute positions), read ``q`` at the
-        chunk start (NL eq. 90), then write the chunk's pairs. Returns ``(y [B, T, H, Dout], state)``."""
-        T, outs, p = q.shape[1], [], 0
-        while p < T:
-            n = min(self.chunk_size - state.offset, T - p)
-            span = slice(p, p + n)
-            lr_, decay_, mom_ = (g[:, span] if isinstance(g, Tensor) else g for g in (lr, decay, momentum))
-            outs.append(self.read(state, q[:, span], at="chunk_start"))
-            state = self.write(state, k[:, span], v[:, span], lr_, decay_, mom_, validate=False)
-            p += n
-        return torch.cat(outs, dim=1), state
+                   decay: Tensor | float | None = None, momentum: Tensor | float | None = None,
+                   read: str = "token", impl: str = "chunk", validate: bool = True) -> tuple[Tensor, MemoryState]:
+        """The sequence mixer's pass: write the T pairs and read ``q`` ``[B, T, H, Din]`` on the way.
+        Returns ``(y [B, T, H, Dout], state)``.
+
+        ``read="token"`` (the dual form): ``y_t = M_t(q_t)``, the state after writing tokens ≤ t, while
+        the gradients of a chunk stay at its start state (NL eq. 90; Titans eqs. 16–17). The reads come
+        out of the same chunk pass as the write (masked ``n × n`` products; write/README.md).
+        ``read="chunk_start"``: ``y_t`` reads the state at the start of t's chunk (eq. 90 as printed,
+        deviation D21): a position sees the earlier tokens of its own chunk only through what came before.
+        """
+        if read not in READS:
+            raise ValueError(f"read must be one of {READS} (got {read!r})")
+        if read == "chunk_start":
+            T, outs, p = q.shape[1], [], 0
+            while p < T:
+                n = min(self.chunk_size - state.offset, T - p)
+                span = slice(p, p + n)
+                lr_, decay_, mom_ = (g[:, span] if isinstance(g, Tensor) else g for g in (lr, decay, momentum))
+                outs.append(self.read(state, q[:, span], at="chunk_start"))
+                state = self.write(state, k[:, span], v[:, span], lr_, decay_, mom_, impl=impl, validate=validate)
+                p += n
+            return torch.cat(outs, dim=1), state
+        self._check_seq("q", q, state, self.dim_in)
+        if q.shape[1] != k.shape[1]:
+            raise ValueError(f"q has {q.shape[1]} tokens but k has {k.shape[1]}; read='token' reads at every write")
+        state, y = self._run(state, k, v, lr, decay, momentum, impl, validate, q=q)
+        return y.transpose(1, 2), state
 
     def write(self, state: MemoryState, k: Tensor, v: Tensor, lr: Tensor | float,
               decay: Tensor | float | None = None, momentum: Tensor | float | None = None,
@@ -118,6 +135,9 @@ class Memory(nn.Module):
         ``impl="reference"`` runs the token loop of ``write/naive.py`` with the same semantics.
         ``validate=False`` skips the one host sync (the finiteness check of the gates).
         """
+        return self._run(state, k, v, lr, decay, momentum, impl, validate)[0]
+
+    def _run(self, state, k, v, lr, decay, momentum, impl, validate, q=None):
         from .write import write_chunked, write_reference
 
         if impl not in ("chunk", "reference"):
@@ -140,8 +160,9 @@ class Memory(nn.Module):
         beta = None if momentum is None else self._gate("momentum", momentum, k, ref, validate)
         # Heads forward, made contiguous once so that every per-chunk matmul reads plain memory.
         k, v = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+        q = None if q is None else q.transpose(1, 2).contiguous()
         fn = write_chunked if impl == "chunk" else write_reference
-        return fn(self, state, k, v, eta, alpha, beta)
+        return fn(self, state, k, v, eta, alpha, beta, q)
 
     # ---- checks -------------------------------------------------------------------------------
     def _check_state(self, state: MemoryState) -> None:
@@ -188,6 +209,12 @@ class Memory(nn.Module):
     # ---- implemented by each kind -------------------------------------------------------------
     def _map(self, weights: tuple[Tensor, ...], x: Tensor) -> Tensor:
         """The map itself: x ``[B, H, T, Din]`` → ``[B, H, T, Dout]``."""
+        raise NotImplementedError
+
+    def _token_read(self, q: Tensor, step) -> Tensor:
+        """The per-token read ``y_t = M_t(q_t)`` of one chunk, q ``[B, H, n, Din]``, composed from
+        ``step(i, Q)``: matrix i advanced over the chunk, returning ``Q_t S_t`` for its per-token
+        queries Q (every matrix is stepped exactly once, in order)."""
         raise NotImplementedError
 
     def _plan(self, anchor: tuple[Tensor, ...], k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor):

@@ -30,6 +30,9 @@ class LinearMemory(Memory):
     def _map(self, weights, x: Tensor) -> Tensor:
         return x @ weights[0]
 
+    def _token_read(self, q, step):
+        return step(0, q)
+
     def _precond(self, k, eta, alpha):
         if self.rule == "delta":  # NL eq. 56, deviation D1: b = α η′, η′ = η / (1 + η‖k‖²)
             return alpha * eta / (1 + eta * (k * k).sum(-1))

@@ -101,6 +101,11 @@ class MLPMemory(Memory):
         A, Bm = weights
         return self._residual(x, self._per_memory(self.act(x @ A)) @ Bm)
 
+    def _token_read(self, q, step):
+        # the hidden layer is read per token, then σ, then the output layer per token (queries σ(q A_t))
+        z = step(0, q)
+        return self._residual(q, step(1, self._per_memory(self.act(z))))
+
     def _plan(self, anchor, k, v, eta, alpha):
         A0, B0 = anchor
         G = self.groups

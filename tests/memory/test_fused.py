@@ -22,7 +22,8 @@ needs_kernel = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("
                                   reason="no C++ compiler on this machine: the fused kernel cannot be built")
 
 
-def _case(mom: bool, pre: bool, ks: bool, dtype=torch.float64, batch=(2, 3), n=5, Dk=4, Dv=6, expand=False):
+def _case(mom: bool, pre: bool, ks: bool, dtype=torch.float64, batch=(2, 3), n=5, Dk=4, Dv=6, expand=False,
+          read=False):
     g = torch.Generator().manual_seed(0)
 
     def rnd(*shape, scale=1.0, lo=0.0):
@@ -42,23 +43,26 @@ def _case(mom: bool, pre: bool, ks: bool, dtype=torch.float64, batch=(2, 3), n=5
     beta = rnd(*batch, n) if mom else None
     b = rnd(*batch, n, scale=0.3) if pre else None
     KS = (K @ S).detach().requires_grad_() if ks and pre else None
-    leaves = [t for t in (S0, m, W, K, a, beta, b, KS) if t is not None]
-    return S, m, W, K, a, beta, b, KS, leaves
+    Q = randn(*batch, n, Dk) if read else None
+    leaves = [t for t in (S0, m, W, K, a, beta, b, KS, Q) if t is not None]
+    return S, m, W, K, a, beta, b, KS, Q, leaves
 
 
-def _torch(S, m, W, K, a, beta, b, KS):
-    return C.chunk_step(S, m, W, C.ChunkCoefficients(K, a, b, beta), KS)
+def _torch(S, m, W, K, a, beta, b, KS, Q):
+    return C.chunk_step(S, m, W, C.ChunkCoefficients(K, a, b, beta), KS, Q)
 
 
-def _fused(S, m, W, K, a, beta, b, KS):
-    return fused.chunk_step_fused(S, m, W, K, fused.RawGates(a, beta), b, KS)
+def _fused(S, m, W, K, a, beta, b, KS, Q):
+    return fused.chunk_step_fused(S, m, W, K, fused.RawGates(a, beta), b, KS, Q)
 
 
-def _run(impl, S, m, W, K, a, beta, b, KS, leaves):
-    Sn, mn = impl(S, m, W, K, a, beta, b, KS)
+def _run(impl, S, m, W, K, a, beta, b, KS, Q, leaves):
+    Sn, mn, Y = impl(S, m, W, K, a, beta, b, KS, Q)
     weight = torch.linspace(-1, 1, Sn.numel(), dtype=Sn.dtype).view_as(Sn)
     loss = (Sn * weight).sum() + (0 if mn is None else (mn * weight.flip(-1)).sum())
-    return Sn, mn, torch.autograd.grad(loss, leaves)
+    if Y is not None:
+        loss = loss + (Y * torch.linspace(2, -1, Y.numel(), dtype=Y.dtype).view_as(Y)).sum()
+    return Sn, mn, Y, torch.autograd.grad(loss, leaves)
 
 
 CASES = list(itertools.product((False, True), (False, True), (False, True)))
@@ -67,36 +71,51 @@ CASES = list(itertools.product((False, True), (False, True), (False, True)))
 @needs_kernel
 @pytest.mark.parametrize("mom,pre,ks", CASES)
 @pytest.mark.parametrize("expand", [False, True])
-def test_fused_equals_torch(mom, pre, ks, expand):
-    """Values and gradients of every input, with and without momentum, preconditioner, given K S."""
+@pytest.mark.parametrize("read", [False, True])
+def test_fused_equals_torch(mom, pre, ks, expand, read):
+    """Values and gradients of every input, with and without momentum, preconditioner, given K S, and
+    per-token reads."""
     assert fused.kernel() is not None, "a C++ compiler is present, so the fused kernel must build"
-    args = _case(mom, pre, ks, expand=expand)
-    S0, m0, g0 = _run(_torch, *args)
-    S1, m1, g1 = _run(_fused, *args)
+    args = _case(mom, pre, ks, expand=expand, read=read)
+    S0, m0, Y0, g0 = _run(_torch, *args)
+    S1, m1, Y1, g1 = _run(_fused, *args)
     assert max_rel([S0], [S1]) < 1e-12
     if mom:
         assert max_rel([m0], [m1]) < 1e-12
+    if read:
+        assert max_rel([Y0], [Y1]) < 1e-12
     assert max_rel(g0, g1) < 1e-12
+
+
+def test_torch_token_reads_equal_the_states_they_read():
+    """``chunk_step``'s per-token reads equal reading the state after each prefix of the chunk."""
+    S, m, W, K, a, beta, b, _, Q, _ = _case(True, True, False, read=True)
+    _, _, Y = _torch(S, m, W, K, a, beta, b, None, Q)
+    for t in range(1, W.shape[-2] + 1):
+        sl = slice(0, t)
+        St, _, _ = _torch(S, m, W[..., sl, :], K[..., sl, :], a[..., sl], beta[..., sl], b[..., sl], None, None)
+        assert max_rel([Y[..., t - 1, :]], [(Q[..., t - 1:t, :] @ St).squeeze(-2)]) < 1e-12
 
 
 @needs_kernel
 @pytest.mark.parametrize("mom,pre", [(True, True), (False, True), (True, False)])
 def test_fused_float32_close_to_torch(mom, pre):
-    args = _case(mom, pre, False, dtype=torch.float32, batch=(4, 4), n=16, Dk=24, Dv=40)
-    S0, _, g0 = _run(_torch, *args)
-    S1, _, g1 = _run(_fused, *args)
+    args = _case(mom, pre, False, dtype=torch.float32, batch=(4, 4), n=16, Dk=24, Dv=40, read=True)
+    S0, _, Y0, g0 = _run(_torch, *args)
+    S1, _, Y1, g1 = _run(_fused, *args)
     assert max_rel([S0], [S1]) < 1e-5
+    assert max_rel([Y0], [Y1]) < 1e-5
     assert max_rel(g0, g1) < 1e-4
 
 
 @needs_kernel
 def test_fused_gradcheck():
-    S, m, W, K, a, beta, b, _, leaves = _case(True, True, False, batch=(1, 2), n=3, Dk=2, Dv=3)
+    S, m, W, K, a, beta, b, _, Q, leaves = _case(True, True, False, batch=(1, 2), n=3, Dk=2, Dv=3, read=True)
 
-    def f(S, m, W, K, a, beta, b):
-        return _fused(S, m, W, K, a, beta, b, None)
+    def f(S, m, W, K, a, beta, b, Q):
+        return _fused(S, m, W, K, a, beta, b, None, Q)
 
-    assert torch.autograd.gradcheck(f, (S, m, W, K, a, beta, b))
+    assert torch.autograd.gradcheck(f, (S, m, W, K, a, beta, b, Q))
 
 
 @needs_kernel

@@ -43,7 +43,9 @@ class ChunkGates:
         self.gamma_last = gam[..., -1, 0]  # γ_n
         self.gshift = gam[..., :-1, 1:]  # [t, i] = Π_{j=i+1}^{t-1} a_j for i < t (strictly lower)
         self.glast = gam[..., -1, 1:]  # [i] = Π_{j=i+1}^{n} a_j
-        self.rho_prev = self.rho_last = self.delta_last = self.dlast = None
+        self.gamma_in = gam[..., 1:, 0]  # γ_t for t = 1..n (per-token reads)
+        self.gincl = gam[..., 1:, 1:]  # [t, i] = Π_{j=i+1}^{t} a_j for i ≤ t (lower, diagonal 1)
+        self.rho_prev = self.rho_last = self.rho_in = self.delta_last = self.dlast = None
         if beta is not None:
             dl = decay_matrix(beta)
             self.delta_last = dl[..., -1, 0]  # Π_{j≤n} β_j
@@ -51,10 +53,10 @@ class ChunkGates:
             # G[t, i] = Σ_s Γ[t, s] Δ[s, i]: how much of write i reaches S_t through momentum.
             gm = gam[..., :, 1:] @ dl[..., 1:, 1:]  # [..., n+1, n]
             rho = (gam[..., :, 1:] @ dl[..., 1:, :1]).squeeze(-1)  # [..., n+1]: reach of m_0
-            self.wshift, self.wlast = gm[..., :-1, :], gm[..., -1, :]
-            self.rho_prev, self.rho_last = rho[..., :-1], rho[..., -1]
+            self.wshift, self.wlast, self.wincl = gm[..., :-1, :], gm[..., -1, :], gm[..., 1:, :]
+            self.rho_prev, self.rho_last, self.rho_in = rho[..., :-1], rho[..., -1], rho[..., 1:]
         else:
-            self.wshift, self.wlast = self.gshift, self.glast
+            self.wshift, self.wlast, self.wincl = self.gshift, self.glast, self.gincl
 
     def repeat_heads(self, groups: int) -> ChunkGates:
         """The same gates for weights batched ``[B, H·G, …]`` (head h's gates for its G memories)."""
@@ -83,16 +85,20 @@ class ChunkCoefficients:
             self.T = b.unsqueeze(-1) * (kk * self.g.gshift)
 
 
-def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients,
-               KS: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients, KS: Tensor | None = None,
+               Q: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Advance ``S`` (and momentum ``m``) over one chunk of writes ``W`` ``[..., n, Dv]``.
 
-    Returns the state after the last token. The per-token states are never formed; the state-driven
-    part of each write is recovered through the unit-triangular system of the UT transform.
-    ``KS`` may pass ``K @ S`` when the caller has it already. PyTorch ops, any device; on a CPU the
-    write runs ``fused.chunk_step_fused`` instead (same step, gate products included), tested against this.
+    Returns ``(S_n, m_n, Y)``: the state after the last token, and with queries ``Q`` ``[..., n, Dk]``
+    the per-token reads ``Y[t] = q_t S_t`` of the state after writing token t (the dual form; else
+    ``None``). The per-token states are never formed; the state-driven part of each write is
+    recovered through the unit-triangular system of the UT transform, and the reads through
+    masked ``n × n`` products (README.md here). ``KS`` may pass ``K @ S`` when the caller has it
+    already. PyTorch ops, any device; on a CPU the write runs ``fused.chunk_step_fused`` instead
+    (same step, gate products included), tested against this.
     """
     K, g = co.K, co.g
+    U = None
     write = g.wlast.unsqueeze(-1) * W  # the direct contribution of each write to S_n
     if co.b is not None:
         KS = K @ S if KS is None else KS
@@ -102,6 +108,14 @@ def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients,
         # −U[t] = b_t S_{t−1}ᵀ k_t, the preconditioner's part of each update (UT transform)
         U = torch.linalg.solve_triangular(co.T, rhs, upper=False, unitriangular=True)
         write = write - g.glast.unsqueeze(-1) * U
+    Y = None
+    if Q is not None:  # q_t S_t = γ_t q_t S₀ + ρ_t q_t m₀ + Σ_{i≤t} (q_t·k_i)(G[t,i] w_i − Γ[t,i] U_i)
+        QK = Q @ K.mT
+        Y = g.gamma_in.unsqueeze(-1) * (Q @ S) + (QK * g.wincl) @ W
+        if m is not None:
+            Y = Y + g.rho_in.unsqueeze(-1) * (Q @ m)
+        if U is not None:
+            Y = Y - (QK * g.gincl) @ U
     # The carried terms are fresh 3-D tensors, so the rank-n update accumulates into them in place:
     # no saved tensor is overwritten, no view is written through (autograd would copy the base), and
     # the state-sized copy that an out-of-place baddbmm makes is saved.
@@ -114,6 +128,6 @@ def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients,
         carry.addcmul_(coef(g.rho_last), flat(m))
     S_new = carry.baddbmm_(Kt, flat(write)).view(shape)
     if m is None:
-        return S_new, None
+        return S_new, None, Y
     m_new = (flat(m) * coef(g.delta_last)).baddbmm_(Kt, flat(g.dlast.unsqueeze(-1) * W))
-    return S_new, m_new.view(shape)
+    return S_new, m_new.view(shape), Y

@@ -10,6 +10,8 @@
 //   U = L⁻¹ rhs, L = I + T               T[t,i] = b_t (k_t·k_i) Γ[t−1,i]  (strictly lower: the UT transform)
 //   X = wlast ⊙ W − glast ⊙ U            wlast_i = GM[n,i], glast_i = Γ[n,i]
 //   S' = Γ[n,0] S + ρ[n] m + Kᵀ X,  m' = Δ[n,0] m + Kᵀ (dlast ⊙ W),  dlast_i = Δ[n,i]
+//   with queries Q (per-token reads, the dual form), Y[t] = q_t S_t:
+//   Y = γ ⊙ Q S + ρ ⊙ Q m + (Q Kᵀ ∘ GM) W − (Q Kᵀ ∘ Γ) U   (t, i = 1..n, i ≤ t; γ_t = Γ[t,0], ρ_t = ρ[t])
 // Without momentum GM = Γ and ρ = 0; without a preconditioner (b absent) U = 0.
 // The backward recomputes every n × D panel from the inputs (nothing of that size is saved) and
 // keeps each entry's state, momentum and their gradients in cache while it forms every product that
@@ -69,7 +71,7 @@ inline void mm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int l
 
 struct Dims {
   int n, Dk, Dv;
-  bool mom, pre, ks_given;
+  bool mom, pre, ks_given, read;
 };
 
 // The gate algebra of one entry: products of a, β and the preconditioner's coefficients.
@@ -143,11 +145,7 @@ struct Gates {
                 const T* gcr, const T* gT, const T* gBW, const T* gglast, const T* gwlast, T ggL, T grL, T gdL,
                 const T* gdlast, T* ga, T* gbeta, T* gb, T* gK, std::vector<T>& gG, std::vector<T>& gD,
                 std::vector<T>& gGM, std::vector<T>& grho, std::vector<T>& gKK) const {
-    std::fill(gKK.begin(), gKK.end(), T(0));
-    std::fill(gG.begin(), gG.end(), T(0));
-    std::fill(gD.begin(), gD.end(), T(0));
-    std::fill(gGM.begin(), gGM.end(), T(0));
-    std::fill(grho.begin(), grho.end(), T(0));
+    std::fill(gKK.begin(), gKK.end(), T(0));  // gG, gD, gGM, grho arrive holding the reads' part
     gG[n * N1] += ggL;
     for (int i = 0; i < n; ++i) {
       gG[n * N1 + i + 1] += gglast[i];
@@ -219,13 +217,13 @@ struct Gates {
 
 template <typename T>
 struct Entry {  // pointers to one batch entry of every input
-  const T *S, *m, *W, *K, *KS, *a, *beta, *b;
+  const T *S, *m, *W, *K, *KS, *a, *beta, *b, *Q;
 };
 
 template <typename T>
 Entry<T> entry(int64_t i, const Dims& d, const torch::Tensor& S, const torch::Tensor& m, const torch::Tensor& W,
                const torch::Tensor& K, const torch::Tensor& KS, const torch::Tensor& a, const torch::Tensor& beta,
-               const torch::Tensor& b) {
+               const torch::Tensor& b, const torch::Tensor& Q) {
   const int64_t n = d.n, Dk = d.Dk, Dv = d.Dv;
   Entry<T> e{};
   e.S = S.data_ptr<T>() + i * Dk * Dv;
@@ -240,6 +238,7 @@ Entry<T> entry(int64_t i, const Dims& d, const torch::Tensor& S, const torch::Te
     e.b = b.data_ptr<T>() + i * n;
     if (d.ks_given) e.KS = KS.data_ptr<T>() + i * n * Dv;
   }
+  if (d.read) e.Q = Q.data_ptr<T>() + i * n * Dk;
   return e;
 }
 
@@ -284,36 +283,80 @@ void solve_chunk(const Entry<T>& e, const Gates<T>& g, const Dims& d, T* ks, T* 
 }
 
 Dims dims(const torch::Tensor& S, const torch::Tensor& m, const torch::Tensor& W, const torch::Tensor& KS,
-          const torch::Tensor& b) {
+          const torch::Tensor& b, const torch::Tensor& Q) {
   return Dims{static_cast<int>(W.size(1)), static_cast<int>(S.size(1)), static_cast<int>(S.size(2)),
-              m.numel() > 0, b.numel() > 0, KS.numel() > 0};
+              m.numel() > 0, b.numel() > 0, KS.numel() > 0, Q.numel() > 0};
+}
+
+// The per-token reads' masks: PW = Q Kᵀ ∘ GM (Γ without momentum), PU = Q Kᵀ ∘ Γ, both over i ≤ t
+// (token t, i = 1..n at index t−1, i−1). qk holds Q Kᵀ.
+template <typename T>
+void read_masks(const Gates<T>& g, const Dims& d, const T* qk, T* pw, T* pu) {
+  const int n = d.n, N1 = n + 1;
+  const std::vector<T>& Wm = d.mom ? g.GM : g.G;
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < n; ++i) {
+      const bool in = i <= t;
+      pw[t * n + i] = in ? qk[t * n + i] * Wm[(t + 1) * N1 + i + 1] : T(0);
+      pu[t * n + i] = in ? qk[t * n + i] * g.G[(t + 1) * N1 + i + 1] : T(0);
+    }
+  }
+}
+
+// Y = γ ⊙ Q S + ρ ⊙ Q m + PW W − PU U for one entry (qs, qk, pw, pu: scratch).
+template <typename T>
+void read_tokens(const Entry<T>& e, const Gates<T>& g, const Dims& d, const T* u, T* qs, T* qk, T* pw, T* pu,
+                 T* y) {
+  const int n = d.n, Dk = d.Dk, Dv = d.Dv, N1 = n + 1;
+  mm<T>(false, true, n, n, Dk, T(1), e.Q, Dk, e.K, Dk, T(0), qk, n);  // Q Kᵀ
+  read_masks<T>(g, d, qk, pw, pu);
+  mm<T>(false, false, n, Dv, n, T(1), pw, n, e.W, Dv, T(0), y, Dv);
+  if (d.pre) mm<T>(false, false, n, Dv, n, T(-1), pu, n, u, Dv, T(1), y, Dv);
+  mm<T>(false, false, n, Dv, Dk, T(1), e.Q, Dk, e.S, Dv, T(0), qs, Dv);  // Q S
+  for (int t = 0; t < n; ++t) {
+    const T c = g.G[(t + 1) * N1];
+#pragma omp simd
+    for (int j = 0; j < Dv; ++j) y[t * Dv + j] += c * qs[t * Dv + j];
+  }
+  if (d.mom) {
+    mm<T>(false, false, n, Dv, Dk, T(1), e.Q, Dk, e.m, Dv, T(0), qs, Dv);  // Q m
+    for (int t = 0; t < n; ++t) {
+      const T r = g.rho[t + 1];
+#pragma omp simd
+      for (int j = 0; j < Dv; ++j) y[t * Dv + j] += r * qs[t * Dv + j];
+    }
+  }
 }
 
 }  // namespace
 
 #define CHUNK_ARGS                                                                                              \
   const torch::Tensor &S, const torch::Tensor &m, const torch::Tensor &W, const torch::Tensor &K,             \
-      const torch::Tensor &KS, const torch::Tensor &a, const torch::Tensor &beta, const torch::Tensor &b
+      const torch::Tensor &KS, const torch::Tensor &a, const torch::Tensor &beta, const torch::Tensor &b,     \
+      const torch::Tensor &Q
 
 // One entry's pointers, gate algebra, U and X (in ks, km, u, x): the start of both directions.
 template <typename T>
 Entry<T> prepare(int64_t i, const Dims& d, CHUNK_ARGS, Gates<T>& g, T* ks, T* km, T* u, T* x) {
-  const Entry<T> e = entry<T>(i, d, S, m, W, K, KS, a, beta, b);
+  const Entry<T> e = entry<T>(i, d, S, m, W, K, KS, a, beta, b, Q);
   g.build(e.a, e.beta, e.b, e.K, d.Dk, d);
   solve_chunk<T>(e, g, d, ks, km, u, x);
   return e;
 }
 
 template <typename T>
-void forward_impl(CHUNK_ARGS, const Dims& d, torch::Tensor& S_new, torch::Tensor& m_new) {
+void forward_impl(CHUNK_ARGS, const Dims& d, torch::Tensor& S_new, torch::Tensor& m_new, torch::Tensor& Y) {
   const int64_t N = S.size(0);
   const int n = d.n, Dk = d.Dk, Dv = d.Dv;
   at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
     std::vector<T> ks(n * Dv), km(n * Dv), u(n * Dv), x(n * Dv);
+    std::vector<T> qs(d.read ? n * Dv : 0), qk(d.read ? n * n : 0), pw(d.read ? n * n : 0), pu(d.read ? n * n : 0);
     Gates<T> g(n);
     for (int64_t i = lo; i < hi; ++i) {
-      const Entry<T> e = prepare<T>(i, d, S, m, W, K, KS, a, beta, b, g, ks.data(), km.data(), u.data(), x.data());
+      const Entry<T> e = prepare<T>(i, d, S, m, W, K, KS, a, beta, b, Q, g, ks.data(), km.data(), u.data(), x.data());
       const int64_t size = int64_t(Dk) * Dv;
+      if (d.read)
+        read_tokens<T>(e, g, d, u.data(), qs.data(), qk.data(), pw.data(), pu.data(), Y.data_ptr<T>() + i * n * Dv);
       T* sn = S_new.data_ptr<T>() + i * size;
       if (d.mom) {
         T* mn = m_new.data_ptr<T>() + i * size;
@@ -340,30 +383,37 @@ void forward_impl(CHUNK_ARGS, const Dims& d, torch::Tensor& S_new, torch::Tensor
 }
 
 std::vector<torch::Tensor> forward(CHUNK_ARGS) {
-  const Dims d = dims(S, m, W, KS, b);
+  const Dims d = dims(S, m, W, KS, b, Q);
   auto S_new = torch::empty_like(S);
   auto m_new = d.mom ? torch::empty_like(m) : torch::empty({0}, S.options());
+  auto Y = d.read ? torch::empty_like(W) : torch::empty({0}, S.options());
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "chunk_step_forward", [&] {
-    forward_impl<scalar_t>(S, m, W, K, KS, a, beta, b, d, S_new, m_new);
+    forward_impl<scalar_t>(S, m, W, K, KS, a, beta, b, Q, d, S_new, m_new, Y);
   });
-  return {S_new, m_new};
+  return {S_new, m_new, Y};
 }
 
 template <typename T>
-void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gmn, const Dims& d,
-                   std::vector<torch::Tensor>& out) {
+void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gmn, const torch::Tensor& gYn,
+                   const Dims& d, std::vector<torch::Tensor>& out) {
   const int64_t N = S.size(0);
   const int n = d.n, Dk = d.Dk, Dv = d.Dv, N1 = n + 1;
   torch::Tensor &gS = out[0], &gm = out[1], &gW = out[2], &gK = out[3], &gKS = out[4], &ga = out[5],
-                &gbeta = out[6], &gb = out[7];
+                &gbeta = out[6], &gb = out[7], &gQ = out[8];
   at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
     std::vector<T> ks(n * Dv), km(n * Dv), u(n * Dv), x(n * Dv), gx(n * Dv), gy(n * Dv), gr(n * Dv), gks(n * Dv);
     std::vector<T> gcg(n), gcr(n), gT(n * n), gBW(n * n), gglast(n), gwlast(n), gdlast(n);
     std::vector<T> gG(N1 * N1), gD(N1 * N1), gGM(N1 * N1), grho(N1), gKK(n * n);
     std::vector<T> zeros_b(d.pre ? 0 : n);
+    const int rn = d.read ? n : 0;
+    std::vector<T> qs(rn * Dv), qk(rn * n), pw(rn * n), pu(rn * n), gp(rn * n), gqk(rn * n), gq(rn * Dv);
     Gates<T> g(n);
     for (int64_t i = lo; i < hi; ++i) {
-      const Entry<T> e = prepare<T>(i, d, S, m, W, K, KS, a, beta, b, g, ks.data(), km.data(), u.data(), x.data());
+      std::fill(gG.begin(), gG.end(), T(0));
+      std::fill(gD.begin(), gD.end(), T(0));
+      std::fill(gGM.begin(), gGM.end(), T(0));
+      std::fill(grho.begin(), grho.end(), T(0));
+      const Entry<T> e = prepare<T>(i, d, S, m, W, K, KS, a, beta, b, Q, g, ks.data(), km.data(), u.data(), x.data());
       const int64_t size = int64_t(Dk) * Dv;
       const T* gs_n = gSn.data_ptr<T>() + i * size;
       T* gs = gS.data_ptr<T>() + i * size;
@@ -428,6 +478,67 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
         gwlast[t] = acc_w;
         gglast[t] = acc_u;
       }
+      if (d.read) {  // Y = γ ⊙ Q S + ρ ⊙ Q m + PW W − PU U: its part of every gradient (∂U before the solve)
+        const T* gy_t = gYn.data_ptr<T>() + i * n * Dv;
+        T* gqi = gQ.data_ptr<T>() + i * n * Dk;
+        mm<T>(false, true, n, n, Dk, T(1), e.Q, Dk, e.K, Dk, T(0), qk.data(), n);
+        read_masks<T>(g, d, qk.data(), pw.data(), pu.data());
+        mm<T>(true, false, n, Dv, n, T(1), pw.data(), n, gy_t, Dv, T(1), gw, Dv);            // ∂W += PWᵀ ∂Y
+        mm<T>(false, true, n, n, Dv, T(1), gy_t, Dv, e.W, Dv, T(0), gp.data(), n);           // ∂PW = ∂Y Wᵀ
+        std::vector<T>& gWm = d.mom ? gGM : gG;
+        const std::vector<T>& Wm = d.mom ? g.GM : g.G;
+        for (int t = 0; t < n; ++t) {
+          for (int j = 0; j <= t; ++j) {
+            const T gpw = gp[t * n + j];
+            gWm[(t + 1) * N1 + j + 1] += gpw * qk[t * n + j];
+            gqk[t * n + j] = gpw * Wm[(t + 1) * N1 + j + 1];
+          }
+          for (int j = t + 1; j < n; ++j) gqk[t * n + j] = 0;
+        }
+        if (d.pre) {
+          mm<T>(true, false, n, Dv, n, T(-1), pu.data(), n, gy_t, Dv, T(1), gr.data(), Dv);  // ∂U −= PUᵀ ∂Y
+          mm<T>(false, true, n, n, Dv, T(-1), gy_t, Dv, u.data(), Dv, T(0), gp.data(), n);   // ∂PU = −∂Y Uᵀ
+          for (int t = 0; t < n; ++t) {
+            for (int j = 0; j <= t; ++j) {
+              const T gpu = gp[t * n + j];
+              gG[(t + 1) * N1 + j + 1] += gpu * qk[t * n + j];
+              gqk[t * n + j] += gpu * g.G[(t + 1) * N1 + j + 1];
+            }
+          }
+        }
+        // ∂Q = ∂QK K + (γ ⊙ ∂Y) Sᵀ + (ρ ⊙ ∂Y) mᵀ;  ∂K += ∂QKᵀ Q;  ∂S += Qᵀ (γ ⊙ ∂Y);  ∂m += Qᵀ (ρ ⊙ ∂Y)
+        mm<T>(false, false, n, Dk, n, T(1), gqk.data(), n, e.K, Dk, T(0), gqi, Dk);
+        mm<T>(true, false, n, Dk, n, T(1), gqk.data(), n, e.Q, Dk, T(1), gk, Dk);
+        mm<T>(false, false, n, Dv, Dk, T(1), e.Q, Dk, e.S, Dv, T(0), qs.data(), Dv);  // Q S
+        for (int t = 0; t < n; ++t) {
+          const T c = g.G[(t + 1) * N1];
+          T acc = 0;
+#pragma omp simd reduction(+ : acc)
+          for (int j = 0; j < Dv; ++j) {
+            acc += gy_t[t * Dv + j] * qs[t * Dv + j];
+            gq[t * Dv + j] = c * gy_t[t * Dv + j];
+          }
+          gG[(t + 1) * N1] += acc;
+        }
+        mm<T>(false, true, n, Dk, Dv, T(1), gq.data(), Dv, e.S, Dv, T(1), gqi, Dk);
+        mm<T>(true, false, Dk, Dv, n, T(1), e.Q, Dk, gq.data(), Dv, T(1), gs, Dv);
+        if (d.mom) {
+          T* gmi = gm.data_ptr<T>() + i * size;
+          mm<T>(false, false, n, Dv, Dk, T(1), e.Q, Dk, e.m, Dv, T(0), qs.data(), Dv);  // Q m
+          for (int t = 0; t < n; ++t) {
+            const T r = g.rho[t + 1];
+            T acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int j = 0; j < Dv; ++j) {
+              acc += gy_t[t * Dv + j] * qs[t * Dv + j];
+              gq[t * Dv + j] = r * gy_t[t * Dv + j];
+            }
+            grho[t + 1] += acc;
+          }
+          mm<T>(false, true, n, Dk, Dv, T(1), gq.data(), Dv, e.m, Dv, T(1), gqi, Dk);
+          mm<T>(true, false, Dk, Dv, n, T(1), e.Q, Dk, gq.data(), Dv, T(1), gmi, Dv);
+        }
+      }
       if (d.pre) {
         // ∂rhs = L⁻ᵀ ∂U: backward substitution with the unit upper Lᵀ
         unit_lower_solve<T>(true, n, Dv, g.Tm.data(), gr.data());
@@ -478,8 +589,9 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
 }
 
 // Gradients of every input, in the order of forward's arguments (empty where the input was absent).
-std::vector<torch::Tensor> backward(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gmn) {
-  const Dims d = dims(S, m, W, KS, b);
+std::vector<torch::Tensor> backward(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gmn,
+                                    const torch::Tensor& gYn) {
+  const Dims d = dims(S, m, W, KS, b, Q);
   auto empty = torch::empty({0}, S.options());
   std::vector<torch::Tensor> out{torch::empty_like(S),
                                  d.mom ? torch::empty_like(m) : empty,
@@ -488,9 +600,10 @@ std::vector<torch::Tensor> backward(CHUNK_ARGS, const torch::Tensor& gSn, const 
                                  d.ks_given ? torch::empty_like(KS) : empty,
                                  torch::empty_like(a),
                                  d.mom ? torch::empty_like(beta) : empty,
-                                 d.pre ? torch::empty_like(b) : empty};
+                                 d.pre ? torch::empty_like(b) : empty,
+                                 d.read ? torch::empty_like(Q) : empty};
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "chunk_step_backward", [&] {
-    backward_impl<scalar_t>(S, m, W, K, KS, a, beta, b, gSn, gmn, d, out);
+    backward_impl<scalar_t>(S, m, W, K, KS, a, beta, b, Q, gSn, gmn, gYn, d, out);
   });
   return out;
 }

@@ -106,27 +106,30 @@ class FusedChunkStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *inputs):
         ctx.save_for_backward(*inputs)
-        S_new, m_new = kernel().forward(*inputs)
-        return S_new, (m_new if m_new.numel() else None)
+        S_new, m_new, Y = kernel().forward(*inputs)
+        return S_new, (m_new if m_new.numel() else None), (Y if Y.numel() else None)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, gS, gm):
+    def backward(ctx, gS, gm, gY):
         inputs = ctx.saved_tensors
-        S, m = inputs[0], inputs[1]
+        S, m, W, Q = inputs[0], inputs[1], inputs[2], inputs[-1]
         gS = torch.zeros_like(S) if gS is None else gS.contiguous()
         gm = (torch.zeros_like(m) if gm is None else gm.contiguous()) if m.numel() else m
-        grads = kernel().backward(*inputs, gS, gm)
+        gY = (torch.zeros_like(W) if gY is None else gY.contiguous()) if Q.numel() else Q
+        grads = kernel().backward(*inputs, gS, gm, gY)
         return tuple(g if t.numel() and need else None
                      for g, t, need in zip(grads, inputs, ctx.needs_input_grad, strict=True))
 
 
 def chunk_step_fused(S: Tensor, m: Tensor | None, W: Tensor, K: Tensor, gates: RawGates, b: Tensor | None,
-                     KS: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-    """``chunk.chunk_step(S, m, W, ChunkCoefficients(K, ChunkGates(a, beta), b), KS)`` in the fused kernel.
+                     KS: Tensor | None = None, Q: Tensor | None = None
+                     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``chunk.chunk_step(S, m, W, ChunkCoefficients(K, ChunkGates(a, beta), b), KS, Q)`` in the fused kernel.
 
-    Shapes: ``S, m`` ``[..., Dk, Dv]``, ``W`` ``[..., n, Dv]``, ``K`` ``[..., n, Dk]``, gates ``a, beta`` and
-    ``b`` ``[..., n]`` (``beta``: momentum, ``b``: the preconditioner; ``None`` when absent).
+    Shapes: ``S, m`` ``[..., Dk, Dv]``, ``W`` ``[..., n, Dv]``, ``K`` and the queries ``Q`` ``[..., n, Dk]``,
+    gates ``a, beta`` and ``b`` ``[..., n]`` (``beta``: momentum, ``b``: the preconditioner, ``Q``: the
+    per-token reads; ``None`` when absent). Returns ``(S_n, m_n, Y)`` like ``chunk_step``.
     """
     a, beta = gates
     shape = S.shape
@@ -137,7 +140,8 @@ def chunk_step_fused(S: Tensor, m: Tensor | None, W: Tensor, K: Tensor, gates: R
         return empty if t is None else t.reshape(-1, *tail).contiguous()
 
     pre = b is not None
-    S_new, m_new = FusedChunkStep.apply(flat(S, Dk, Dv), flat(m, Dk, Dv), flat(W, n, Dv), flat(K, n, Dk),
-                                        flat(KS if pre else None, n, Dv), flat(a, n),
-                                        flat(beta if m is not None else None, n), flat(b, n))
-    return S_new.view(shape), None if m_new is None else m_new.view(shape)
+    S_new, m_new, Y = FusedChunkStep.apply(flat(S, Dk, Dv), flat(m, Dk, Dv), flat(W, n, Dv), flat(K, n, Dk),
+                                           flat(KS if pre else None, n, Dv), flat(a, n),
+                                           flat(beta if m is not None else None, n), flat(b, n), flat(Q, n, Dk))
+    return (S_new.view(shape), None if m_new is None else m_new.view(shape),
+            None if Y is None else Y.view(W.shape))

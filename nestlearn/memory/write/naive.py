@@ -65,43 +65,55 @@ def _mlp_token(mem: Memory, W0: list[Tensor], k, v, eta, alpha):
     return [(-eta[..., None, None] * g2, P, k), (-eta[..., None, None] * g1, zero, h)]
 
 
+def _read(mem: Memory, M: list[Tensor], q: Tensor) -> Tensor:
+    """``M(q)`` in the paper's symbols: ``M q`` or ``q + W1 σ(W2 q)``; q ``[.., Din]``."""
+    if mem.kind == "linear":
+        return (M[0] @ q.unsqueeze(-1)).squeeze(-1)
+    W2, W1 = M
+    return q + (W1 @ mem.act((W2 @ q.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)).squeeze(-1)
+
+
 def write_reference(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor,
-                    beta: Tensor | None) -> MemoryState:
-    """Same contract as ``write_chunked``: ``k, v`` ``[B, H, T, D]``, gates ``[B, H, T]``.
+                    beta: Tensor | None, q: Tensor | None = None) -> tuple[MemoryState, Tensor | None]:
+    """Same contract as ``write_chunked``: ``k, v`` (and queries ``q``) ``[B, H, T, D]``, gates ``[B, H, T]``;
+    returns ``(state, y)`` with ``y_t = M_t(q_t)`` read right after token t is written.
 
     A grouped MLP memory (``groups = G``) is written as what it stands for: G separate memories, one
     token loop each, on its slice of the weights and of the values.
     """
     G = getattr(mem, "groups", 1)
     if G == 1:
-        return _token_loop(mem, state, k, v, eta, alpha, beta)
+        return _token_loop(mem, state, k, v, eta, alpha, beta, q)
     B, H, Dh, D = state.weights[0].shape[0], mem.heads, mem.hidden, mem.dim_in
 
     def part(ts, g):
         A, Bm = ts
         return A[..., g * Dh:(g + 1) * Dh], Bm.view(B, H, G, Dh, D)[:, :, g]
 
-    outs = []
+    outs, reads = [], []
     for g in range(G):
         sub = MemoryState(part(state.weights, g), part(state.anchor, g),
                           None if state.momentum is None else part(state.momentum, g), state.offset)
-        outs.append(_token_loop(mem, sub, k, v[..., g * D:(g + 1) * D], eta, alpha, beta))
+        out, y = _token_loop(mem, sub, k, v[..., g * D:(g + 1) * D], eta, alpha, beta, q)
+        outs.append(out)
+        reads.append(y)
 
     def join(ts):
         return (torch.cat([t[0] for t in ts], dim=-1),
                 torch.stack([t[1] for t in ts], dim=2).reshape(B, H * G, Dh, D))
 
-    return MemoryState(join([o.weights for o in outs]), join([o.anchor for o in outs]),
-                       None if state.momentum is None else join([o.momentum for o in outs]), outs[0].offset)
+    new = MemoryState(join([o.weights for o in outs]), join([o.anchor for o in outs]),
+                      None if state.momentum is None else join([o.momentum for o in outs]), outs[0].offset)
+    return new, None if q is None else torch.cat(reads, dim=-1)  # memory g reads into [g·D, (g+1)·D)
 
 
 def _token_loop(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor,
-                beta: Tensor | None) -> MemoryState:
+                beta: Tensor | None, q: Tensor | None) -> tuple[MemoryState, Tensor | None]:
     token = {"linear": _linear_token, "mlp": _mlp_token}[mem.kind]
     M = [w.mT for w in state.weights]
     M0 = [w.mT for w in state.anchor]
     mom = None if state.momentum is None else [m.mT for m in state.momentum]
-    offset = state.offset
+    offset, ys = state.offset, []
     for t in range(k.shape[-2]):
         if offset == 0:
             M0 = M
@@ -113,8 +125,11 @@ def _token_loop(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Tens
                 step = mom[i]
             new.append(_precond(M[i], alpha[..., t], P, x) + step)
         M = new
+        if q is not None:  # the dual form: token t reads the memory it has just written
+            ys.append(_read(mem, M, q[..., t, :]))
         offset = (offset + 1) % mem.chunk_size
     if offset == 0:
         M0 = M
     tr = lambda ms: tuple(m.mT for m in ms)  # noqa: E731
-    return MemoryState(tr(M), tr(M0), None if mom is None else tr(mom), offset)
+    y = None if q is None else torch.stack(ys, dim=-2)
+    return MemoryState(tr(M), tr(M0), None if mom is None else tr(mom), offset), y
