@@ -38,36 +38,45 @@ def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Te
         a = alpha[..., span]
         bt = None if beta is None else beta[..., span]
         plans = mem._plan(anchor, k[..., span, :], v[..., span, :], eta[..., span], a)
-        heads = a.shape[1]
-        # shared by every matrix of the memory, per head count; the kernel forms the products itself
-        gates = {heads: (fused.RawGates if use_fused else ChunkGates)(a, bt)}
-        new_w: list = [None] * len(plans)
-        new_m: list = [None] * len(plans)
-
-        def step(i: int, Q: Tensor | None, plans=plans, gates=gates, new_w=new_w, new_m=new_m, offset=offset):
-            """Matrix i over this chunk; with queries, its per-token reads."""
-            K, W, b, KS = plans[i]
-            if K.shape[1] not in gates:  # a grouped memory's per-memory weights: [B, H·G, …]
-                gates[K.shape[1]] = gates[heads].repeat_heads(K.shape[1] // heads)
-            m_i = None if mom is None else mom[i]
-            KS = KS if offset == 0 else None  # K @ anchor equals K @ weights only at a chunk start
-            if use_fused:
-                new_w[i], new_m[i], Y = fused.chunk_step_fused(weights[i], m_i, W, K, gates[K.shape[1]], b, KS, Q)
-            else:
-                co = ChunkCoefficients(K, gates[K.shape[1]], b)
-                new_w[i], new_m[i], Y = chunk_step(weights[i], m_i, W, co, KS, Q)
-            return Y
-
+        chunk = _Chunk(plans, weights, mom, (fused.RawGates if use_fused else ChunkGates)(a, bt), use_fused,
+                       at_anchor=offset == 0)
         if q is None:
             for i in range(len(plans)):
-                step(i, None)
+                chunk.step(i, None)
         else:
-            reads.append(mem._token_read(q[..., span, :], step))
-        weights = tuple(new_w)
-        mom = None if mom is None else tuple(new_m)
+            reads.append(mem._token_read(q[..., span, :], chunk.step))
+        weights = tuple(chunk.weights)
+        mom = None if mom is None else tuple(chunk.momentum)
         offset = (offset + n) % C
         if offset == 0:
             anchor = weights
         pos += n
     y = None if q is None else (reads[0] if len(reads) == 1 else torch.cat(reads, dim=-2))
     return MemoryState(weights, anchor, mom, offset), y
+
+
+class _Chunk:
+    """One chunk of one memory: ``step(i, Q)`` advances weight matrix i over it (and, with queries
+    ``Q``, returns its per-token reads). The gates are shared by every matrix of the memory, per head
+    count; the fused kernel forms their products itself."""
+
+    def __init__(self, plans, weights, mom, gates, use_fused: bool, at_anchor: bool):
+        self.plans, self.old_w, self.old_m, self.use_fused, self.at_anchor = plans, weights, mom, use_fused, at_anchor
+        self.heads = gates.a.shape[1] if use_fused else gates.gamma_last.shape[1]
+        self.gates = {self.heads: gates}
+        self.weights: list = [None] * len(plans)
+        self.momentum: list = [None] * len(plans)
+
+    def step(self, i: int, Q: Tensor | None) -> Tensor | None:
+        K, W, b, KS = self.plans[i]
+        h = K.shape[1]
+        if h not in self.gates:  # a grouped memory's per-memory weights: [B, H·G, …]
+            self.gates[h] = self.gates[self.heads].repeat_heads(h // self.heads)
+        m = None if self.old_m is None else self.old_m[i]
+        KS = KS if self.at_anchor else None  # K @ anchor equals K @ weights only at a chunk start
+        if self.use_fused:
+            S, m, Y = fused.chunk_step_fused(self.old_w[i], m, W, K, self.gates[h], b, KS, Q)
+        else:
+            S, m, Y = chunk_step(self.old_w[i], m, W, ChunkCoefficients(K, self.gates[h], b), KS, Q)
+        self.weights[i], self.momentum[i] = S, m
+        return Y
