@@ -58,8 +58,11 @@ def test_token_reads_in_uneven_pieces_with_the_carried_state(kind, rule, momentu
         assert max_rel([torch.cat(ys, dim=1)], [y_ref]) < 1e-10
 
 
-@pytest.mark.parametrize("kind,rule,momentum", [("linear", "dgd", True), ("mlp", "gd", True), ("mlp_grouped", "dgd", True),
-                                                ("linear", "delta", False), ("mlp", "delta", True)])
+GRAD_CASES = [("linear", "dgd", True), ("mlp", "gd", True), ("mlp_grouped", "dgd", True), ("linear", "delta", False),
+              ("mlp", "delta", True)]
+
+
+@pytest.mark.parametrize("kind,rule,momentum", GRAD_CASES)
 def test_token_read_gradients_equal_the_token_loop(kind, rule, momentum):
     """Gradients of the reads to q, k, v, every gate and the initial weights."""
     mem = make_memory(kind, rule, 4, momentum)
