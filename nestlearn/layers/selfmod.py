@@ -1,17 +1,22 @@
 """Self-modifying Titans (NL §8.1–8.2, eqs. 83–93): memories that generate their own keys, values,
 learning rates, retention gates and targets, written in context with DGD.
 
-Per head, with x the (conv-ed) input and every memory read at the start of its chunk (NL eq. 90):
+Per head, with x the (conv-ed, channel-mixed) input, gradients at the start of each chunk (NL eq. 90):
 
     k = M_k(x), v = M_v(x), η = M_η(x), α = M_α(x), q = x W_q          (eq. 83; q adaptive optionally)
     v̂_□ = M_□(v)                                                       (eq. 84, each memory's own target)
     M_□ ← M_□(α I − η k kᵀ) − η ∇L(M_□; k, v̂_□),  □ ∈ {k, v, q, η, α, memory}   (eq. 88)
-    o = M_memory(q)
+    o_t = M_memory,t(q_t)   (read="token": the state after writing tokens ≤ t, the dual form)
 
-η and α are per-head scalars read out of M_η(x), M_α(x) (η_max·sigmoid, deviation D20; sigmoid). The non-output
-memories are one grouped ``Memory`` (``MLPMemory(groups=…)``): they share their input, their targets'
-input and their key and gates, so one product reads all of them and one write per chunk updates
-all of them. Two chunk sizes: one for ``M_memory``, one for the rest.
+The generator memories M_k, M_v, M_η, M_α (and their targets) are read at the start of their chunk:
+their reads are the keys and gates that parametrize the chunk's write, so a per-token read would make
+the chunk a sequential nonlinear recurrence (deviation D22). ``read="chunk_start"`` reads M_memory at
+the chunk start too (eq. 90 as printed, D21). The token is mixed across channels before it is split
+into heads, so every head's memories map the whole token (D23). η and α are per-head scalars read out
+of M_η(x), M_α(x) (η_max·sigmoid, deviation D20; sigmoid). The non-output memories are one grouped
+``Memory`` (``MLPMemory(groups=…)``): they share their input, their targets' input and their key and
+gates, so one product reads all of them and one write per chunk updates all of them. Two chunk sizes:
+one for ``M_memory``, one for the rest.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..memory import LinearMemory, MemoryState, MLPMemory
+from ..memory import READS, LinearMemory, MemoryState, MLPMemory
 from ..modules import RMSNorm, ShortConv
+
+
+ETA_MAX_BOUND = 2.0  # |α − η| ≤ 1 along k for α = 1: the write's own factor stays a contraction (D20)
+ETA_MAX_DEFAULT = 1.0  # |α − η| ≤ 1 for every α ∈ [0, 1]; negative eigenvalues along k once η > α
 
 
 @dataclass
@@ -44,8 +53,10 @@ class SelfModConfig:
     chunk_size: int = 16  # M_memory's chunk
     chunk_size_other: int = 8  # the other memories' chunk
     conv_width: int = 4
-    eta_scale: float = 0.05  # the initial η (capped at half of eta_max)
-    eta_max: float | None = None  # η = eta_max · sigmoid(·); None: 1 − 3^(−1/C), C the larger chunk (D20)
+    read: str = "token"  # M_memory's output: "token" (dual form) or "chunk_start" (eq. 90 as printed, D21)
+    mix_input: bool = True  # mix channels before the per-head memories (each maps the whole token, D23)
+    eta_scale: float = 0.05  # the initial η; must be below eta_max
+    eta_max: float = ETA_MAX_DEFAULT  # η = eta_max · sigmoid(·), at most ETA_MAX_BOUND (D20)
     alpha_init: float = 0.995  # initial retention α
 
     def validate(self, dim: int) -> None:
@@ -56,16 +67,22 @@ class SelfModConfig:
         for name in ("chunk_size", "chunk_size_other", "conv_width", "hidden_mult"):
             if getattr(self, name) < 1:
                 raise ValueError(f"selfmod.{name} must be a positive int (got {getattr(self, name)})")
-        if self.eta_scale <= 0:
-            raise ValueError(f"selfmod.eta_scale must be > 0 (got {self.eta_scale})")
-        if self.eta_max is not None and self.eta_max <= 0:
-            raise ValueError(f"selfmod.eta_max must be > 0 or None (got {self.eta_max})")
+        if self.read not in READS:
+            raise ValueError(f"selfmod.read must be one of {READS} (got {self.read!r})")
+        if not 0 < self.eta_max <= ETA_MAX_BOUND:
+            raise ValueError(f"selfmod.eta_max must be in (0, {ETA_MAX_BOUND}] (got {self.eta_max}): past "
+                             f"{ETA_MAX_BOUND} the DGD factor αI − ηkkᵀ has an eigenvalue α − η < −1 along a unit "
+                             f"key for every α ≤ 1, so a write expands the memory")
+        if not 0 < self.eta_scale < self.eta_max:
+            raise ValueError(f"selfmod.eta_scale (the initial η) must be in (0, eta_max = {self.eta_max}) "
+                             f"(got {self.eta_scale})")
         if not 0.0 < self.alpha_init < 1.0:
             raise ValueError(f"selfmod.alpha_init must be in (0, 1) (got {self.alpha_init})")
 
 
 def stable_eta_max(chunk: int) -> float:
-    """The default bound on η for chunks of C tokens (deviation D20).
+    """A conservative η bound for chunks of C tokens: the former default (deviation D20, kept as an
+    option: ``selfmod.eta_max = stable_eta_max(C)``).
 
     With the ℓ2 objective, DGD writes ``M ← M(αI − η k kᵀ) − 2η(M₀k − v̂)kᵀ`` with the gradient at the
     chunk start M₀ (NL eq. 90). For one repeated unit key and a fixed target, C such writes map m₀ (the
@@ -104,6 +121,8 @@ class SelfModifyingTitans(nn.Module):
         H, Dh = cfg.heads, dim // cfg.heads
         self.heads, self.head_dim = H, Dh
         self.conv = ShortConv(dim, cfg.conv_width)
+        # deviation D23: channel mixing, so that every head's memories see the whole token
+        self.mix = nn.Linear(dim, dim, bias=False) if cfg.mix_input else None
         self.names = [n for n in ("k", "v", "q") if getattr(cfg, f"adaptive_{n}")] + ["eta", "alpha"]
         self.static = nn.ModuleDict({n: nn.Linear(dim, dim, bias=False)
                                      for n in ("k", "v", "q") if not getattr(cfg, f"adaptive_{n}")})
@@ -112,11 +131,9 @@ class SelfModifyingTitans(nn.Module):
         self.group = _make_memory(cfg, H, Dh, cfg.chunk_size_other, groups=len(self.names))
         self.memory = _make_memory(cfg, H, Dh, cfg.chunk_size)
         self.eta_read = nn.Parameter(torch.randn(H, Dh) * Dh ** -0.5 * 0.1)
-        # deviation D20: η bounded so that a chunk's write is a contraction even for repeated keys
-        self.eta_max = cfg.eta_max if cfg.eta_max is not None else stable_eta_max(
-            max(cfg.chunk_size, cfg.chunk_size_other))
-        eta0 = min(cfg.eta_scale, self.eta_max / 2)
-        self.eta_bias = nn.Parameter(torch.full((H,), math.log(eta0 / (self.eta_max - eta0))))
+        # deviation D20: η = η_max · sigmoid(·), bounded so that the write's factor αI − ηkkᵀ contracts
+        self.eta_max = cfg.eta_max
+        self.eta_bias = nn.Parameter(torch.full((H,), math.log(cfg.eta_scale / (self.eta_max - cfg.eta_scale))))
         self.alpha_read = nn.Parameter(torch.randn(H, Dh) * Dh ** -0.5 * 0.1)
         self.alpha_bias = nn.Parameter(torch.full((H,), math.log(cfg.alpha_init / (1 - cfg.alpha_init))))
         self.beta_proj = nn.Linear(dim, H) if cfg.momentum else None
@@ -138,12 +155,16 @@ class SelfModifyingTitans(nn.Module):
             alpha = torch.sigmoid((gen["alpha"] * self.alpha_read).sum(-1) + self.alpha_bias)
         else:
             alpha = torch.ones_like(eta)
-        # NL eq. 84: each memory's own target; constant inside its inner loss (deviation D6)
+        # NL eq. 84: each memory's own target; constant inside its inner loss (deviation D6), so it is
+        # read where the inner gradient is taken: at the chunk start (NL eq. 90)
         vhat_g = self.group.read(gs, v, at="chunk_start")
-        # one read of M_memory for its target M(v) and its output M(q) (NL eq. 90: chunk start)
-        vhat_m, o = self.memory.read(ms, torch.cat([v, q], dim=1), at="chunk_start").split(n, dim=1)
+        if self.cfg.read == "token":  # o_t = M_memory,t(q_t): the state after writing tokens ≤ t
+            vhat_m = self.memory.read(ms, v, at="chunk_start")
+            o, ms = self.memory.read_write(ms, q, k, vhat_m, eta, alpha, beta, validate=False)
+        else:  # deviation D21: one read of M_memory at the chunk start for its target M(v) and its output M(q)
+            vhat_m, o = self.memory.read(ms, torch.cat([v, q], dim=1), at="chunk_start").split(n, dim=1)
+            ms = self.memory.write(ms, k, vhat_m, eta, alpha, beta, validate=False)
         gs = self.group.write(gs, k, vhat_g, eta, alpha, beta, validate=False)
-        ms = self.memory.write(ms, k, vhat_m, eta, alpha, beta, validate=False)
         return o, gs, ms
 
     def init_state(self, batch_size: int, ref: Tensor) -> SelfModState:
@@ -156,7 +177,7 @@ class SelfModifyingTitans(nn.Module):
         if state is None:
             state = self.init_state(B, x)
         xc, conv = self.conv(x, state.conv)
-        xh = xc.view(B, T, H, Dh)
+        xh = (xc if self.mix is None else self.mix(xc)).view(B, T, H, Dh)
         static = {n: lin(xc).view(B, T, H, Dh) for n, lin in self.static.items()}
         beta_all = torch.sigmoid(self.beta_proj(xc)) if self.beta_proj is not None else None
         gs, ms = state.group, state.memory

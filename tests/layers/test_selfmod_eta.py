@@ -1,5 +1,7 @@
-"""Deviation D20: the self-modifying layer's η is bounded so that a chunk's DGD write is a contraction."""
+"""Deviation D20: the self-modifying layer's η = η_max · sigmoid(·), η_max in the range where the DGD write
+contracts; a setting out of range is an error, never a silent cap."""
 
+import pytest
 import torch
 
 from nestlearn.layers import SelfModConfig, SelfModifyingTitans
@@ -28,20 +30,31 @@ def test_contraction_bound_is_sharp():
         assert _gain_after(1.1 * edge, chunk) > 10.0
 
 
-def test_eta_is_bounded_and_state_stays_finite():
+@pytest.mark.parametrize("memory,eta_max", [("linear", 1.0), ("linear", 2.0), ("mlp", stable_eta_max(8))])
+def test_eta_at_its_bound_keeps_the_state_finite(memory, eta_max):
+    """η saturated at η_max on one repeated input, the hardest case for a write. A matrix memory stays
+    finite up to η_max = 2 (the write's factor αI − ηkkᵀ has |α − η| ≤ 1 along k); the MLP memory, whose
+    output layer's step grows with ‖σ(W2 k)‖² and momentum 1/(1 − β), at the chunk bound of D20."""
     torch.manual_seed(0)
-    cfg = SelfModConfig(heads=2, chunk_size=8, chunk_size_other=4)
+    cfg = SelfModConfig(heads=2, chunk_size=8, chunk_size_other=4, memory=memory, eta_max=eta_max,
+                        eta_scale=eta_max / 4)
     layer = SelfModifyingTitans(16, cfg)
-    assert abs(layer.eta_max - stable_eta_max(8)) < 1e-12
     with torch.no_grad():
         layer.eta_bias.fill_(50.0)  # η at its bound everywhere
-    x = torch.randn(1, 1, 16).expand(2, 400, 16)  # one input repeated: the hardest case for a write
-    y, state = layer(x)
-    assert torch.isfinite(y).all()
-    assert all(torch.isfinite(w).all() for w in (*state.group.weights, *state.memory.weights))
+        for x in (torch.randn(1, 1, 16).expand(2, 400, 16), torch.randn(2, 400, 16)):
+            y, state = layer(x)
+            assert torch.isfinite(y).all()
+            assert all(torch.isfinite(w).all() for w in (*state.group.weights, *state.memory.weights))
 
 
 def test_explicit_eta_max_and_initial_eta():
     layer = SelfModifyingTitans(16, SelfModConfig(heads=2, eta_max=0.2, eta_scale=0.05))
     assert layer.eta_max == 0.2
     assert torch.allclose(torch.sigmoid(layer.eta_bias) * 0.2, torch.full((2,), 0.05))
+
+
+def test_out_of_range_eta_is_refused_not_capped():
+    with pytest.raises(ValueError, match=r"selfmod.eta_max must be in \(0, 2.0\] \(got 2.5\).*expands"):
+        SelfModifyingTitans(16, SelfModConfig(heads=2, eta_max=2.5))
+    with pytest.raises(ValueError, match=r"selfmod.eta_scale \(the initial η\) must be in \(0, eta_max = 0.1\)"):
+        SelfModifyingTitans(16, SelfModConfig(heads=2, eta_max=0.1, eta_scale=0.1))
