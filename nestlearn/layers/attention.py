@@ -35,7 +35,10 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
+    def forward(self, x: Tensor, state: KVCache | None = None, prefix: Tensor | None = None
+                ) -> tuple[Tensor, KVCache]:
+        """``prefix`` ``[P, dim]``: tokens every position attends to, outside the window and without
+        rotation (Titans' persistent memory, eq. 19); they are parameters, not state."""
         B, T, _ = x.shape
         pos = 0 if state is None else state.pos
         if pos + T > self.max_seq_len:
@@ -53,7 +56,12 @@ class Attention(nn.Module):
         allowed = kpos <= qpos
         if self.window is not None:
             allowed = allowed & (qpos - kpos < self.window)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        k_all, v_all = k, v
+        if prefix is not None and prefix.shape[0]:
+            _, kp, vp = self.qkv(prefix).view(1, -1, 3, self.heads, self.head_dim).expand(B, -1, -1, -1, -1).unbind(2)
+            k_all, v_all = torch.cat([kp, k], dim=1), torch.cat([vp, v], dim=1)
+            allowed = torch.cat([allowed.new_ones(T, prefix.shape[0]), allowed], dim=1)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k_all.transpose(1, 2), v_all.transpose(1, 2),
                                            attn_mask=allowed)
         y = self.proj(y.transpose(1, 2).reshape(B, T, -1))
         if self.window is not None:

@@ -1,11 +1,14 @@
-"""A linear delta-rule sequence mixer (DeltaNet-style): the memory core's ``LinearMemory`` with
-``rule="delta"`` (NL eq. 56–57), used as the linear-recurrent baseline of the synthetic experiments.
+"""DeltaNet / Gated DeltaNet as a sequence mixer: the memory core's ``LinearMemory`` with
+``rule="delta"`` and DeltaNet's write strength (``delta_lr="direct"``), the linear-recurrent baseline of
+the synthetic experiments.
 
     q, k, v = conv(silu(x W_q)), conv(silu(x W_k)), conv(silu(x W_v));  q, k ℓ2-normalised
-    M_t = α_t M_{t−1}(I − η′_t k_t k_tᵀ) + η′_t v_t k_tᵀ,   η_t = σ(·), α_t = 1 − σ(·)
-    y_t = M₀(q_t)   (the memory at the start of the chunk, as every chunked memory here reads)
+    M_t = α_t M_{t−1}(I − β_t k_t k_tᵀ) + β_t v_t k_tᵀ,   β_t = β_max · σ(·), α_t = 1 − σ(·)
+    y_t = M_t(q_t)   (read="token"; "chunk_start" reads the memory at the start of the chunk, D21)
 
-then a per-head RMSNorm, an output gate and a projection. ``gated=False`` fixes α = 1 (plain delta rule).
+then a per-head RMSNorm, an output gate and a projection. ``gated=False`` fixes α = 1 (DeltaNet).
+``beta_max = 1`` is DeltaNet's range; ``beta_max = 2`` lets the factor I − β k kᵀ reach negative
+eigenvalues along k (state tracking: Grazzi et al., ICLR 2025).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..memory import LinearMemory
+from ..memory import READS, LinearMemory
 from ..modules import RMSNorm
 from .titans import ConvQKV, TitansState
 
@@ -27,10 +30,17 @@ class DeltaConfig:
     chunk_size: int = 16
     conv_width: int = 4
     gated: bool = True  # data-dependent retention α_t (gated delta rule); False: α = 1
+    beta_max: float = 1.0  # β = beta_max · σ(·): 1 as DeltaNet, up to 2 for negative eigenvalues
+    read: str = "token"  # "token" (y_t = M_t(q_t)) or "chunk_start" (D21)
 
     def validate(self, dim: int) -> None:
         if dim % self.heads:
             raise ValueError(f"delta.heads must divide model.dim (got dim={dim}, heads={self.heads})")
+        if not 0 < self.beta_max <= 2:
+            raise ValueError(f"delta.beta_max must be in (0, 2] (got {self.beta_max}): past 2 the factor "
+                             f"I − β k kᵀ has an eigenvalue below −1 along a unit key and the memory expands")
+        if self.read not in READS:
+            raise ValueError(f"delta.read must be one of {READS} (got {self.read!r})")
         for name in ("chunk_size", "conv_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"delta.{name} must be a positive int (got {getattr(self, name)})")
@@ -45,10 +55,10 @@ class DeltaRule(ConvQKV):
         super().__init__(dim, cfg.heads, cfg.conv_width)
         self.cfg = cfg
         H, Dh = self.heads, self.head_dim
-        self.gates = nn.Linear(dim, 2 * H)  # η (learning rate), forget (1 − α)
+        self.gates = nn.Linear(dim, 2 * H)  # β (write strength), forget (1 − α)
         with torch.no_grad():
             self.gates.bias.copy_(torch.cat([torch.zeros(H), torch.full((H,), -4.0)]))
-        self.memory = LinearMemory(H, Dh, Dh, rule="delta", chunk_size=cfg.chunk_size)
+        self.memory = LinearMemory(H, Dh, Dh, rule="delta", chunk_size=cfg.chunk_size, delta_lr="direct")  # D25
         self.out_norm = RMSNorm(Dh)
         self.gate = nn.Linear(dim, dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
@@ -63,9 +73,9 @@ class DeltaRule(ConvQKV):
             state = self.init_state(B, x)
         q, k, v, conv = self.project(x, state.conv)
         g_lr, g_forget = self.gates(x).view(B, T, 2, H).unbind(2)
-        lr = torch.sigmoid(g_lr)
+        beta = self.cfg.beta_max * torch.sigmoid(g_lr)
         alpha = 1 - torch.sigmoid(g_forget) if self.cfg.gated else 1.0
-        o, ms = self.memory.read_write(state.memory, q, k, v, lr, alpha)
+        o, ms = self.memory.read_write(state.memory, q, k, v, beta, alpha, read=self.cfg.read, validate=False)
         o = self.out_norm(o).reshape(B, T, self.dim)
         y = self.proj(o * F.silu(self.gate(x)))
         return y, DeltaState(conv, ms)

@@ -2,7 +2,7 @@
 
     q, k, v = conv(silu(x W_q)), conv(silu(x W_k)), conv(silu(x W_v));  q, k ℓ2-normalised
     S_t = β_t S_{t−1} − θ_t ∇ℓ(M₀; k_t, v_t),   M_t = α_t M_{t−1} + S_t        (Titans eq. 13–14)
-    y_t = M₀(q_t)  (the memory at the start of the chunk, as in chunked training, Titans eq. 16)
+    y_t = M_t(q_t)  (read="token", Titans eqs. 16–17's dual form; "chunk_start" reads M₀, D21)
 
 with a deep (2-layer residual MLP) memory, data-dependent θ (lr), α (retention = 1 − forget) and β
 (momentum), persistent memory tokens prepended at the start of a sequence (Titans eq. 19), and
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..memory import MemoryState, MLPMemory
+from ..memory import READS, MemoryState, MLPMemory
 from ..modules import RMSNorm, ShortConv
 
 
@@ -32,8 +32,11 @@ class TitansConfig:
     max_lr: float = 0.1  # θ_t = max_lr · sigmoid(·)
     conv_width: int = 4
     window: int = 64  # sliding window of the attention branch (MAG, MAL)
+    read: str = "token"  # the LMM's read (LMM, MAG, MAL): "token" or "chunk_start" (D21); MAC reads per segment
 
     def validate(self, dim: int) -> None:
+        if self.read not in READS:
+            raise ValueError(f"titans.read must be one of {READS} (got {self.read!r})")
         if dim % self.heads:
             raise ValueError(f"titans.heads must divide model.dim (got dim={dim}, heads={self.heads})")
         for name in ("chunk_size", "conv_width", "hidden_mult", "window"):
@@ -102,7 +105,7 @@ class TitansLMM(ConvQKV):
         lr = self.cfg.max_lr * torch.sigmoid(g_lr)
         alpha = 1 - torch.sigmoid(g_forget)
         beta = torch.sigmoid(g_mom)
-        o, ms = self.memory.read_write(state.memory, q, k, v, lr, alpha, beta)
+        o, ms = self.memory.read_write(state.memory, q, k, v, lr, alpha, beta, read=self.cfg.read, validate=False)
         o = self.out_norm(o).reshape(B, T, self.dim)
         y = self.proj(o * F.silu(self.gate(x)))
         return y, TitansState(conv, ms)

@@ -7,6 +7,8 @@ from torch import Tensor, nn
 
 from .base import Memory
 
+DELTA_LRS = ("implicit", "direct")
+
 
 class LinearMemory(Memory):
     """A matrix written in context: linear attention / DeltaNet / DGD memories.
@@ -15,6 +17,7 @@ class LinearMemory(Memory):
       gd:    M_t = α_t M_{t−1} − η_t ∇L(M₀; k_t, v_t)
       dgd:   M_t = M_{t−1}(α_t I − η_t k_t k_tᵀ) − η_t ∇L(M₀; k_t, v_t)          (NL eq. 88 / 93)
       delta: M_t = α_t M_{t−1}(I − η′_t k_t k_tᵀ) + η′_t v_t k_tᵀ, η′ = η/(1 + η‖k‖²)   (NL eq. 56–57)
+             (``delta_lr="direct"``: η′ = η, DeltaNet's β; with unit keys η ∈ (0, 2) keeps |1 − η| < 1)
     with L = ‖M k − v‖² (``objective="l2"``) or −⟨M k, v⟩ (``"dot"``), and optional momentum
     (Titans eq. 13–14): the write term feeds m_t = β_t m_{t−1} + step_t, and m_t replaces it.
     """
@@ -22,8 +25,13 @@ class LinearMemory(Memory):
     kind = "linear"
 
     def __init__(self, heads: int, dim_in: int, dim_out: int, rule: str = "dgd", chunk_size: int = 64,
-                 objective: str = "l2", momentum: bool = False, init_std: float = 0.0):
+                 objective: str = "l2", momentum: bool = False, init_std: float = 0.0, delta_lr: str = "implicit"):
         super().__init__(heads, dim_in, dim_out, rule, chunk_size, objective, momentum)
+        if delta_lr not in DELTA_LRS:
+            raise ValueError(f"delta_lr must be one of {DELTA_LRS} (got {delta_lr!r})")
+        if delta_lr == "direct" and rule != "delta":
+            raise ValueError("delta_lr='direct' sets the delta rule's write strength; it needs rule='delta'")
+        self.delta_lr = delta_lr
         w = torch.randn(heads, dim_in, dim_out) * init_std
         self.init = nn.ParameterList([nn.Parameter(w)])
 
@@ -33,15 +41,15 @@ class LinearMemory(Memory):
     def _token_read(self, q, step):
         return step(0, q)
 
-    def _precond(self, k, eta, alpha):
-        if self.rule == "delta":  # NL eq. 56, deviation D1: b = α η′, η′ = η / (1 + η‖k‖²)
-            return alpha * eta / (1 + eta * (k * k).sum(-1))
-        return eta if self.rule == "dgd" else None  # NL eq. 88: DGD adds −η k kᵀ
+    def _delta_strength(self, k, eta):
+        """η′ of the delta rule: NL eq. 56's exact step η/(1 + η‖k‖²) (deviation D1), or η itself (D25)."""
+        return eta if self.delta_lr == "direct" else eta / (1 + eta * (k * k).sum(-1))
 
     def _plan(self, anchor, k, v, eta, alpha):
-        b = self._precond(k, eta, alpha)
-        if self.rule == "delta":  # write η′ v
-            return [(k, (eta / (1 + eta * (k * k).sum(-1))).unsqueeze(-1) * v, b, None)]
+        if self.rule == "delta":  # b = α η′, write η′ v
+            eta_p = self._delta_strength(k, eta)
+            return [(k, eta_p.unsqueeze(-1) * v, alpha * eta_p, None)]
+        b = eta if self.rule == "dgd" else None  # NL eq. 88: DGD adds −η k kᵀ
         if self.objective == "dot":
             return [(k, eta.unsqueeze(-1) * v, b, None)]  # ∇(−⟨M k, v⟩) = −v kᵀ
         ks = k @ anchor[0]

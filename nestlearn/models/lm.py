@@ -119,15 +119,15 @@ class Block(nn.Module):
             state = self.own_state(x.shape[0], x)
         s_mix, s_mix2, s_mlp = state
         if self.kind == "titans_mag":
-            n = self.norm1(x)
-            a, s_mix2 = self.mixer2(n, s_mix2)
+            n = self.norm1(x)  # the attention sees the persistent tokens as a prefix (Titans eq. 26)
+            a, s_mix2 = self.mixer2(n, s_mix2, prefix=self.norm1(self.mixer.persistent))
             m, s_mix = self.mixer(n, s_mix)
             x = x + self.norm_mid(a) * torch.sigmoid(self.norm_mem(m))
         else:
             h, s_mix = self.mixer(self.norm1(x), s_mix)
             x = x + h
-            if self.kind == "titans_mal":
-                h, s_mix2 = self.mixer2(self.norm_mid(x), s_mix2)
+            if self.kind == "titans_mal":  # the attention sees the persistent tokens as a prefix (Titans eq. 29)
+                h, s_mix2 = self.mixer2(self.norm_mid(x), s_mix2, prefix=self.norm_mid(self.mixer.persistent))
                 x = x + h
         if isinstance(self.mlp, CMS):
             h, s_mlp = self.mlp(self.norm2(x), s_mlp)

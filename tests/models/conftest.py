@@ -14,6 +14,21 @@ def make_model(block, seed=0, **overrides):
     return CausalLM(preset("debug", block=block, **over)).double()
 
 
+# the config key of each block kind's read mode (the blocks without one have a single mode)
+READ_KEYS = {"hope": "selfmod.read", "titans": "titans.read", "titans_mag": "titans.read",
+             "titans_mal": "titans.read", "delta": "delta.read"}
+
+
+def read_cases(blocks):
+    """``(block, overrides)`` for every block kind in each of its read modes."""
+    out = []
+    for block in blocks:
+        modes = ("token", "chunk_start") if block in READ_KEYS else ("token",)
+        out += [pytest.param(block, {READ_KEYS[block]: m} if block in READ_KEYS else {}, id=f"{block}-{m}")
+                for m in modes]
+    return out
+
+
 @pytest.fixture
 def ids():
     g = torch.Generator().manual_seed(1)

@@ -1,17 +1,17 @@
-"""DESIGN's contracts for every block kind, with every in-context write on: one call == pieces with
-the carried state; cached generation == argmax of a full forward; causality."""
+"""DESIGN's contracts for every block kind in each of its read modes, with every in-context write on:
+one call == pieces with the carried state; cached generation == argmax of a full forward; causality."""
 
 import pytest
 import torch
 
 from nestlearn.models import BLOCKS
 
-from .conftest import make_model
+from .conftest import make_model, read_cases
 
 
-@pytest.mark.parametrize("block", BLOCKS)
-def test_pieces_equal_one_call(block, ids):
-    model = make_model(block)
+@pytest.mark.parametrize("block,reads", read_cases(BLOCKS))
+def test_pieces_equal_one_call(block, reads, ids):
+    model = make_model(block, **reads)
     with torch.no_grad():
         full, _, s_full = model(ids)
         for cuts in ([1, 2, 7, 8, 13], [5, 16], [4, 8, 12, 16, 20]):
@@ -27,9 +27,9 @@ def test_pieces_equal_one_call(block, ids):
             assert torch.allclose(a, b, atol=1e-10, rtol=1e-9)
 
 
-@pytest.mark.parametrize("block", BLOCKS)
-def test_token_by_token_equals_one_call(block, ids):
-    model = make_model(block)
+@pytest.mark.parametrize("block,reads", read_cases(BLOCKS))
+def test_token_by_token_equals_one_call(block, reads, ids):
+    model = make_model(block, **reads)
     with torch.no_grad():
         full, _, _ = model(ids)
         state, outs = None, []
@@ -39,9 +39,9 @@ def test_token_by_token_equals_one_call(block, ids):
     assert torch.allclose(torch.cat(outs, 1), full, atol=1e-10, rtol=1e-9)
 
 
-@pytest.mark.parametrize("block", BLOCKS)
-def test_greedy_generation_equals_full_forward_argmax(block, ids):
-    model = make_model(block)
+@pytest.mark.parametrize("block,reads", read_cases(BLOCKS))
+def test_greedy_generation_equals_full_forward_argmax(block, reads, ids):
+    model = make_model(block, **reads)
     out, state = model.generate(ids[:, :5], max_new_tokens=12, temperature=0)
     assert out.shape == (2, 17)
     with torch.no_grad():
@@ -50,9 +50,9 @@ def test_greedy_generation_equals_full_forward_argmax(block, ids):
     assert state.pos + state.pending.shape[1] == 17
 
 
-@pytest.mark.parametrize("block", BLOCKS)
-def test_causality(block, ids):
-    model = make_model(block)
+@pytest.mark.parametrize("block,reads", read_cases(BLOCKS))
+def test_causality(block, reads, ids):
+    model = make_model(block, **reads)
     with torch.no_grad():
         base, _, _ = model(ids)
         for t in (0, 3, 8, 15, 20):

@@ -30,8 +30,8 @@ def _precond(M: Tensor, alpha: Tensor, P: Tensor, x: Tensor) -> Tensor:
 def _linear_token(mem: Memory, M0: list[Tensor], k, v, eta, alpha):
     """One token for the matrix memory: ``[(step, P, key)]`` with ``M ← M(αI − P kkᵀ) + step``."""
     (M0,) = M0
-    if mem.rule == "delta":  # NL eq. 56 solved exactly (Sherman–Morrison), retention α
-        eta_p = eta / (1 + eta * (k * k).sum(-1))
+    if mem.rule == "delta":  # NL eq. 56 solved exactly (Sherman–Morrison), retention α; or DeltaNet's β (D25)
+        eta_p = eta if mem.delta_lr == "direct" else eta / (1 + eta * (k * k).sum(-1))
         return [(eta_p[..., None, None] * _outer(v, k), alpha * eta_p, k)]
     if mem.objective == "l2":  # ∇_M ‖M k − v‖² = 2 (M k − v) kᵀ
         grad = 2 * _outer((M0 @ k.unsqueeze(-1)).squeeze(-1) - v, k)
