@@ -32,7 +32,6 @@ from torch import Tensor, nn
 from ..memory import READS, LinearMemory, MemoryState, MLPMemory
 from ..modules import RMSNorm, ShortConv
 
-
 ETA_MAX_BOUND = 2.0  # |α − η| ≤ 1 along k for α = 1: the write's own factor stays a contraction (D20)
 ETA_MAX_DEFAULT = 1.0  # |α − η| ≤ 1 for every α ∈ [0, 1]; negative eigenvalues along k once η > α
 
