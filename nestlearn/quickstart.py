@@ -13,7 +13,7 @@ from .train import Trainer, from_dict
 BASE = {
     "model": {"dim": 32, "layers": 2, "heads": 2,
               "selfmod": {"heads": 2, "chunk_size": 8, "chunk_size_other": 4},
-              "cms": {"levels": [{"chunk_size": 8, "lr": 0.01}, {"chunk_size": 32, "lr": 0.001}],
+              "cms": {"levels": [{"chunk_size": 4, "lr": 0.01}, {"chunk_size": 16, "lr": 0.001}],  # 20-token sequences
                       "hidden_mult": 4 / 3}},
     "data": {"source": "recall", "recall_pairs": 6, "recall_queries": 4, "recall_keys": 16, "recall_values": 16},
     "optim": {"name": "adamw", "lr": 3e-3, "schedule": "cosine"},

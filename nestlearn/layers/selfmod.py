@@ -32,8 +32,7 @@ from torch import Tensor, nn
 from ..memory import READS, LinearMemory, MemoryState, MLPMemory
 from ..modules import RMSNorm, ShortConv
 
-ETA_MAX_BOUND = 2.0  # |α − η| ≤ 1 along k for α = 1: the write's own factor stays a contraction (D20)
-ETA_MAX_DEFAULT = 1.0  # |α − η| ≤ 1 for every α ∈ [0, 1]; negative eigenvalues along k once η > α
+ETA_MAX_BOUND = 2.0  # |α − η| ≤ 1 along a unit key for α = 1: the write's own factor stays a contraction (D20)
 
 
 @dataclass
@@ -54,8 +53,8 @@ class SelfModConfig:
     conv_width: int = 4
     read: str = "token"  # M_memory's output: "token" (dual form) or "chunk_start" (eq. 90 as printed, D21)
     mix_input: bool = True  # mix channels before the per-head memories (each maps the whole token, D23)
-    eta_scale: float = 0.05  # the initial η; must be below eta_max
-    eta_max: float = ETA_MAX_DEFAULT  # η = eta_max · sigmoid(·), at most ETA_MAX_BOUND (D20)
+    eta_scale: float | None = None  # the initial η, below eta_max; None: eta_max / 2
+    eta_max: float | None = None  # η = eta_max · sigmoid(·), in (0, 2]; None: stable_eta_max(larger chunk) (D20)
     alpha_init: float = 0.995  # initial retention α
 
     def validate(self, dim: int) -> None:
@@ -68,20 +67,24 @@ class SelfModConfig:
                 raise ValueError(f"selfmod.{name} must be a positive int (got {getattr(self, name)})")
         if self.read not in READS:
             raise ValueError(f"selfmod.read must be one of {READS} (got {self.read!r})")
-        if not 0 < self.eta_max <= ETA_MAX_BOUND:
-            raise ValueError(f"selfmod.eta_max must be in (0, {ETA_MAX_BOUND}] (got {self.eta_max}): past "
+        eta_max = self.resolved_eta_max()
+        if not 0 < eta_max <= ETA_MAX_BOUND:
+            raise ValueError(f"selfmod.eta_max must be in (0, {ETA_MAX_BOUND}] (got {eta_max}): past "
                              f"{ETA_MAX_BOUND} the DGD factor αI − ηkkᵀ has an eigenvalue α − η < −1 along a unit "
                              f"key for every α ≤ 1, so a write expands the memory")
-        if not 0 < self.eta_scale < self.eta_max:
-            raise ValueError(f"selfmod.eta_scale (the initial η) must be in (0, eta_max = {self.eta_max}) "
+        if self.eta_scale is not None and not 0 < self.eta_scale < eta_max:
+            raise ValueError(f"selfmod.eta_scale (the initial η) must be in (0, eta_max = {eta_max:.6g}) "
                              f"(got {self.eta_scale})")
+
+    def resolved_eta_max(self) -> float:
+        return stable_eta_max(max(self.chunk_size, self.chunk_size_other)) if self.eta_max is None else self.eta_max
         if not 0.0 < self.alpha_init < 1.0:
             raise ValueError(f"selfmod.alpha_init must be in (0, 1) (got {self.alpha_init})")
 
 
 def stable_eta_max(chunk: int) -> float:
-    """A conservative η bound for chunks of C tokens: the former default (deviation D20, kept as an
-    option: ``selfmod.eta_max = stable_eta_max(C)``).
+    """The default η bound for chunks of C tokens (deviation D20; docs/PAPER.md has the measurements
+    that keep it the default after per-token reads).
 
     With the ℓ2 objective, DGD writes ``M ← M(αI − η k kᵀ) − 2η(M₀k − v̂)kᵀ`` with the gradient at the
     chunk start M₀ (NL eq. 90). For one repeated unit key and a fixed target, C such writes map m₀ (the
@@ -131,8 +134,9 @@ class SelfModifyingTitans(nn.Module):
         self.memory = _make_memory(cfg, H, Dh, cfg.chunk_size)
         self.eta_read = nn.Parameter(torch.randn(H, Dh) * Dh ** -0.5 * 0.1)
         # deviation D20: η = η_max · sigmoid(·), bounded so that the write's factor αI − ηkkᵀ contracts
-        self.eta_max = cfg.eta_max
-        self.eta_bias = nn.Parameter(torch.full((H,), math.log(cfg.eta_scale / (self.eta_max - cfg.eta_scale))))
+        self.eta_max = cfg.resolved_eta_max()
+        eta0 = self.eta_max / 2 if cfg.eta_scale is None else cfg.eta_scale
+        self.eta_bias = nn.Parameter(torch.full((H,), math.log(eta0 / (self.eta_max - eta0))))
         self.alpha_read = nn.Parameter(torch.randn(H, Dh) * Dh ** -0.5 * 0.1)
         self.alpha_bias = nn.Parameter(torch.full((H,), math.log(cfg.alpha_init / (1 - cfg.alpha_init))))
         self.beta_proj = nn.Linear(dim, H) if cfg.momentum else None

@@ -24,6 +24,7 @@ forward, with every in-context write on.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -151,6 +152,7 @@ class CausalLM(nn.Module):
         cms = [b.mlp for b in self.blocks if isinstance(b.mlp, CMS)]
         chunks = [lv.chunk_size for c in cms for lv in c.cfg.levels if CMS.learns(lv)]
         self.segment = min(chunks) if chunks else 0  # 0: no in-context CMS learning
+        self._warned: set = set()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -202,6 +204,8 @@ class CausalLM(nn.Module):
 
     def forward(self, ids: Tensor, targets: Tensor | None = None, state: ModelState | None = None):
         self._check(ids, targets, state)
+        if targets is not None and state is None:
+            self._warn_idle_levels(ids.shape[1])
         if state is None:  # blocks build their own fresh state inside their forward (FSDP2: see Block.own_state)
             state = ModelState((None,) * len(self.blocks), 0, ids.new_zeros(ids.shape[0], 0))
         if self.segment == 0:
@@ -215,6 +219,18 @@ class CausalLM(nn.Module):
         if targets is not None:
             loss = _cross_entropy(logits, targets, reduction="mean")
         return logits, loss, new
+
+    def _warn_idle_levels(self, T: int) -> None:
+        """A CMS level steps just before token b = C, 2C, … is processed: trained on sequences of T ≤ C
+        tokens it never steps, and is a plain MLP there. Said once per level and length (every block
+        has the same levels)."""
+        cms = next((b.mlp for b in self.blocks if isinstance(b.mlp, CMS)), None)
+        for j, lv in enumerate([] if cms is None else cms.cfg.levels):
+            if CMS.learns(lv) and lv.chunk_size >= T and (j, T) not in self._warned:
+                self._warned.add((j, T))
+                warnings.warn(f"cms.levels[{j}] (chunk_size={lv.chunk_size}) never steps inside sequences of {T} "
+                              f"tokens: it steps just before token {lv.chunk_size} is processed, so here it is a "
+                              f"plain MLP; use a chunk_size below {T}", RuntimeWarning, stacklevel=3)
 
     def _forward_cms(self, ids: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
         outer = torch.is_grad_enabled()

@@ -47,6 +47,12 @@ def test_eta_at_its_bound_keeps_the_state_finite(memory, eta_max):
             assert all(torch.isfinite(w).all() for w in (*state.group.weights, *state.memory.weights))
 
 
+def test_default_eta_is_the_chunk_bound():
+    layer = SelfModifyingTitans(16, SelfModConfig(heads=2, chunk_size=8, chunk_size_other=4))
+    assert abs(layer.eta_max - stable_eta_max(8)) < 1e-12
+    assert torch.allclose(torch.sigmoid(layer.eta_bias), torch.full((2,), 0.5))
+
+
 def test_explicit_eta_max_and_initial_eta():
     layer = SelfModifyingTitans(16, SelfModConfig(heads=2, eta_max=0.2, eta_scale=0.05))
     assert layer.eta_max == 0.2

@@ -1,5 +1,7 @@
 """Ad-hoc stacking, ablation switches, configs and presets, bad input, state save/load."""
 
+import warnings
+
 import pytest
 import torch
 from torch.utils import _pytree as pytree
@@ -148,3 +150,14 @@ def test_persistent_levels_keep_what_they_learned(ids):
     assert torch.equal(cms_new.weights[0][0], cms_fresh.weights[0][0])  # level 0 resets per sequence
     assert torch.equal(cms_new.weights[1][0], cms_old.weights[1][0])  # level 1 is persistent
     assert nxt.pos == 0 and nxt.pending.shape[1] == 0
+
+
+def test_a_cms_level_that_never_steps_is_named():
+    model = make_model("hope_attention")  # levels of 4 and 8 tokens
+    ids = torch.randint(0, 256, (2, 8))
+    with pytest.warns(RuntimeWarning, match=r"cms.levels\[1\] \(chunk_size=8\) never steps inside sequences of 8"):
+        model(ids, targets=ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(ids, targets=ids)  # said once
+        model(torch.randint(0, 256, (2, 9)), targets=torch.randint(0, 256, (2, 9)))  # steps at 8 < 9
