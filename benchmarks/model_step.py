@@ -13,7 +13,9 @@ allocator it ran under (read from the process's memory map).
 
 Training = forward + backward + AdamW step; inference = a no_grad forward over the whole sequence
 (in-context writes on). The memory writes run the fused CPU chunk kernel when it builds; a row
-"hope (PyTorch ops only)" measures HOPE again with it turned off (``NESTLEARN_KERNELS=torch``).
+"hope (PyTorch ops only)" measures HOPE again with it turned off (``NESTLEARN_KERNELS=torch``), and a
+row "hope (chunk-start reads)" with M_memory read at the start of its chunk (``selfmod.read=chunk_start``,
+eq. 90 as printed): per-token reads must cost at most 1.25× that (issue 12).
 Writes benchmarks/results/model_step.md. Target (issue 3): HOPE's training step within 3× of the
 Transformer's time per token (goal 1.5×).
 
@@ -46,6 +48,8 @@ from memory_write import kernels  # noqa: E402
 
 BLOCKS = ("transformer", "hope", "hope_attention", "titans")
 TARGET = 3.0
+READ_TARGET = 1.25
+CHUNK_START = "hope (chunk-start reads)"
 
 
 def timed(fn, repeats: int, warmup: bool = True) -> float:
@@ -178,6 +182,8 @@ def main() -> int:
     runs = [(b, b, {}, "auto") for b in ["transformer"] + [b for b in args.blocks if b != "transformer"]]
     if "hope" in args.blocks and fused.kernel() is not None:  # the fused CPU kernel against PyTorch ops alone
         runs.append(("hope (PyTorch ops only)", "hope", {}, "torch"))
+    if "hope" in args.blocks:
+        runs.append((CHUNK_START, "hope", {"selfmod.read": "chunk_start"}, "auto"))
     runs += [(*parse_variant(v), "auto") for v in args.variant]
     rows = {}
     for label, block, overrides, mode in runs:
@@ -213,6 +219,10 @@ def main() -> int:
         ratio = base[1] / rows["hope"][1]
         ok = ratio <= TARGET
         verdict = f"{'met' if ok else 'NOT met'} ({ratio:.2f}×)"
+    if CHUNK_START in rows:
+        reads = rows[CHUNK_START][1] / rows["hope"][1]
+        lines += ["", f"Per-token reads (`hope`) against chunk-start reads (`{CHUNK_START}`), training time: "
+                  f"{reads:.2f}× (target ≤ {READ_TARGET}×: {'met' if reads <= READ_TARGET else 'NOT met'})."]
     lines += ["", f"Target: HOPE's training time per token ≤ {TARGET:.0f}× the Transformer's: {verdict}.", "",
               "FLOPs count matmul-class ops only (PyTorch's FLOP formulas); elementwise work is not in them. "
               "`train GFLOP/s` = counted FLOPs per step / step time: how well a block kind keeps the "
