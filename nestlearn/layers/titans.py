@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..memory import READS, MemoryState, MLPMemory
 from ..modules import RMSNorm, ShortConv
+from .selfmod import stable_eta_max
 
 
 @dataclass
@@ -29,7 +30,7 @@ class TitansConfig:
     hidden_mult: int = 2  # memory MLP hidden = hidden_mult · head_dim
     chunk_size: int = 16
     persistent_tokens: int = 4
-    max_lr: float = 0.1  # θ_t = max_lr · sigmoid(·)
+    max_lr: float | None = None  # θ_t = max_lr · sigmoid(·), in (0, 2]; None: stable_eta_max(chunk_size) (D26)
     conv_width: int = 4
     window: int = 64  # sliding window of the attention branch (MAG, MAL)
     read: str = "token"  # the LMM's read (LMM, MAG, MAL): "token" or "chunk_start" (D21); MAC reads per segment
@@ -37,6 +38,9 @@ class TitansConfig:
     def validate(self, dim: int) -> None:
         if self.read not in READS:
             raise ValueError(f"titans.read must be one of {READS} (got {self.read!r})")
+        if not 0 < self.resolved_max_lr() <= 2:
+            raise ValueError(f"titans.max_lr must be in (0, 2] or None (got {self.max_lr}): past 2 one step "
+                             f"along a unit key overshoots its target by more than the error it corrects")
         if dim % self.heads:
             raise ValueError(f"titans.heads must divide model.dim (got dim={dim}, heads={self.heads})")
         for name in ("chunk_size", "conv_width", "hidden_mult", "window"):
@@ -44,6 +48,10 @@ class TitansConfig:
                 raise ValueError(f"titans.{name} must be a positive int (got {getattr(self, name)})")
         if self.persistent_tokens < 0:
             raise ValueError(f"titans.persistent_tokens must be ≥ 0 (got {self.persistent_tokens})")
+
+
+    def resolved_max_lr(self) -> float:
+        return stable_eta_max(self.chunk_size) if self.max_lr is None else self.max_lr
 
 
 class TitansState(NamedTuple):
@@ -102,7 +110,7 @@ class TitansLMM(ConvQKV):
             state = self.init_state(B, x)
         q, k, v, conv = self.project(x, state.conv)
         g_lr, g_forget, g_mom = self.gates(x).view(B, T, 3, H).unbind(2)
-        lr = self.cfg.max_lr * torch.sigmoid(g_lr)
+        lr = self.cfg.resolved_max_lr() * torch.sigmoid(g_lr)
         alpha = 1 - torch.sigmoid(g_forget)
         beta = torch.sigmoid(g_mom)
         o, ms = self.memory.read_write(state.memory, q, k, v, lr, alpha, beta, read=self.cfg.read, validate=False)
@@ -190,7 +198,7 @@ class TitansMAC(nn.Module):
             kw, vw = (self._heads(F.silu(t), self.mh) for t in self.kv_mem(y).chunk(2, dim=-1))
             g_lr, g_forget, g_mom = self.gates(y).view(B, n, 3, self.mh).unbind(2)
             read_y = self.memory.read(ms, F.normalize(kw, dim=-1), at="chunk_start").reshape(B, n, self.dim)
-            ms = self.memory.write(ms, F.normalize(kw, dim=-1), vw, self.cfg.max_lr * torch.sigmoid(g_lr),
+            ms = self.memory.write(ms, F.normalize(kw, dim=-1), vw, self.cfg.resolved_max_lr() * torch.sigmoid(g_lr),
                                    1 - torch.sigmoid(g_forget), torch.sigmoid(g_mom), validate=False)
             outs.append(y * torch.sigmoid(self.out_norm(read_y)))  # o = y ⊗ M*(y) (eq. 25)
             ck, cv = torch.cat([ck, kh, kx], dim=1), torch.cat([cv, vh, vx], dim=1)
