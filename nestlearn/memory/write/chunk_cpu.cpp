@@ -310,8 +310,13 @@ void read_tokens(const Entry<T>& e, const Gates<T>& g, const Dims& d, const T* u
   const int n = d.n, Dk = d.Dk, Dv = d.Dv, N1 = n + 1;
   mm<T>(false, true, n, n, Dk, T(1), e.Q, Dk, e.K, Dk, T(0), qk, n);  // Q Kᵀ
   read_masks<T>(g, d, qk, pw, pu);
-  mm<T>(false, false, n, Dv, n, T(1), pw, n, e.W, Dv, T(0), y, Dv);
-  if (d.pre) mm<T>(false, false, n, Dv, n, T(-1), pu, n, u, Dv, T(1), y, Dv);
+  if (d.pre && !d.mom) {  // PW = PU without momentum: one product, PW (W − U) (qs as scratch)
+    for (int j = 0; j < n * Dv; ++j) qs[j] = e.W[j] - u[j];
+    mm<T>(false, false, n, Dv, n, T(1), pw, n, qs, Dv, T(0), y, Dv);
+  } else {
+    mm<T>(false, false, n, Dv, n, T(1), pw, n, e.W, Dv, T(0), y, Dv);
+    if (d.pre) mm<T>(false, false, n, Dv, n, T(-1), pu, n, u, Dv, T(1), y, Dv);
+  }
   mm<T>(false, false, n, Dv, Dk, T(1), e.Q, Dk, e.S, Dv, T(0), qs, Dv);  // Q S
   for (int t = 0; t < n; ++t) {
     const T c = g.G[(t + 1) * N1];
@@ -483,8 +488,19 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
         T* gqi = gQ.data_ptr<T>() + i * n * Dk;
         mm<T>(false, true, n, n, Dk, T(1), e.Q, Dk, e.K, Dk, T(0), qk.data(), n);
         read_masks<T>(g, d, qk.data(), pw.data(), pu.data());
-        mm<T>(true, false, n, Dv, n, T(1), pw.data(), n, gy_t, Dv, T(1), gw, Dv);            // ∂W += PWᵀ ∂Y
-        mm<T>(false, true, n, n, Dv, T(1), gy_t, Dv, e.W, Dv, T(0), gp.data(), n);           // ∂PW = ∂Y Wᵀ
+        const bool one = d.pre && !d.mom;  // PW = PU: ∂ of PW (W − U) in one pair of products
+        if (one) {
+          for (int j = 0; j < n * Dv; ++j) gq[j] = e.W[j] - u[j];  // W − U (gq as scratch)
+          mm<T>(false, true, n, n, Dv, T(1), gy_t, Dv, gq.data(), Dv, T(0), gp.data(), n);  // ∂PW = ∂Y (W − U)ᵀ
+          mm<T>(true, false, n, Dv, n, T(1), pw.data(), n, gy_t, Dv, T(0), gq.data(), Dv);  // PWᵀ ∂Y
+          for (int j = 0; j < n * Dv; ++j) {
+            gw[j] += gq[j];
+            gr[j] -= gq[j];
+          }
+        } else {
+          mm<T>(true, false, n, Dv, n, T(1), pw.data(), n, gy_t, Dv, T(1), gw, Dv);  // ∂W += PWᵀ ∂Y
+          mm<T>(false, true, n, n, Dv, T(1), gy_t, Dv, e.W, Dv, T(0), gp.data(), n);  // ∂PW = ∂Y Wᵀ
+        }
         std::vector<T>& gWm = d.mom ? gGM : gG;
         const std::vector<T>& Wm = d.mom ? g.GM : g.G;
         for (int t = 0; t < n; ++t) {
@@ -495,7 +511,7 @@ void backward_impl(CHUNK_ARGS, const torch::Tensor& gSn, const torch::Tensor& gm
           }
           for (int j = t + 1; j < n; ++j) gqk[t * n + j] = 0;
         }
-        if (d.pre) {
+        if (d.pre && !one) {
           mm<T>(true, false, n, Dv, n, T(-1), pu.data(), n, gy_t, Dv, T(1), gr.data(), Dv);  // ∂U −= PUᵀ ∂Y
           mm<T>(false, true, n, n, Dv, T(-1), gy_t, Dv, u.data(), Dv, T(0), gp.data(), n);   // ∂PU = −∂Y Uᵀ
           for (int t = 0; t < n; ++t) {
