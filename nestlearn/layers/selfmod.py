@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..memory import READS, LinearMemory, MemoryState, MLPMemory
+from ..memory.mlp import STEPS as MLP_STEPS
 from ..modules import RMSNorm, ShortConv
 
 ETA_MAX_BOUND = 2.0  # |α − η| ≤ 1 along a unit key for α = 1: the write's own factor stays a contraction (D20)
@@ -53,6 +54,7 @@ class SelfModConfig:
     conv_width: int = 4
     read: str = "token"  # M_memory's output: "token" (dual form) or "chunk_start" (eq. 90 as printed, D21)
     mix_input: bool = True  # mix channels before the per-head memories (each maps the whole token, D23)
+    step: str = "proximal"  # the MLP memories' gradient step: "proximal" (D27) or "plain" (eq. 88 as printed)
     eta_scale: float | None = None  # the initial η, below eta_max; None: eta_max / 2
     eta_max: float | None = None  # η = eta_max · sigmoid(·), in (0, 2]; None: stable_eta_max(larger chunk) (D20)
     alpha_init: float = 0.995  # initial retention α
@@ -67,6 +69,8 @@ class SelfModConfig:
                 raise ValueError(f"selfmod.{name} must be a positive int (got {getattr(self, name)})")
         if self.read not in READS:
             raise ValueError(f"selfmod.read must be one of {READS} (got {self.read!r})")
+        if self.step not in MLP_STEPS:
+            raise ValueError(f"selfmod.step must be one of {MLP_STEPS} (got {self.step!r})")
         eta_max = self.resolved_eta_max()
         if not 0 < eta_max <= ETA_MAX_BOUND:
             raise ValueError(f"selfmod.eta_max must be in (0, {ETA_MAX_BOUND}] (got {eta_max}): past "
@@ -106,7 +110,7 @@ def _make_memory(cfg: SelfModConfig, heads: int, dim: int, chunk: int, groups: i
     """``groups`` memories per head that share keys and gates, their reads side by side ``[…, groups·dim]``."""
     if cfg.memory == "mlp":
         return MLPMemory(heads, dim, cfg.hidden_mult * dim, rule=cfg.rule, chunk_size=chunk,
-                         momentum=cfg.momentum, groups=groups)
+                         momentum=cfg.momentum, groups=groups, step=cfg.step)
     # a matrix memory with ``groups·dim`` outputs is exactly ``groups`` memories that share their keys
     mem = LinearMemory(heads, dim, groups * dim, rule=cfg.rule, chunk_size=chunk, momentum=cfg.momentum)
     with torch.no_grad():  # start as the identity so that self-generated targets M(v) are not zero

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..memory import READS, MemoryState, MLPMemory
+from ..memory.mlp import STEPS as MLP_STEPS
 from ..modules import RMSNorm, ShortConv
 from .selfmod import stable_eta_max
 
@@ -34,10 +35,13 @@ class TitansConfig:
     conv_width: int = 4
     window: int = 64  # sliding window of the attention branch (MAG, MAL)
     read: str = "token"  # the LMM's read (LMM, MAG, MAL): "token" or "chunk_start" (D21); MAC reads per segment
+    step: str = "proximal"  # the memory's gradient step: "proximal" (D27) or "plain" (Titans eq. 13 as printed)
 
     def validate(self, dim: int) -> None:
         if self.read not in READS:
             raise ValueError(f"titans.read must be one of {READS} (got {self.read!r})")
+        if self.step not in MLP_STEPS:
+            raise ValueError(f"titans.step must be one of {MLP_STEPS} (got {self.step!r})")
         if not 0 < self.resolved_max_lr() <= 2:
             raise ValueError(f"titans.max_lr must be in (0, 2] or None (got {self.max_lr}): past 2 one step "
                              f"along a unit key overshoots its target by more than the error it corrects")
@@ -89,7 +93,8 @@ class TitansLMM(ConvQKV):
         self.gates = nn.Linear(dim, 3 * H)  # θ (lr), forget, β (momentum)
         with torch.no_grad():
             self.gates.bias.copy_(torch.cat([torch.zeros(H), torch.full((H,), -4.0), torch.zeros(H)]))
-        self.memory = MLPMemory(H, Dh, cfg.hidden_mult * Dh, rule="gd", chunk_size=cfg.chunk_size, momentum=True)
+        self.memory = MLPMemory(H, Dh, cfg.hidden_mult * Dh, rule="gd", chunk_size=cfg.chunk_size, momentum=True,
+                                step=cfg.step)
         self.out_norm = RMSNorm(Dh)
         self.gate = nn.Linear(dim, dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
@@ -156,7 +161,7 @@ class TitansMAC(nn.Module):
             self.gates.bias.copy_(torch.cat([torch.zeros(self.mh), torch.full((self.mh,), -4.0),
                                              torch.zeros(self.mh)]))
         self.memory = MLPMemory(self.mh, self.md, cfg.hidden_mult * self.md, rule="gd", chunk_size=cfg.chunk_size,
-                                momentum=True)
+                                momentum=True, step=cfg.step)
         self.out_norm = RMSNorm(dim)
         self.proj = nn.Linear(dim, dim, bias=False)
 

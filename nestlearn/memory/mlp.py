@@ -25,6 +25,8 @@ def _silu_grad(z: Tensor) -> Tensor:
     return s * (1 + z * (1 - s))
 
 
+STEPS = ("proximal", "plain")
+
 # σ and σ′, written out so that the chunk path needs no autograd inside the write.
 ACTIVATIONS = {
     "gelu": (torch.nn.functional.gelu, _gelu_grad),
@@ -48,15 +50,25 @@ class MLPMemory(Memory):
     product serves all G (and the DGD preconditioner, which depends only on k and the gates, is solved
     once); their second layers are ``Bm`` ``[H·G, Dh, D]`` (index ``h·G + g``). Values and reads are
     ``[..., G·D]``: memory g owns the slice ``[g·D, (g+1)·D)``. The result equals G separate memories.
+
+    ``step="proximal"`` (gd / dgd with the ℓ2 objective; deviation D27): the gradient step of each token
+    is taken with ``η̃ = η / (1 + 2 η λ)``, λ = ‖h‖² + ‖k‖² Σ_j σ′(z_j)² ‖W1[:, j]‖² ≥ the largest
+    eigenvalue of the memory's tangent kernel at the chunk-start weights, so the step along the
+    dominant direction equals the proximal (implicit) step, as eq. 56–57 make it for a matrix
+    (η′ = η / (1 + η‖k‖²)). ``step="plain"``: η as it is (eq. 88 as printed). The DGD preconditioner
+    keeps η.
     """
 
     kind = "mlp"
 
     def __init__(self, heads: int, dim: int, hidden: int, rule: str = "dgd", chunk_size: int = 64,
                  objective: str = "l2", momentum: bool = False, activation: str = "gelu",
-                 init_std: float | None = None, groups: int = 1):
+                 init_std: float | None = None, groups: int = 1, step: str = "proximal"):
         if not isinstance(groups, int) or groups < 1:
             raise ValueError(f"groups must be a positive int (got {groups!r})")
+        if step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS} (got {step!r})")
+        self.step = step
         super().__init__(heads, dim, groups * dim, rule, chunk_size, objective, momentum)
         if hidden < 1:
             raise ValueError(f"hidden must be positive (got {hidden})")
@@ -72,7 +84,10 @@ class MLPMemory(Memory):
         ])
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", hidden={self.hidden}, groups={self.groups}"
+        return super().extra_repr() + f", hidden={self.hidden}, groups={self.groups}, step={self.step!r}"
+
+    def _proximal(self) -> bool:
+        return self.step == "proximal" and self.objective == "l2" and self.rule != "delta"
 
     # ---- the group layout: [B, H, T, G·d] (side by side) ⇄ [B, H·G, T, d] (one batch entry per memory)
     def _per_memory(self, x: Tensor) -> Tensor:
@@ -122,7 +137,15 @@ class MLPMemory(Memory):
             return [(k, eta_k.unsqueeze(-1) * (z - gz), alpha * eta_k, z),
                     (h, eta_h.unsqueeze(-1) * (self._per_memory(v) - k_g), rep(alpha) * eta_h, hB)]
         e = self._per_memory(2 * (y - v) if self.objective == "l2" else -v)  # ∂L/∂y, per memory
-        gz = self.act_grad(z) * self._side_by_side(e @ B0.mT)  # ∂L/∂z; ∇A = kᵀ gz, ∇Bm = hᵀ e (rank one per token)
+        sz = self.act_grad(z)
+        gz = sz * self._side_by_side(e @ B0.mT)  # ∂L/∂z; ∇A = kᵀ gz, ∇Bm = hᵀ e (rank one per token)
+        step = rep(eta)  # [B, H·G, n]: one step size per memory
+        if self._proximal():  # deviation D27: λ ≥ the tangent kernel's top eigenvalue, at the anchor
+            lam = (h * h).sum(-1) + rep((k * k).sum(-1)) * (self._per_memory(sz * sz) @ (B0 * B0).sum(-1, keepdim=True)
+                                                            ).squeeze(-1)
+            step = step / (1 + 2 * step * lam)
+        step_z = step.unsqueeze(-1) if G == 1 else step.unflatten(1, (-1, G)).transpose(2, 3).repeat_interleave(
+            self.hidden, dim=-1)  # [B, H, n, G·Dh]: memory g's step on its columns of A
         # deviation D2: the DGD preconditioner acts on W2 only
-        return [(k, -eta.unsqueeze(-1) * gz, eta if self.rule == "dgd" else None, z),
-                (h, -rep(eta).unsqueeze(-1) * e, None, None)]
+        return [(k, -step_z * gz, eta if self.rule == "dgd" else None, z),
+                (h, -step.unsqueeze(-1) * e, None, None)]

@@ -30,11 +30,12 @@ def test_contraction_bound_is_sharp():
         assert _gain_after(1.1 * edge, chunk) > 10.0
 
 
-@pytest.mark.parametrize("memory,eta_max", [("linear", 1.0), ("linear", 2.0), ("mlp", stable_eta_max(8))])
+@pytest.mark.parametrize("memory,eta_max", [("linear", 1.0), ("linear", 2.0), ("mlp", stable_eta_max(8)),
+                                            ("mlp", 0.3), ("mlp", 1.0), ("mlp", 2.0)])
 def test_eta_at_its_bound_keeps_the_state_finite(memory, eta_max):
-    """η saturated at η_max on one repeated input, the hardest case for a write. A matrix memory stays
-    finite up to η_max = 2 (the write's factor αI − ηkkᵀ has |α − η| ≤ 1 along k); the MLP memory, whose
-    output layer's step grows with ‖σ(W2 k)‖² and momentum 1/(1 − β), at the chunk bound of D20."""
+    """η saturated at η_max on one repeated input and on random inputs, the hardest case for a write. A
+    matrix memory stays finite up to η_max = 2 (the write's factor αI − ηkkᵀ has |α − η| ≤ 1 along k);
+    the MLP memory too with its proximal step (D27), whose size falls as the memory's tangent kernel grows."""
     torch.manual_seed(0)
     cfg = SelfModConfig(heads=2, chunk_size=8, chunk_size_other=4, memory=memory, eta_max=eta_max,
                         eta_scale=eta_max / 4)
@@ -64,3 +65,17 @@ def test_out_of_range_eta_is_refused_not_capped():
         SelfModifyingTitans(16, SelfModConfig(heads=2, eta_max=2.5))
     with pytest.raises(ValueError, match=r"selfmod.eta_scale \(the initial η\) must be in \(0, eta_max = 0.1\)"):
         SelfModifyingTitans(16, SelfModConfig(heads=2, eta_max=0.1, eta_scale=0.1))
+
+
+def test_plain_mlp_steps_diverge_where_proximal_ones_do_not():
+    """The reason for D27, measured: the same layer with the plain step (eq. 88 as printed) blows up at η_max = 0.3."""
+    torch.manual_seed(0)
+    layer = SelfModifyingTitans(16, SelfModConfig(heads=2, chunk_size=8, chunk_size_other=4, eta_max=0.3,
+                                                  eta_scale=0.05))
+    for mem in (layer.group, layer.memory):
+        mem.step = "plain"
+    with torch.no_grad():
+        layer.eta_bias.fill_(50.0)
+        _, state = layer(torch.randn(2, 400, 16))
+    assert not all(torch.isfinite(w).all() and w.abs().max() < 1e6 for w in (*state.group.weights,
+                                                                              *state.memory.weights))

@@ -253,3 +253,17 @@ def test_grouped_memory_rejects_bad_groups():
 
     with pytest.raises(ValueError, match="groups must be a positive int"):
         MLPMemory(2, 4, 4, groups=0)
+
+
+@pytest.mark.parametrize("kind,momentum", [("mlp", False), ("mlp", True), ("mlp_grouped", True)])
+def test_plain_mlp_step_equals_reference(kind, momentum):
+    """``step="plain"`` (eq. 88 as printed, no D27 normalisation): the chunk path equals the token loop too,
+    and differs from the proximal step."""
+    mem = make_memory(kind, "dgd", 4, momentum)
+    k, v, eta, alpha, beta = make_inputs(mem, T=11)
+    prox = mem.write(mem.init_state(2), k, v, eta, alpha, beta)
+    mem.step = "plain"
+    fast = mem.write(mem.init_state(2), k, v, eta, alpha, beta)
+    ref = mem.write(mem.init_state(2), k, v, eta, alpha, beta, impl="reference")
+    assert max_rel(fast.weights, ref.weights) < 1e-9
+    assert max_rel(fast.weights, prox.weights) > 1e-6

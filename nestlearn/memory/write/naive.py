@@ -62,7 +62,12 @@ def _mlp_token(mem: Memory, W0: list[Tensor], k, v, eta, alpha):
         g2, g1 = torch.autograd.grad(loss, (W2, W1), create_graph=keep)
     P = eta if mem.rule == "dgd" else torch.zeros_like(eta)  # deviation D2: DGD on the input side only
     zero = torch.zeros_like(eta)
-    return [(-eta[..., None, None] * g2, P, k), (-eta[..., None, None] * g1, zero, h)]
+    step = eta
+    if mem._proximal():  # deviation D27: the proximal step along the tangent kernel's top direction
+        s2 = mem.act_grad(z) ** 2  # σ′(z_j)², with W1's column norms at the anchor
+        lam = (h * h).sum(-1) + (k * k).sum(-1) * (s2 * (W1 * W1).sum(-2)).sum(-1)
+        step = eta / (1 + 2 * eta * lam)
+    return [(-step[..., None, None] * g2, P, k), (-step[..., None, None] * g1, zero, h)]
 
 
 def _read(mem: Memory, M: list[Tensor], q: Tensor) -> Tensor:
