@@ -99,7 +99,10 @@ def sample_string(lang: str, length_range: tuple[int, int], rng: random.Random) 
 
 
 def length_bins(max_len: int = 50) -> dict[str, tuple[int, int]]:
-    return {"train": (1, max_len), "bin0": (1, max_len), "bin1": (max_len + 1, 2 * max_len)}
+    """Bin0 is the training range; Bin1 and Bin2 (up to 2× and 4× the longest training string) test
+    length generalisation."""
+    return {"train": (1, max_len), "bin0": (1, max_len), "bin1": (max_len + 1, 2 * max_len),
+            "bin2": (2 * max_len + 1, 4 * max_len)}
 
 
 def formal_batch(lang: str, batch: int, bin_range: tuple[int, int], seed: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -13,8 +13,11 @@ A recipe is a YAML file (``experiments/synthetic/*.yaml``)::
     quick: {any of the keys above, for --quick}
 
 Every run (task × model × seed) trains from scratch with AdamW (cosine schedule after a linear warm-up,
-clipping at 1) and is appended to ``results.jsonl`` in the output folder as soon as it ends, so an
-interrupted suite resumes where it stopped. Non-HOPE models get the SwiGLU width whose parameter count is
+clipping at 1) and is appended to ``<family>.jsonl`` in the output folder as soon as it ends, so an
+interrupted suite resumes where it stopped. Each row records the commit, the version of the library's
+code (a hash of ``nestlearn/`` as the run saw it) and its exact settings; a suite resumes only the runs
+of the current code version, and a table refuses rows of several code versions. Non-finite logits at
+evaluation score as wrong and are listed. Non-HOPE models get the SwiGLU width whose parameter count is
 closest to HOPE's for the same task (equal parameter budgets). ``RESULTS.md`` is written from
 ``results.jsonl`` with the paper's numbers beside ours.
 
@@ -64,6 +67,7 @@ PAPER_FORMAL = {  # Bin0/Bin1 for parity, (aa)*, (abab)*, aⁿbⁿ, aⁿbⁿcⁿ
     "delta": ("98.2/10.1", "0.0/0.0", "0.0/0.0", "100/100", "100/100", "100/100"),  # DeltaNet row
     "hope": ("100/100",) * 6,
 }
+FORMAL_BINS = ("bin0", "bin1", "bin2")
 _MAD_ORDER = ("compression", "in_context_recall", "fuzzy_in_context_recall", "selective_copying", "memorization")
 
 
@@ -163,6 +167,28 @@ def make_batch(recipe: Recipe, task: str, batch: int, seed: int, split: str = "t
     return _MAD[task][0](batch, generator=g, **args)
 
 
+def code_version() -> dict[str, str]:
+    """``{"commit": …, "code": …}``: the checkout's commit, and a hash of the library's sources as this
+    process runs them (``nestlearn/`` at the commit plus any uncommitted change), so that a docs-only
+    commit keeps the code version and an uncommitted change makes a new one. ``unknown`` outside git."""
+    import hashlib
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        tree = git("rev-parse", "HEAD:nestlearn").strip()
+        diff = git("diff", "HEAD", "--", "nestlearn")
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "code": "unknown"}
+    code = tree[:12] if not diff else tree[:12] + "+" + hashlib.sha1(diff.encode()).hexdigest()[:8]
+    return {"commit": commit[:12] + ("+dirty" if diff else ""), "code": code}
+
+
 def _train_seed(seed: int, step: int) -> int:
     return 1_000_003 * (seed + 1) + step
 
@@ -208,18 +234,23 @@ def _formal_loss(logits, targets, mask):
 
 @torch.no_grad()
 def evaluate(model: CausalLM, recipe: Recipe, task: str) -> dict[str, float]:
+    """Accuracy per split; a sequence whose logits are not finite (at a scored position) counts as wrong,
+    and ``nonfinite`` says how many such sequences there were."""
     model.eval()
     out: dict[str, float] = {}
+    nonfinite = 0
     if recipe.family == "formal":
-        for split in ("bin0", "bin1"):
+        for j, split in enumerate(FORMAL_BINS):
             good = total = 0
             for i in range(recipe.eval_batches):
-                ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size,
-                                                _eval_seed(i) + (10_000 if split == "bin1" else 0), split)
+                ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size, _eval_seed(i) + 10_000 * j,
+                                                split)
                 logits, _, _ = model(ids)
+                bad = (~torch.isfinite(logits).all(-1) & mask).any(-1)
                 wrong = ((logits > 0).float() != targets).any(-1) & mask
-                good += int((~wrong.any(-1)).sum())
+                good += int((~(wrong.any(-1) | bad)).sum())
                 total += ids.shape[0]
+                nonfinite += int(bad.sum())
             out[split] = 100.0 * good / total
     else:
         good = total = 0
@@ -227,9 +258,12 @@ def evaluate(model: CausalLM, recipe: Recipe, task: str) -> dict[str, float]:
             ids, targets = make_batch(recipe, task, recipe.eval_batch_size, _eval_seed(i), "eval")
             logits, _, _ = model(ids)
             sel = targets != -100
-            good += int((logits.argmax(-1)[sel] == targets[sel]).sum())
+            finite = torch.isfinite(logits).all(-1)
+            good += int(((logits.argmax(-1) == targets) & finite)[sel].sum())
             total += int(sel.sum())
+            nonfinite += int((~finite & sel).any(-1).sum())
         out["acc"] = 100.0 * good / max(total, 1)
+    out["nonfinite"] = nonfinite
     model.train()
     return out
 
@@ -284,7 +318,10 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
             log(f"  {task} {name} seed {seed} step {step + 1}/{recipe.steps} loss {losses[-1]:.4f}")
     train_s = time.perf_counter() - t0
     metrics = evaluate(model, recipe, task)
+    settings = {k: getattr(recipe, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "max_len",
+                                                 "eval_batches", "eval_batch_size")}
     return {"task": task, "model": name, "block": block, "seed": seed, "params": model.num_parameters(),
+            **code_version(), "config": dataclasses.asdict(cfg), "settings": settings,
             "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": losses[-1] if losses else float("nan"),
             "skipped": skipped, "diverged_at": diverged_at, "lr": recipe.lr,
             "wall_s": time.perf_counter() - t0, "train_s": train_s, **metrics}
@@ -305,7 +342,8 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
                     done.append(json.loads(line))
                 except json.JSONDecodeError:  # a line cut short by a crash: that run is redone
                     continue
-    have = {(r["task"], r["model"], r["seed"], r["steps"]) for r in done}
+    version = code_version()["code"]
+    have = {(r["task"], r["model"], r["seed"], r["steps"]) for r in done if r.get("code") == version}
     for task in recipe.tasks:
         hope_params = count_params(model_config(recipe, task, "hope"))
         for seed in recipe.seeds:
@@ -326,7 +364,7 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
                     r["wall_s"] += first["wall_s"]
                 if log:
                     log(f"{task} {name} seed {seed}: " + ", ".join(
-                        f"{k} {r[k]:.1f}" for k in ("acc", "bin0", "bin1") if k in r) + f" ({r['wall_s']:.0f} s)")
+                        f"{k} {r[k]:.1f}" for k in ("acc", *FORMAL_BINS) if k in r) + f" ({r['wall_s']:.0f} s)")
                 with path.open("a") as f:
                     f.write(json.dumps(r) + "\n")
                 done.append(r)
@@ -340,8 +378,14 @@ def _report(recipe: Recipe, done: list[dict], out: Path, command: str) -> list[d
 
     rows = [r for r in done if r["task"] in recipe.tasks and r["model"] in recipe.models
             and r["seed"] in recipe.seeds and r["steps"] == steps_of(r["model"])]
-    write_results(recipe, rows, out, command)
-    return rows
+    version = code_version()["code"]
+    current = [r for r in rows if r.get("code") == version]
+    if rows and not current:
+        found = sorted({r.get("code", "unrecorded") for r in rows})
+        raise ValueError(f"{out}: no run of this code version ({version}); the rows there come from {found}. "
+                         "Run the suite to redo them, or check out the code they were run with")
+    write_results(recipe, current, out, command, left_out=len(rows) - len(current))
+    return current
 
 
 def _ms(xs: list[float]) -> str:
@@ -352,7 +396,13 @@ def _ms(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}"
 
 
-def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = "") -> Path:
+def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = "", left_out: int = 0) -> Path:
+    """Write ``<family>.md`` and ``RESULTS.md``; refuses rows of more than one code version."""
+    versions = sorted({r.get("code", "unrecorded") for r in rows})
+    if len(versions) > 1:
+        raise ValueError(f"refusing to write one table from {len(versions)} code versions {versions}: "
+                         "every row of a table must come from the same code")
+
     def cell(task, model, key):
         return _ms([r[key] for r in rows if r["task"] == task and r["model"] == model])
 
@@ -367,19 +417,26 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
               f"Wall times are on the machine that ran this (train + evaluation, per run).", ""]
     if recipe.variants:
         lines += ["Variants (changes from the settings above): " + json.dumps(recipe.variants), ""]
+    if rows:
+        commits = sorted({r.get("commit", "unrecorded") for r in rows})
+        lines += [f"Code version {versions[0]} (commit {', '.join(commits)})"
+                  + (f"; {left_out} rows of other code versions in {recipe.family}.jsonl are not in this table"
+                     if left_out else "") + ".", ""]
     if recipe.family == "formal":
-        lo, hi = formal.length_bins(recipe.max_len)["bin0"], formal.length_bins(recipe.max_len)["bin1"]
-        lines += [f"Recognition accuracy (% of strings whose every next-symbol set is predicted exactly); "
-                  f"Bin0: lengths {lo[0]}–{lo[1]} (the training range), Bin1: {hi[0]}–{hi[1]}; "
+        bins = formal.length_bins(recipe.max_len)
+        (l0, h0), (l1, h1), (l2, h2) = bins["bin0"], bins["bin1"], bins["bin2"]
+        lines += [f"Recognition accuracy (% of strings whose every next-symbol set is predicted exactly), "
+                  f"Bin0 / Bin1 / Bin2. Bin0: lengths {l0}–{h0}, the training range; Bin1: {l1}–{h1} and "
+                  f"Bin2: {l2}–{h2} test length generalisation; "
                   f"{recipe.eval_batches * recipe.eval_batch_size} strings per bin. "
-                  "Paper (NL Table 5) in brackets.", "",
+                  "Paper (NL Table 5, Bin0/Bin1) in brackets.", "",
                   "| model | params | " + " | ".join(tasks) + " | wall / run |",
                   "|---|---:|" + "---|" * len(tasks) + "---:|"]
         paper_idx = {lang: i for i, lang in enumerate(formal.LANGUAGES)}
         for m in models:
             cells = []
             for t in tasks:
-                ours = f"{cell(t, m, 'bin0')} / {cell(t, m, 'bin1')}"
+                ours = " / ".join(cell(t, m, b) for b in FORMAL_BINS)
                 paper = PAPER_FORMAL.get(m)
                 cells.append(ours + (f" [{paper[paper_idx[t]]}]" if paper else ""))
             lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells) + f" | {_wall(rows, m)} |")
@@ -400,6 +457,9 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     skips = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['skipped']}" for r in rows if r.get("skipped")]
     if skips:
         lines += ["", "Training steps skipped for a non-finite loss: " + "; ".join(skips) + "."]
+    bad = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['nonfinite']}" for r in rows if r.get("nonfinite")]
+    if bad:
+        lines += ["", "Sequences with non-finite logits at evaluation (scored as wrong): " + "; ".join(bad) + "."]
     retried = [f"{r['task']}/{r['model']}/seed {r['seed']} (step {r['first_try_diverged_at']})" for r in rows
                if r.get("first_try_diverged_at") is not None]
     if retried:

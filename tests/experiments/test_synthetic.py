@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from nestlearn.cli import main
 from nestlearn.experiments import synthetic as S
@@ -74,13 +75,49 @@ class _Table:
 def test_formal_scoring_is_exact_set_prediction():
     recipe = S.Recipe(family="formal", tasks={"anbn": {}}, eval_batches=1, eval_batch_size=8)
     tables = {}
-    for split, off in (("bin0", 0), ("bin1", 10_000)):
+    for split, off in (("bin0", 0), ("bin1", 10_000), ("bin2", 20_000)):
         ids, targets, mask = S.make_batch(recipe, "anbn", 8, S._eval_seed(0) + off, split)
+        assert mask.sum(-1).max() <= {"bin0": 51, "bin1": 101, "bin2": 201}[split]
         logits = targets * 20 - 10  # the true next-symbol sets
         if split == "bin1":
             logits[0, 1, 0] = 10.0  # one wrong symbol at one position of one string
+        if split == "bin2":
+            logits[3, 0, :] = float("nan")  # non-finite logits: wrong, and counted
         tables[tuple(ids.flatten().tolist())] = logits
-    assert S.evaluate(_Table(tables), recipe, "anbn") == {"bin0": 100.0, "bin1": 87.5}
+    assert S.evaluate(_Table(tables), recipe, "anbn") == {"bin0": 100.0, "bin1": 87.5, "bin2": 87.5, "nonfinite": 1}
+
+
+def test_nonfinite_logits_score_as_wrong_on_answer_tasks():
+    recipe = S.Recipe(family="mqar", tasks={"p": {"n_pairs": 2, "seq_len": 12, "n_keys": 4, "n_values": 4}},
+                      eval_batches=1, eval_batch_size=4)
+    ids, targets = S.make_batch(recipe, "p", 4, S._eval_seed(0), "eval")
+    logits = torch.nn.functional.one_hot(targets.clamp_min(0), 9).float() * 10
+    logits[1] = float("nan")
+    out = S.evaluate(_Table({tuple(ids.flatten().tolist()): logits}), recipe, "p")
+    assert out == {"acc": 75.0, "nonfinite": 1}
+
+
+def test_rows_record_their_code_and_a_table_refuses_to_mix_versions(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+                    "models: [delta]\nseeds: [0, 1]\nsteps: 1\nwarmup: 1\neval_batches: 1\n"
+                    "eval_batch_size: 4\nbatch_size: 4\nmodel: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    recipe = S.load_recipe(path)
+    rows = S.run_suite(recipe, tmp_path / "out", log=None)
+    version = S.code_version()
+    assert all(r["code"] == version["code"] and r["commit"] == version["commit"] for r in rows)
+    assert rows[0]["config"]["block"] == "delta" and rows[0]["settings"]["steps"] == 1
+    assert f"Code version {version['code']}" in (tmp_path / "out" / "mqar.md").read_text()
+    mixed = [rows[0], {**rows[1], "code": "0123456789ab"}]
+    with pytest.raises(ValueError, match="refusing to write one table from 2 code versions"):
+        S.write_results(recipe, mixed, tmp_path / "out")
+    # rows of another code version are not resumed: the suite redoes them for this one
+    jsonl = tmp_path / "out" / "mqar.jsonl"
+    jsonl.write_text("".join(json.dumps({**r, "code": "old"}) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="no run of this code version"):
+        S.run_suite(recipe, tmp_path / "out", log=None, report_only=True)
+    again = S.run_suite(recipe, tmp_path / "out", log=None)
+    assert len(again) == 2 and len(jsonl.read_text().splitlines()) == 4
 
 
 def test_bad_recipes_are_named(tmp_path):
