@@ -28,14 +28,35 @@ def associative_recall(batch: int, n_pairs: int, n_queries: int, n_keys: int = 1
     return ids, targets
 
 
-def mqar(batch: int, n_pairs: int, seq_len: int, n_keys: int = 64, n_values: int = 64,
+def mqar(batch: int, n_pairs: int, seq_len: int, n_keys: int = 64, n_values: int = 64, power_a: float = 0.01,
          generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Multi-query associative recall (Arora et al. 2023): ``n_pairs`` key–value pairs, then as many
-    queries (keys seen before, with their answers) as fit in ``seq_len`` tokens."""
-    n_queries = (seq_len - 2 * n_pairs) // 2
-    if n_queries < 1:
-        raise ValueError(f"seq_len={seq_len} leaves no room for a query after {n_pairs} pairs")
-    return associative_recall(batch, n_pairs, n_queries, n_keys, n_values, generator)
+    """Multi-query associative recall as Zoology defines it (Arora et al. 2023): ``n_pairs`` key–value pairs
+    with distinct keys, then every key queried once, in a random order (queries without replacement).
+    The rest of the sequence is ``(seq_len − 2·n_pairs) // 2`` two-token slots; each query takes a slot
+    drawn with probability ∝ d^(a − 1) for the slot's distance d from the pairs (a power law that favours
+    near slots, ``power_a = a``), and the other slots hold random tokens. The target is −100 except at
+    each query, whose target is its value (the next token)."""
+    space = (seq_len - 2 * n_pairs) // 2
+    if space < n_pairs:
+        raise ValueError(f"seq_len={seq_len} leaves {space} query slots after {n_pairs} pairs, but MQAR queries "
+                         f"every key once: use seq_len ≥ {4 * n_pairs}")
+    if n_pairs > n_keys:
+        raise ValueError(f"n_pairs ({n_pairs}) must be ≤ n_keys ({n_keys}): keys within a sequence are distinct")
+    keys = torch.argsort(torch.rand(batch, n_keys, generator=generator), dim=1)[:, :n_pairs] + 1
+    values = torch.randint(0, n_values, (batch, n_pairs), generator=generator) + n_keys + 1
+    weights = power_a * torch.arange(1, space + 1, dtype=torch.float64) ** (power_a - 1)
+    slots = torch.multinomial(weights.expand(batch, space), n_pairs, replacement=False, generator=generator)
+    order = torch.argsort(torch.rand(batch, n_pairs, generator=generator), dim=1)  # key asked in each slot
+    rest = torch.randint(1, n_keys + n_values + 1, (batch, seq_len - 2 * n_pairs), generator=generator)
+    slot_view = rest[:, :2 * space].reshape(batch, space, 2)
+    slot_view.scatter_(1, slots.unsqueeze(-1).expand(-1, -1, 2),
+                       torch.stack([keys.gather(1, order), values.gather(1, order)], dim=2))
+    rest[:, :2 * space] = slot_view.flatten(1)
+    ids = torch.cat([torch.stack([keys, values], 2).flatten(1), rest], dim=1)
+    targets = torch.full_like(ids, -100)
+    q_pos = 2 * n_pairs + 2 * slots  # [batch, n_pairs]
+    targets.scatter_(1, q_pos, values.gather(1, order))
+    return ids, targets
 
 
 def in_context_recall(batch: int, seq_len: int, n_keys: int = 16, n_values: int = 16,

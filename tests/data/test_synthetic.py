@@ -102,12 +102,14 @@ def test_formal_batch_shapes_and_seeds():
 
 def test_recall_tasks_are_correct_by_construction():
     g = torch.Generator().manual_seed(0)
-    ids, t = mqar(4, 5, 30, generator=g)
-    assert ids.shape == (4, 30)
+    ids, t = mqar(4, 5, 31, generator=g)
+    assert ids.shape == (4, 31)
     for row, tr in zip(ids.tolist(), t.tolist(), strict=True):
         pairs = dict(zip(row[0:10:2], row[1:10:2], strict=True))
-        for j in range(10, 30, 2):
-            assert tr[j] == pairs[row[j]]
+        asked = [j for j in range(31) if tr[j] != -100]
+        # Zoology's MQAR: every key asked exactly once (no replacement), after the pairs, its value next
+        assert sorted(row[j] for j in asked) == sorted(pairs) and all(j >= 10 and j % 2 == 0 for j in asked)
+        assert all(tr[j] == pairs[row[j]] == row[j + 1] for j in asked)
     ids, t = in_context_recall(4, 40, generator=g)
     for row, tr in zip(ids.tolist(), t.tolist(), strict=True):
         seen = {}
@@ -136,5 +138,5 @@ def test_copy_and_memorization_tasks():
     keys = torch.cat([a[:, 0::2], b[:, 0::2]]).flatten().tolist()
     vals = torch.cat([a[:, 1::2], b[:, 1::2]]).flatten().tolist()
     assert all(dict(zip(keys, vals, strict=True))[k] == v for k, v in zip(keys, vals, strict=True))  # one fixed map
-    with pytest.raises(ValueError, match="no room for a query"):
+    with pytest.raises(ValueError, match="leaves 0 query slots after 10 pairs, but MQAR queries every key once"):
         mqar(1, 10, 20)
