@@ -20,6 +20,7 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <vector>
 
 extern "C" {
@@ -303,34 +304,44 @@ void read_masks(const Gates<T>& g, const Dims& d, const T* qk, T* pw, T* pu) {
   }
 }
 
-// Y = γ ⊙ Q S + ρ ⊙ Q m + PW W − PU U for one entry (qs, qk, pw, pu: scratch).
+// Y = γ ⊙ Q S + ρ ⊙ Q m + PW W − PU U for one entry, as one product [PW | −PU | γ ⊙ Q | ρ ⊙ Q] [W; U; S; m]
+// (the parts present; without momentum PW = PU and the first block is PW (W − U)). One product of inner
+// size 2n + 2Dk keeps the cores busier than four of inner size n or Dk (lhs, rhs: scratch; qk: Q Kᵀ).
 template <typename T>
-void read_tokens(const Entry<T>& e, const Gates<T>& g, const Dims& d, const T* u, T* qs, T* qk, T* pw, T* pu,
-                 T* y) {
+void read_tokens(const Entry<T>& e, const Gates<T>& g, const Dims& d, const T* u, T* qk, T* lhs, T* rhs, T* y) {
   const int n = d.n, Dk = d.Dk, Dv = d.Dv, N1 = n + 1;
+  const bool merged = d.pre && !d.mom, two = d.pre && !merged;
+  const int K = n + (two ? n : 0) + Dk + (d.mom ? Dk : 0);
   mm<T>(false, true, n, n, Dk, T(1), e.Q, Dk, e.K, Dk, T(0), qk, n);  // Q Kᵀ
-  read_masks<T>(g, d, qk, pw, pu);
-  if (d.pre && !d.mom) {  // PW = PU without momentum: one product, PW (W − U) (qs as scratch)
-    for (int j = 0; j < n * Dv; ++j) qs[j] = e.W[j] - u[j];
-    mm<T>(false, false, n, Dv, n, T(1), pw, n, qs, Dv, T(0), y, Dv);
-  } else {
-    mm<T>(false, false, n, Dv, n, T(1), pw, n, e.W, Dv, T(0), y, Dv);
-    if (d.pre) mm<T>(false, false, n, Dv, n, T(-1), pu, n, u, Dv, T(1), y, Dv);
-  }
-  mm<T>(false, false, n, Dv, Dk, T(1), e.Q, Dk, e.S, Dv, T(0), qs, Dv);  // Q S
+  const std::vector<T>& Wm = d.mom ? g.GM : g.G;
   for (int t = 0; t < n; ++t) {
-    const T c = g.G[(t + 1) * N1];
-#pragma omp simd
-    for (int j = 0; j < Dv; ++j) y[t * Dv + j] += c * qs[t * Dv + j];
-  }
-  if (d.mom) {
-    mm<T>(false, false, n, Dv, Dk, T(1), e.Q, Dk, e.m, Dv, T(0), qs, Dv);  // Q m
-    for (int t = 0; t < n; ++t) {
-      const T r = g.rho[t + 1];
-#pragma omp simd
-      for (int j = 0; j < Dv; ++j) y[t * Dv + j] += r * qs[t * Dv + j];
+    T* row = lhs + t * K;
+    for (int i = 0; i < n; ++i) row[i] = i <= t ? qk[t * n + i] * Wm[(t + 1) * N1 + i + 1] : T(0);
+    int c = n;
+    if (two) {
+      for (int i = 0; i < n; ++i) row[c + i] = i <= t ? -qk[t * n + i] * g.G[(t + 1) * N1 + i + 1] : T(0);
+      c += n;
     }
+    const T gam = g.G[(t + 1) * N1], r = d.mom ? g.rho[t + 1] : T(0);
+    for (int j = 0; j < Dk; ++j) row[c + j] = gam * e.Q[t * Dk + j];
+    if (d.mom)
+      for (int j = 0; j < Dk; ++j) row[c + Dk + j] = r * e.Q[t * Dk + j];
   }
+  T* r = rhs;
+  if (merged) {
+    for (int j = 0; j < n * Dv; ++j) r[j] = e.W[j] - u[j];
+  } else {
+    std::copy(e.W, e.W + n * Dv, r);
+  }
+  r += n * Dv;
+  if (two) {
+    std::copy(u, u + n * Dv, r);
+    r += n * Dv;
+  }
+  std::copy(e.S, e.S + Dk * Dv, r);
+  r += Dk * Dv;
+  if (d.mom) std::copy(e.m, e.m + Dk * Dv, r);
+  mm<T>(false, false, n, Dv, K, T(1), lhs, K, rhs, Dv, T(0), y, Dv);
 }
 
 }  // namespace
@@ -355,13 +366,14 @@ void forward_impl(CHUNK_ARGS, const Dims& d, torch::Tensor& S_new, torch::Tensor
   const int n = d.n, Dk = d.Dk, Dv = d.Dv;
   at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
     std::vector<T> ks(n * Dv), km(n * Dv), u(n * Dv), x(n * Dv);
-    std::vector<T> qs(d.read ? n * Dv : 0), qk(d.read ? n * n : 0), pw(d.read ? n * n : 0), pu(d.read ? n * n : 0);
+    const int width = 2 * n + 2 * Dk;  // the widest read product (see read_tokens)
+    std::vector<T> qk(d.read ? n * n : 0), lhs(d.read ? n * width : 0), rhs(d.read ? width * Dv : 0);
     Gates<T> g(n);
     for (int64_t i = lo; i < hi; ++i) {
       const Entry<T> e = prepare<T>(i, d, S, m, W, K, KS, a, beta, b, Q, g, ks.data(), km.data(), u.data(), x.data());
       const int64_t size = int64_t(Dk) * Dv;
       if (d.read)
-        read_tokens<T>(e, g, d, u.data(), qs.data(), qk.data(), pw.data(), pu.data(), Y.data_ptr<T>() + i * n * Dv);
+        read_tokens<T>(e, g, d, u.data(), qk.data(), lhs.data(), rhs.data(), Y.data_ptr<T>() + i * n * Dv);
       T* sn = S_new.data_ptr<T>() + i * size;
       if (d.mom) {
         T* mn = m_new.data_ptr<T>() + i * size;
