@@ -167,10 +167,20 @@ def make_batch(recipe: Recipe, task: str, batch: int, seed: int, split: str = "t
     return _MAD[task][0](batch, generator=g, **args)
 
 
+_VERSION: dict[str, str] = {}
+
+
 def code_version() -> dict[str, str]:
     """``{"commit": …, "code": …}``: the checkout's commit, and a hash of the library's sources as this
     process runs them (``nestlearn/`` at the commit plus any uncommitted change), so that a docs-only
-    commit keeps the code version and an uncommitted change makes a new one. ``unknown`` outside git."""
+    commit keeps the code version and an uncommitted change makes a new one. ``unknown`` outside git.
+    Read once per process (at import): edits made while a suite runs do not change what it runs."""
+    if not _VERSION:
+        _VERSION.update(_read_version())
+    return dict(_VERSION)
+
+
+def _read_version() -> dict[str, str]:
     import hashlib
     import subprocess
 
@@ -187,6 +197,9 @@ def code_version() -> dict[str, str]:
         return {"commit": "unknown", "code": "unknown"}
     code = tree[:12] if not diff else tree[:12] + "+" + hashlib.sha1(diff.encode()).hexdigest()[:8]
     return {"commit": commit[:12] + ("+dirty" if diff else ""), "code": code}
+
+
+code_version()  # the sources as this process imported them
 
 
 def _train_seed(seed: int, step: int) -> int:
