@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..memory import READS, LinearMemory
+from ..memory import LR_BOUND, READS, LinearMemory
 from ..modules import RMSNorm
 from .titans import ConvQKV, TitansState
 
@@ -36,9 +36,10 @@ class DeltaConfig:
     def validate(self, dim: int) -> None:
         if dim % self.heads:
             raise ValueError(f"delta.heads must divide model.dim (got dim={dim}, heads={self.heads})")
-        if not 0 < self.beta_max <= 2:
-            raise ValueError(f"delta.beta_max must be in (0, 2] (got {self.beta_max}): past 2 the factor "
-                             f"I − β k kᵀ has an eigenvalue below −1 along a unit key and the memory expands")
+        if not 0 < self.beta_max <= LR_BOUND:
+            raise ValueError(f"delta.beta_max must be in (0, {LR_BOUND:g}] (got {self.beta_max}): past {LR_BOUND:g} "
+                             f"the factor I − β k kᵀ has an eigenvalue below −1 along a unit key and the memory "
+                             f"expands")
         if self.read not in READS:
             raise ValueError(f"delta.read must be one of {READS} (got {self.read!r})")
         for name in ("chunk_size", "conv_width"):

@@ -29,11 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..memory import READS, LinearMemory, MemoryState, MLPMemory
+from ..memory import LR_BOUND, READS, LinearMemory, MemoryState, MLPMemory, stable_eta_max
 from ..memory.mlp import STEPS as MLP_STEPS
 from ..modules import RMSNorm, ShortConv
-
-ETA_MAX_BOUND = 2.0  # |α − η| ≤ 1 along a unit key for α = 1: the write's own factor stays a contraction (D20)
 
 
 @dataclass
@@ -72,32 +70,18 @@ class SelfModConfig:
         if self.step not in MLP_STEPS:
             raise ValueError(f"selfmod.step must be one of {MLP_STEPS} (got {self.step!r})")
         eta_max = self.resolved_eta_max()
-        if not 0 < eta_max <= ETA_MAX_BOUND:
-            raise ValueError(f"selfmod.eta_max must be in (0, {ETA_MAX_BOUND}] (got {eta_max}): past "
-                             f"{ETA_MAX_BOUND} the DGD factor αI − ηkkᵀ has an eigenvalue α − η < −1 along a unit "
+        if not 0 < eta_max <= LR_BOUND:
+            raise ValueError(f"selfmod.eta_max must be in (0, {LR_BOUND}] (got {eta_max}): past "
+                             f"{LR_BOUND} the DGD factor αI − ηkkᵀ has an eigenvalue α − η < −1 along a unit "
                              f"key for every α ≤ 1, so a write expands the memory")
         if self.eta_scale is not None and not 0 < self.eta_scale < eta_max:
             raise ValueError(f"selfmod.eta_scale (the initial η) must be in (0, eta_max = {eta_max:.6g}) "
                              f"(got {self.eta_scale})")
-
-    def resolved_eta_max(self) -> float:
-        return stable_eta_max(max(self.chunk_size, self.chunk_size_other)) if self.eta_max is None else self.eta_max
         if not 0.0 < self.alpha_init < 1.0:
             raise ValueError(f"selfmod.alpha_init must be in (0, 1) (got {self.alpha_init})")
 
-
-def stable_eta_max(chunk: int) -> float:
-    """The default η bound for chunks of C tokens (deviation D20; docs/PAPER.md has the measurements
-    that keep it the default after per-token reads).
-
-    With the ℓ2 objective, DGD writes ``M ← M(αI − η k kᵀ) − 2η(M₀k − v̂)kᵀ`` with the gradient at the
-    chunk start M₀ (NL eq. 90). For one repeated unit key and a fixed target, C such writes map m₀ (the
-    component along k) to ``m₀((1−η)^C − 2(1 − (1−η)^C)) + …`` (α = 1): a contraction iff
-    ``(1 − η)^C ≥ 1/3``. Self-generated targets ``v̂ = M₀(v)`` double the worst-case gradient eigenvalue
-    (``2(1 − kᵀv) ≤ 4``) and momentum near its initial β ≈ ½ doubles the step again, so the bound
-    is a quarter of that η (measured: half of it still diverged on formal-language training).
-    """
-    return (1.0 - 3.0 ** (-1.0 / chunk)) / 4
+    def resolved_eta_max(self) -> float:
+        return stable_eta_max(max(self.chunk_size, self.chunk_size_other)) if self.eta_max is None else self.eta_max
 
 
 class SelfModState(NamedTuple):

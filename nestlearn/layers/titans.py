@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..memory import READS, MemoryState, MLPMemory
+from ..memory import LR_BOUND, READS, MemoryState, MLPMemory, stable_eta_max
 from ..memory.mlp import STEPS as MLP_STEPS
 from ..modules import RMSNorm, ShortConv
-from .selfmod import stable_eta_max
 
 
 @dataclass
@@ -42,9 +41,6 @@ class TitansConfig:
             raise ValueError(f"titans.read must be one of {READS} (got {self.read!r})")
         if self.step not in MLP_STEPS:
             raise ValueError(f"titans.step must be one of {MLP_STEPS} (got {self.step!r})")
-        if not 0 < self.resolved_max_lr() <= 2:
-            raise ValueError(f"titans.max_lr must be in (0, 2] or None (got {self.max_lr}): past 2 one step "
-                             f"along a unit key overshoots its target by more than the error it corrects")
         if dim % self.heads:
             raise ValueError(f"titans.heads must divide model.dim (got dim={dim}, heads={self.heads})")
         for name in ("chunk_size", "conv_width", "hidden_mult", "window"):
@@ -52,7 +48,10 @@ class TitansConfig:
                 raise ValueError(f"titans.{name} must be a positive int (got {getattr(self, name)})")
         if self.persistent_tokens < 0:
             raise ValueError(f"titans.persistent_tokens must be ≥ 0 (got {self.persistent_tokens})")
-
+        if not 0 < self.resolved_max_lr() <= LR_BOUND:  # after chunk_size: the default bound divides by it
+            raise ValueError(f"titans.max_lr must be in (0, {LR_BOUND:g}] or None (got {self.max_lr}): past "
+                             f"{LR_BOUND:g} one step along a unit key overshoots its target by more than the error "
+                             f"it corrects")
 
     def resolved_max_lr(self) -> float:
         return stable_eta_max(self.chunk_size) if self.max_lr is None else self.max_lr

@@ -8,8 +8,9 @@
 """
 
 from .base import OBJECTIVES, READS, RULES, Memory, MemoryState, detach_state
+from .bounds import LR_BOUND, stable_eta_max
 from .linear import LinearMemory
 from .mlp import ACTIVATIONS, MLPMemory
 
-__all__ = ["ACTIVATIONS", "OBJECTIVES", "READS", "RULES", "LinearMemory", "MLPMemory", "Memory", "MemoryState",
-           "detach_state"]
+__all__ = ["ACTIVATIONS", "LR_BOUND", "OBJECTIVES", "READS", "RULES", "LinearMemory", "MLPMemory", "Memory",
+           "MemoryState", "detach_state", "stable_eta_max"]

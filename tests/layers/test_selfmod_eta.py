@@ -79,3 +79,15 @@ def test_plain_mlp_steps_diverge_where_proximal_ones_do_not():
         _, state = layer(torch.randn(2, 400, 16))
     assert not all(torch.isfinite(w).all() and w.abs().max() < 1e6 for w in (*state.group.weights,
                                                                               *state.memory.weights))
+
+
+def test_alpha_init_out_of_range_is_named():
+    with pytest.raises(ValueError, match=r"selfmod.alpha_init must be in \(0, 1\) \(got 1.5\)"):
+        SelfModifyingTitans(16, SelfModConfig(heads=2, alpha_init=1.5))
+
+
+def test_titans_chunk_size_is_checked_before_its_default_bound():
+    from nestlearn.layers import TitansConfig
+
+    with pytest.raises(ValueError, match="titans.chunk_size must be a positive int"):
+        TitansConfig(chunk_size=0).validate(16)

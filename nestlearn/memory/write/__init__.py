@@ -38,8 +38,8 @@ def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Te
         a = alpha[..., span]
         bt = None if beta is None else beta[..., span]
         plans = mem._plan(anchor, k[..., span, :], v[..., span, :], eta[..., span], a)
-        chunk = _Chunk(plans, weights, mom, (fused.RawGates if use_fused else ChunkGates)(a, bt), use_fused,
-                       at_anchor=offset == 0)
+        chunk = _Chunk(plans, weights, mom, (fused.RawGates if use_fused else ChunkGates)(a, bt), a.shape[1],
+                       use_fused, at_anchor=offset == 0)
         if q is None:
             for i in range(len(plans)):
                 chunk.step(i, None)
@@ -60,10 +60,9 @@ class _Chunk:
     ``Q``, returns its per-token reads). The gates are shared by every matrix of the memory, per head
     count; the fused kernel forms their products itself."""
 
-    def __init__(self, plans, weights, mom, gates, use_fused: bool, at_anchor: bool):
+    def __init__(self, plans, weights, mom, gates, heads: int, use_fused: bool, at_anchor: bool):
         self.plans, self.old_w, self.old_m, self.use_fused, self.at_anchor = plans, weights, mom, use_fused, at_anchor
-        self.heads = gates.a.shape[1] if use_fused else gates.gamma_last.shape[1]
-        self.gates = {self.heads: gates}
+        self.heads, self.gates = heads, {heads: gates}
         self.weights: list = [None] * len(plans)
         self.momentum: list = [None] * len(plans)
 
