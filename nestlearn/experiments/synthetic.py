@@ -85,6 +85,15 @@ class Recipe:
     eval_batches: int = 4
     eval_batch_size: int = 64
     max_len: int = 50  # formal: training / Bin0 lengths [1, max_len], Bin1 (max_len, 2·max_len]
+    # the protocol (experiments/synthetic/README.md): validation, early stopping, learning-rate selection
+    eval_every: int = 0  # validate every this many steps (0: never; the run takes its last weights)
+    patience: int = 0  # stop after this many validations without a better validation loss, or at 100%
+    #                    validation accuracy (0: never stop early)
+    min_delta: float = 0.01  # an improvement is a validation loss below (1 − min_delta) × the best so far
+    val_batches: int = 2  # validation batches of eval_batch_size (seeds disjoint from training and test)
+    lr_grid: list[float] = field(default_factory=list)  # geometric grid, the same for every model ([]: use lr)
+    lr_extend: int = 2  # points added beyond an edge of lr_grid while the best rate sits on that edge
+    select_seed: int = 100  # the seed of the selection runs (not one of the reported seeds)
     model: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, dict] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)
@@ -111,11 +120,35 @@ class Recipe:
         for m in self.models:
             if m not in MODELS and m not in self.variants:
                 raise ValueError(f"unknown model {m!r}; choose from {MODELS} or a name in variants")
-        for name in ("steps", "batch_size", "eval_batches", "eval_batch_size", "max_len"):
+        for name in ("steps", "batch_size", "eval_batches", "eval_batch_size", "max_len", "val_batches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int (got {getattr(self, name)!r})")
+        for name in ("eval_every", "patience", "lr_extend"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an int ≥ 0 (got {getattr(self, name)!r})")
+        if self.patience and not self.eval_every:
+            raise ValueError("patience needs eval_every > 0: early stopping watches the validation loss")
+        if not 0 <= self.min_delta < 1:
+            raise ValueError(f"min_delta must be in [0, 1) (got {self.min_delta!r})")
+        grid = self.lr_grid
+        if grid:
+            if len(grid) < 3 or any(not isinstance(x, (int, float)) or x <= 0 for x in grid):
+                raise ValueError(f"lr_grid needs at least 3 positive rates, so that a best rate can be inside it "
+                                 f"(got {grid!r})")
+            ratios = [b / a for a, b in zip(grid, grid[1:])]
+            if any(r <= 1 for r in ratios) or max(ratios) / min(ratios) > 1.01:
+                raise ValueError(f"lr_grid must be increasing and geometric (a constant ratio), so that it can be "
+                                 f"extended past an edge (got {grid!r})")
+            if any("lr" in spec for spec in self.variants.values()):
+                raise ValueError("a variant's lr and lr_grid exclude each other: with a grid every model's rate "
+                                 "is selected")
         if not self.seeds:
             raise ValueError("seeds is empty")
+        if self.lr_grid and not self.eval_every:
+            raise ValueError("lr_grid needs eval_every > 0: the rate is selected on the validation loss")
+        if self.lr_grid and self.select_seed in self.seeds:
+            raise ValueError(f"select_seed ({self.select_seed}) is one of the reported seeds {self.seeds}: the "
+                             "selection runs must not be in the mean")
 
 
 def load_recipe(path: str | Path, quick: bool = False) -> Recipe:
@@ -160,7 +193,7 @@ def make_batch(recipe: Recipe, task: str, batch: int, seed: int, split: str = "t
     args = recipe.tasks[task]
     if recipe.family == "formal":
         bins = formal.length_bins(recipe.max_len)
-        return formal.formal_batch(task, batch, bins["bin0" if split == "train" else split], seed)
+        return formal.formal_batch(task, batch, bins["bin0" if split in ("train", "val") else split], seed)
     g = torch.Generator().manual_seed(seed)
     if recipe.family == "mqar":
         return synthetic.mqar(batch, generator=g, **args)
@@ -210,6 +243,10 @@ def _eval_seed(i: int) -> int:
     return 987_654_321 + i  # disjoint from every training seed used here
 
 
+def _val_seed(i: int) -> int:
+    return 555_555_555 + i  # disjoint from the training and test seeds
+
+
 # ---- models ------------------------------------------------------------------------------------
 
 def model_config(recipe: Recipe, task: str, block: str, mlp_mult: float | None = None,
@@ -245,45 +282,70 @@ def _formal_loss(logits, targets, mask):
     return (loss * mask).sum() / mask.sum()
 
 
-@torch.no_grad()
-def evaluate(model: CausalLM, recipe: Recipe, task: str) -> dict[str, float]:
-    """Accuracy per split; a sequence whose logits are not finite (at a scored position) counts as wrong,
-    and ``nonfinite`` says how many such sequences there were."""
-    model.eval()
-    out: dict[str, float] = {}
-    nonfinite = 0
-    if recipe.family == "formal":
-        for j, split in enumerate(FORMAL_BINS):
-            good = total = 0
-            for i in range(recipe.eval_batches):
-                ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size, _eval_seed(i) + 10_000 * j,
-                                                split)
-                logits, _, _ = model(ids)
-                bad = (~torch.isfinite(logits).all(-1) & mask).any(-1)
-                wrong = ((logits > 0).float() != targets).any(-1) & mask
-                good += int((~(wrong.any(-1) | bad)).sum())
-                total += ids.shape[0]
-                nonfinite += int(bad.sum())
-            out[split] = 100.0 * good / total
-    else:
-        good = total = 0
-        for i in range(recipe.eval_batches):
-            ids, targets = make_batch(recipe, task, recipe.eval_batch_size, _eval_seed(i), "eval")
+def _score(model: CausalLM, recipe: Recipe, task: str, split: str, seeds: list[int]) -> tuple[float, float, int]:
+    """``(accuracy %, mean loss, sequences with non-finite logits)`` over one batch per seed. A sequence
+    whose logits are not finite at a scored position counts as wrong."""
+    good = total = nonfinite = 0
+    losses = []
+    for seed in seeds:
+        if recipe.family == "formal":
+            ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size, seed, split)
+            logits, _, _ = model(ids)
+            bad = (~torch.isfinite(logits).all(-1) & mask).any(-1)
+            wrong = ((logits > 0).float() != targets).any(-1) & mask
+            good += int((~(wrong.any(-1) | bad)).sum())
+            total += ids.shape[0]
+            nonfinite += int(bad.sum())
+            losses.append(float(_formal_loss(logits, targets, mask)))
+        else:
+            ids, targets = make_batch(recipe, task, recipe.eval_batch_size, seed, split)
             logits, _, _ = model(ids)
             sel = targets != -100
             finite = torch.isfinite(logits).all(-1)
             good += int(((logits.argmax(-1) == targets) & finite)[sel].sum())
             total += int(sel.sum())
             nonfinite += int((~finite & sel).any(-1).sum())
-        out["acc"] = 100.0 * good / max(total, 1)
+            losses.append(float(F.cross_entropy(logits[sel].float(), targets[sel])))
+    loss = statistics.mean(losses)
+    return 100.0 * good / max(total, 1), (loss if math.isfinite(loss) else float("inf")), nonfinite
+
+
+@torch.no_grad()
+def evaluate(model: CausalLM, recipe: Recipe, task: str) -> dict[str, float]:
+    """Test accuracy per split (formal: Bin0, Bin1, Bin2; otherwise ``acc``) on ``eval_batches`` held-out
+    batches; ``nonfinite`` counts the sequences whose logits were not finite (scored as wrong)."""
+    model.eval()
+    out: dict[str, float] = {}
+    nonfinite = 0
+    splits = FORMAL_BINS if recipe.family == "formal" else ("acc",)
+    for j, split in enumerate(splits):
+        seeds = [_eval_seed(i) + 10_000 * j for i in range(recipe.eval_batches)]
+        out[split], _, bad = _score(model, recipe, task, split if recipe.family == "formal" else "eval", seeds)
+        nonfinite += bad
     out["nonfinite"] = nonfinite
     model.train()
     return out
 
 
+@torch.no_grad()
+def validate(model: CausalLM, recipe: Recipe, task: str) -> tuple[float, float]:
+    """``(validation loss, validation accuracy %)`` on ``val_batches`` batches drawn like the training data
+    (formal: the training lengths) from seeds disjoint from training and test."""
+    model.eval()
+    acc, loss, _ = _score(model, recipe, task, "val", [_val_seed(i) for i in range(recipe.val_batches)])
+    model.train()
+    return loss, acc
+
+
 def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | None = None,
-            log=print, name: str | None = None, overrides: dict | None = None) -> dict[str, Any]:
-    """Train one model from scratch and evaluate it; ``name`` labels a variant of ``block``."""
+            log=print, name: str | None = None, overrides: dict | None = None,
+            trace: list | None = None) -> dict[str, Any]:
+    """Train one model from scratch and evaluate it; ``name`` labels a variant of ``block``.
+
+    With ``eval_every`` the run validates every that many steps (the ``curve``), keeps the weights of the
+    best validation loss, and with ``patience`` stops once that many validations in a row have not improved
+    it by ``min_delta`` (relative); the test metrics are those of the kept weights. ``trace`` (a list)
+    receives every step's training loss."""
     cfg = model_config(recipe, task, block, mlp_mult, overrides)
     name = name or block
     torch.manual_seed(seed)
@@ -301,6 +363,8 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
 
     t0 = time.perf_counter()
     losses, skipped, in_a_row, diverged_at = [], 0, 0, None
+    curve: list[list[float]] = []  # [step, validation loss, validation accuracy]
+    best, best_step, best_weights, stale, stopped_at = float("inf"), None, None, 0, None
     for step in range(recipe.steps):
         batch = make_batch(recipe, task, recipe.batch_size, _train_seed(seed, step))
         if recipe.family == "formal":
@@ -311,6 +375,8 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
             ids, targets = batch
             _, loss, _ = model(ids, targets=targets)
         value = float(loss.detach())  # the step's one host sync: the log and the finiteness check
+        if trace is not None:
+            trace.append(value)
         if not math.isfinite(value):  # skipped and counted; 10 in a row end the run as diverged
             skipped, in_a_row = skipped + 1, in_a_row + 1
             if in_a_row >= 10:
@@ -329,21 +395,77 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         losses.append(value)
         if log and (step + 1) % max(1, recipe.steps // 5) == 0:
             log(f"  {task} {name} seed {seed} step {step + 1}/{recipe.steps} loss {losses[-1]:.4f}")
+        if recipe.eval_every and ((step + 1) % recipe.eval_every == 0 or step + 1 == recipe.steps):
+            val_loss, val_acc = validate(model, recipe, task)
+            curve.append([step + 1, val_loss, val_acc])
+            if val_acc >= 100.0 or not (val_loss < best * (1 - recipe.min_delta) or best_weights is None):
+                stale += 1  # no real gain, or the task is solved on the validation split
+            else:
+                stale = 0
+            if val_loss < best:
+                best, best_step = val_loss, step + 1
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if recipe.patience and stale >= recipe.patience:
+                stopped_at = step + 1
+                if log:
+                    log(f"  {task} {name} seed {seed}: validation loss flat for {stale} checks, stopped at "
+                        f"step {step + 1}")
+                break
     train_s = time.perf_counter() - t0
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
     metrics = evaluate(model, recipe, task)
     settings = {k: getattr(recipe, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "max_len",
-                                                 "eval_batches", "eval_batch_size")}
+                                                 "eval_batches", "eval_batch_size", "eval_every", "patience",
+                                                 "min_delta", "val_batches")}
+    val = {}
+    if curve:
+        at = next(c for c in curve if c[0] == best_step) if best_step else curve[-1]
+        val = {"val_loss": at[1], "val_acc": at[2], "best_step": best_step, "curve": curve}
     return {"task": task, "model": name, "block": block, "seed": seed, "params": model.num_parameters(),
             **code_version(), "config": dataclasses.asdict(cfg), "settings": settings,
             "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": losses[-1] if losses else float("nan"),
-            "skipped": skipped, "diverged_at": diverged_at, "lr": recipe.lr,
-            "wall_s": time.perf_counter() - t0, "train_s": train_s, **metrics}
+            "skipped": skipped, "diverged_at": diverged_at, "lr": recipe.lr, "stopped_at": stopped_at,
+            "steps_run": len(losses) + skipped,
+            "wall_s": time.perf_counter() - t0, "train_s": train_s, "threads": torch.get_num_threads(),
+            **val, **metrics}
 
 
 # ---- the suite ---------------------------------------------------------------------------------
 
+def _rate(lr: float) -> float:
+    return float(f"{lr:.3g}")
+
+
+def fingerprint(recipe: Recipe, task: str, block: str, mlp_mult: float | None = None,
+                overrides: dict | None = None) -> list[float]:
+    """What the code computes for this model and task, in numbers: a 3-step run (batch 4) through
+    :func:`run_one` — its training losses, validation curve and test metrics. Two code versions whose
+    fingerprints agree (:func:`same_behaviour`) compute the same runs, so their rows may share a table (a
+    speed-up that keeps the numbers does not make the finished runs stale)."""
+    tiny = dataclasses.replace(recipe, steps=3, warmup=2, batch_size=4, eval_batches=1, eval_batch_size=4,
+                               val_batches=1, eval_every=2, patience=0, lr=3e-3)
+    trace: list[float] = []
+    r = run_one(tiny, task, block, 0, mlp_mult, log=None, overrides=overrides, trace=trace)
+    return trace + [v for c in r.get("curve", []) for v in c[1:]] + [float(r[k]) for k in ("acc", *FORMAL_BINS) if k in r]
+
+
+def same_behaviour(a: list[float] | None, b: list[float] | None) -> bool:
+    """Fingerprints equal to rounding (relative 1e-4): thread counts and summation order may differ."""
+    if a is None or b is None or len(a) != len(b):
+        return False
+    return all((math.isnan(x) and math.isnan(y)) or x == y or abs(x - y) <= 1e-6 + 1e-4 * abs(y)
+               for x, y in zip(a, b))
+
+
 def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, report_only: bool = False) -> list[dict]:
-    """Run every (task, model, seed) not yet in ``out``; ``report_only`` just rewrites the tables."""
+    """Run every (task, model, seed) not yet in ``out``; ``report_only`` just rewrites the tables.
+
+    With ``lr_grid``, each (task, model) first trains once per grid rate at ``select_seed`` (the selection
+    runs) and takes the rate of the lowest validation loss; while that rate is on an edge of the grid the
+    grid grows by one rate past that edge (at most ``lr_extend`` times per edge). The reported seeds then
+    train at the selected rate. A row of another code version is reused when its fingerprint equals this
+    code's (:func:`fingerprint`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{recipe.family}.jsonl"
@@ -355,50 +477,148 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
                     done.append(json.loads(line))
                 except json.JSONDecodeError:  # a line cut short by a crash: that run is redone
                     continue
-    version = code_version()["code"]
-    have = {(r["task"], r["model"], r["seed"], r["steps"]) for r in done if r.get("code") == version}
-    for task in recipe.tasks:
-        hope_params = count_params(model_config(recipe, task, "hope"))
-        for seed in recipe.seeds:
-            for name in ([] if report_only else recipe.models):
-                spec = recipe.variants.get(name, {"block": name})
-                block, over = spec["block"], spec.get("model")
-                sub = dataclasses.replace(recipe, lr=spec.get("lr", recipe.lr), steps=spec.get("steps", recipe.steps))
-                if (task, name, seed, sub.steps) in have:
+    ctx = _Suite(recipe, done)
+    for task in ([] if report_only else recipe.tasks):
+        for name in recipe.models:
+            lr = _select(ctx, task, name, path, log) if recipe.lr_grid else None
+            for seed in recipe.seeds:
+                sub = ctx.settings(name, lr)
+                if ctx.find(task, name, "final", seed, sub) is not None:
                     continue
-                mult = None if block in ("hope", "hope_attention") else matched_mlp_mult(recipe, task, block,
-                                                                                         hope_params)
-                r = run_one(sub, task, block, seed, mult, log, name=name, overrides=over)
+                r = ctx.run(sub, task, name, seed, log)
                 if r["diverged_at"] is not None:  # one retry at half the learning rate, recorded as such
                     first = r
-                    r = run_one(dataclasses.replace(sub, lr=sub.lr / 2), task, block, seed, mult, log, name=name,
-                                overrides=over)
+                    r = ctx.run(dataclasses.replace(sub, lr=sub.lr / 2), task, name, seed, log)
                     r["first_try_diverged_at"] = first["diverged_at"]
+                    r["lr"] = sub.lr  # the rate the run was asked for; settings.lr and retry_lr: what ran
+                    r["retry_lr"] = sub.lr / 2
                     r["wall_s"] += first["wall_s"]
+                _append(path, r, done)
                 if log:
                     log(f"{task} {name} seed {seed}: " + ", ".join(
                         f"{k} {r[k]:.1f}" for k in ("acc", *FORMAL_BINS) if k in r) + f" ({r['wall_s']:.0f} s)")
-                with path.open("a") as f:
-                    f.write(json.dumps(r) + "\n")
-                done.append(r)
-                _report(recipe, done, out, command)  # the tables so far, after every run
-    return _report(recipe, done, out, command)
+                _report(recipe, ctx, out, command)  # the tables so far, after every run
+    return _report(recipe, ctx, out, command)
 
 
-def _report(recipe: Recipe, done: list[dict], out: Path, command: str) -> list[dict]:
+class _Suite:
+    """The suite's finished rows and what it knows of the current code (its version and fingerprints)."""
+
+    def __init__(self, recipe: Recipe, done: list[dict]):
+        self.recipe, self.done, self.version = recipe, done, code_version()["code"]
+        self._mult: dict[tuple[str, str], float | None] = {}
+        self._fp: dict[tuple[str, str], list[float]] = {}
+
+    def spec(self, name: str) -> dict:
+        return self.recipe.variants.get(name, {"block": name})
+
+    def settings(self, name: str, lr: float | None) -> Recipe:
+        spec = self.spec(name)
+        return dataclasses.replace(self.recipe, lr=lr if lr is not None else spec.get("lr", self.recipe.lr),
+                                   steps=spec.get("steps", self.recipe.steps))
+
+    def mult(self, task: str, name: str) -> float | None:
+        if (task, name) not in self._mult:
+            block = self.spec(name)["block"]
+            hope = count_params(model_config(self.recipe, task, "hope"))
+            self._mult[task, name] = (None if block in ("hope", "hope_attention")
+                                      else matched_mlp_mult(self.recipe, task, block, hope))
+        return self._mult[task, name]
+
+    def fingerprint(self, task: str, name: str) -> list[float]:
+        if (task, name) not in self._fp:
+            spec = self.spec(name)
+            self._fp[task, name] = fingerprint(self.recipe, task, spec["block"], self.mult(task, name),
+                                               spec.get("model"))
+        return self._fp[task, name]
+
+    def current(self, r: dict) -> bool:
+        """Whether a row counts for the current code: the same code version, or the same fingerprint."""
+        if r.get("code") == self.version:
+            return True
+        if r.get("fingerprint") is None or r["task"] not in self.recipe.tasks or r["model"] not in self.recipe.models:
+            return False
+        return same_behaviour(r["fingerprint"], self.fingerprint(r["task"], r["model"]))
+
+    def find(self, task: str, name: str, phase: str, seed: int, sub: Recipe) -> dict | None:
+        for r in self.done:
+            if (r["task"], r["model"], r.get("phase", "final"), r["seed"], r["steps"]) == (task, name, phase, seed,
+                                                                                          sub.steps) \
+                    and _rate(r["lr"]) == _rate(sub.lr) and self.current(r):
+                return r
+        return None
+
+    def run(self, sub: Recipe, task: str, name: str, seed: int, log, phase: str = "final") -> dict:
+        spec = self.spec(name)
+        r = run_one(sub, task, spec["block"], seed, self.mult(task, name), log, name=name,
+                    overrides=spec.get("model"))
+        r["phase"] = phase
+        r["fingerprint"] = self.fingerprint(task, name)
+        return r
+
+
+def _append(path: Path, r: dict, done: list[dict]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(r) + "\n")
+    done.append(r)
+
+
+def _select(ctx: _Suite, task: str, name: str, path: Path, log) -> float:
+    """The learning rate of the lowest validation loss over the grid (grown past an edge while the best
+    rate sits on it); every selection run is a row with ``phase: "select"``."""
+    recipe = ctx.recipe
+    grid = [_rate(x) for x in recipe.lr_grid]
+    ratio = grid[1] / grid[0]
+    added = {"low": 0, "high": 0}
+    while True:
+        runs = {}
+        for lr in grid:
+            sub = ctx.settings(name, lr)
+            r = ctx.find(task, name, "select", recipe.select_seed, sub)
+            if r is None:
+                r = ctx.run(sub, task, name, recipe.select_seed, log, phase="select")
+                _append(path, r, ctx.done)
+                if log:
+                    log(f"{task} {name} lr {lr:g} (selection): validation loss {r.get('val_loss', float('inf')):.4f}")
+            runs[lr] = r.get("val_loss", float("inf"))
+        best = min(grid, key=lambda lr: runs[lr])
+        if best == grid[0] and added["low"] < recipe.lr_extend:
+            grid.insert(0, _rate(grid[0] / ratio))
+            added["low"] += 1
+        elif best == grid[-1] and added["high"] < recipe.lr_extend:
+            grid.append(_rate(grid[-1] * ratio))
+            added["high"] += 1
+        else:
+            return best
+
+
+def _selection(recipe: Recipe, rows: list[dict], task: str, name: str) -> tuple[dict[float, dict], float | None]:
+    """The selection rows of (task, model) by rate, and the rate they select."""
+    runs = {_rate(r["lr"]): r for r in rows if r.get("phase") == "select" and r["task"] == task
+            and r["model"] == name and r["seed"] == recipe.select_seed}
+    if not runs:
+        return runs, None
+    return runs, min(runs, key=lambda lr: runs[lr].get("val_loss", float("inf")))
+
+
+def _report(recipe: Recipe, ctx: _Suite, out: Path, command: str) -> list[dict]:
     def steps_of(name):
         return recipe.variants.get(name, {}).get("steps", recipe.steps)
 
-    rows = [r for r in done if r["task"] in recipe.tasks and r["model"] in recipe.models
-            and r["seed"] in recipe.seeds and r["steps"] == steps_of(r["model"])]
-    version = code_version()["code"]
-    current = [r for r in rows if r.get("code") == version]
+    rows = [r for r in ctx.done if r["task"] in recipe.tasks and r["model"] in recipe.models
+            and r["steps"] == steps_of(r["model"])
+            and (r["seed"] in recipe.seeds or (r.get("phase") == "select" and r["seed"] == recipe.select_seed))]
+    current = [r for r in rows if ctx.current(r)]
     if rows and not current:
         found = sorted({r.get("code", "unrecorded") for r in rows})
-        raise ValueError(f"{out}: no run of this code version ({version}); the rows there come from {found}. "
-                         "Run the suite to redo them, or check out the code they were run with")
+        raise ValueError(f"{out}: no run of this code version ({ctx.version}); the rows there come from {found}, "
+                         "whose fingerprints differ from this code's. Run the suite to redo them, or check out "
+                         "the code they were run with")
+    if recipe.lr_grid:  # the reported seeds count at the rate their selection chose
+        chosen = {(t, m): _selection(recipe, current, t, m)[1] for t in recipe.tasks for m in recipe.models}
+        current = [r for r in current if r.get("phase") == "select" or _rate(r["lr"]) == chosen[r["task"], r["model"]]]
     write_results(recipe, current, out, command, left_out=len(rows) - len(current))
-    return current
+    return [r for r in current if r.get("phase", "final") == "final"]
 
 
 def _ms(xs: list[float]) -> str:
@@ -410,11 +630,17 @@ def _ms(xs: list[float]) -> str:
 
 
 def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = "", left_out: int = 0) -> Path:
-    """Write ``<family>.md`` and ``RESULTS.md``; refuses rows of more than one code version."""
+    """Write ``<family>.md`` and ``RESULTS.md``. Refuses rows of several code versions unless, for every
+    (task, model), they carry the same fingerprint (the same computation, :func:`same_behaviour`)."""
     versions = sorted({r.get("code", "unrecorded") for r in rows})
     if len(versions) > 1:
-        raise ValueError(f"refusing to write one table from {len(versions)} code versions {versions}: "
-                         "every row of a table must come from the same code")
+        for key in {(r["task"], r["model"]) for r in rows}:
+            fps = [r.get("fingerprint") for r in rows if (r["task"], r["model"]) == key]
+            if not all(same_behaviour(fp, fps[0]) for fp in fps):
+                raise ValueError(f"refusing to write one table from {len(versions)} code versions {versions}: "
+                                 f"the rows of {key[0]}/{key[1]} differ in what they compute (fingerprints)")
+    selection = [r for r in rows if r.get("phase") == "select"]
+    rows = [r for r in rows if r.get("phase", "final") == "final"]
 
     def cell(task, model, key):
         return _ms([r[key] for r in rows if r["task"] == task and r["model"] == model])
@@ -424,17 +650,25 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     lines = [f"# Synthetic experiments: {recipe.family}", ""]
     if command:
         lines += ["Command:", "", f"    {command}", ""]
-    lines += [f"{recipe.steps} steps × batch {recipe.batch_size}, AdamW lr {recipe.lr} "
-              f"(cosine, warm-up {recipe.warmup}), "
+    rate = (f"the learning rate selected per model from the grid {recipe.lr_grid} (column lr)"
+            if recipe.lr_grid else f"lr {recipe.lr}")
+    stop = (f"; validation every {recipe.eval_every} steps, the weights of the best validation loss kept"
+            + (f", stopped after {recipe.patience} validations without a {recipe.min_delta:.0%} improvement"
+               if recipe.patience else "") if recipe.eval_every else "")
+    lines += [f"Budget {recipe.steps} steps × batch {recipe.batch_size}, AdamW with {rate} "
+              f"(cosine, warm-up {recipe.warmup}){stop}; "
               f"seeds {recipe.seeds}; model {json.dumps(recipe.model)}. Mean ± std over seeds. "
               f"Wall times are on the machine that ran this (train + evaluation, per run).", ""]
     if recipe.variants:
         lines += ["Variants (changes from the settings above): " + json.dumps(recipe.variants), ""]
-    if rows:
-        commits = sorted({r.get("commit", "unrecorded") for r in rows})
-        lines += [f"Code version {versions[0]} (commit {', '.join(commits)})"
-                  + (f"; {left_out} rows of other code versions in {recipe.family}.jsonl are not in this table"
-                     if left_out else "") + ".", ""]
+    if rows or selection:
+        every = rows + selection
+        commits = sorted({r.get("commit", "unrecorded") for r in every})
+        lines += [f"Code version {', '.join(versions)} (commit {', '.join(commits)})"
+                  + (" (rows of several code versions whose fingerprints agree: the same computation)"
+                     if len(versions) > 1 else "")
+                  + (f"; {left_out} rows in {recipe.family}.jsonl are not in this table (other code, or a rate "
+                     "the selection did not choose)" if left_out else "") + ".", ""]
     if recipe.family == "formal":
         bins = formal.length_bins(recipe.max_len)
         (l0, h0), (l1, h1), (l2, h2) = bins["bin0"], bins["bin1"], bins["bin2"]
@@ -443,8 +677,8 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                   f"Bin2: {l2}–{h2} test length generalisation; "
                   f"{recipe.eval_batches * recipe.eval_batch_size} strings per bin. "
                   "Paper (NL Table 5, Bin0/Bin1) in brackets.", "",
-                  "| model | params | " + " | ".join(tasks) + " | wall / run |",
-                  "|---|---:|" + "---|" * len(tasks) + "---:|"]
+                  "| model | params | " + " | ".join(tasks) + " | lr | steps run | wall / run |",
+                  "|---|---:|" + "---|" * len(tasks) + "---|---:|---:|"]
         paper_idx = {lang: i for i, lang in enumerate(formal.LANGUAGES)}
         for m in models:
             cells = []
@@ -452,13 +686,14 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                 ours = " / ".join(cell(t, m, b) for b in FORMAL_BINS)
                 paper = PAPER_FORMAL.get(m)
                 cells.append(ours + (f" [{paper[paper_idx[t]]}]" if paper else ""))
-            lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells) + f" | {_wall(rows, m)} |")
+            lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells)
+                         + f" | {_lrs(recipe, rows, selection, m)} | {_steps_run(rows, m)} | {_wall(rows, m)} |")
     else:
         metric = "token accuracy on the answer positions" if recipe.family == "mad" else "accuracy on the queries"
         lines += [f"Held-out {metric} (%), {recipe.eval_batches * recipe.eval_batch_size} sequences per task."
                   + (" Paper (NL Table 4) in brackets." if recipe.family == "mad" else ""), "",
-                  "| model | params | " + " | ".join(tasks) + " | wall / run |",
-                  "|---|---:|" + "---|" * len(tasks) + "---:|"]
+                  "| model | params | " + " | ".join(tasks) + " | lr | steps run | wall / run |",
+                  "|---|---:|" + "---|" * len(tasks) + "---|---:|---:|"]
         for m in models:
             cells = []
             for t in tasks:
@@ -466,7 +701,27 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                 if recipe.family == "mad" and m in PAPER_MAD and t in _MAD_ORDER:
                     c += f" [{PAPER_MAD[m][_MAD_ORDER.index(t)]}]"
                 cells.append(c)
-            lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells) + f" | {_wall(rows, m)} |")
+            lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells)
+                         + f" | {_lrs(recipe, rows, selection, m)} | {_steps_run(rows, m)} | {_wall(rows, m)} |")
+    if selection:
+        lines += ["", "Learning-rate selection (seed " + str(recipe.select_seed) + ", not a reported seed): "
+                  "validation loss at each rate; **bold** is the rate selected (the lowest), † marks a selected "
+                  "rate on an edge of the grid after it was grown as far as the recipe allows.", ""]
+        for t in tasks:
+            rates = sorted({_rate(r["lr"]) for r in selection if r["task"] == t})
+            lines += [f"| {t} | " + " | ".join(f"{x:g}" for x in rates) + " |", "|---|" + "---:|" * len(rates)]
+            for m in recipe.models:
+                runs, best = _selection(recipe, selection, t, m)
+                if not runs:
+                    continue
+                edge = "†" if best in (min(runs), max(runs)) else ""
+                cells = []
+                for x in rates:
+                    v = runs[x].get("val_loss", float("inf")) if x in runs else None
+                    c = "" if v is None else f"{v:.4f}"
+                    cells.append(f"**{c}**{edge}" if x == best else c)
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            lines.append("")
     skips = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['skipped']}" for r in rows if r.get("skipped")]
     if skips:
         lines += ["", "Training steps skipped for a non-finite loss: " + "; ".join(skips) + "."]
@@ -483,7 +738,10 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     if failed:
         lines += ["", "Diverged again on the retry (scored as they ended): " + "; ".join(failed) + "."]
     lines += ["", "Task arguments: " + json.dumps(recipe.tasks), "",
-              f"Total wall time of these runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min."]
+              f"Total wall time of these runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min"
+              + (f", and {sum(r['wall_s'] for r in selection) / 60:.1f} min of selection runs" if selection else "")
+              + f"; {sum(r['wall_s'] * r.get('threads', 1) for r in rows + selection) / 3600:.2f} CPU hours "
+              "(wall time × torch threads)."]
     if recipe.family == "mqar" and _plot_mqar(recipe, rows, out / "mqar.png"):
         lines += ["", "![MQAR accuracy vs number of pairs](mqar.png)"]
     _write(out / f"{recipe.family}.md", "\n".join(lines) + "\n")
@@ -504,6 +762,16 @@ def _write(path: Path, text: str) -> None:
 def _params(rows, m) -> str:
     ps = sorted({r["params"] for r in rows if r["model"] == m})
     return f"{ps[0]:,}" if len(ps) == 1 else f"{ps[0]:,}–{ps[-1]:,}"
+
+
+def _lrs(recipe: Recipe, rows, selection, m) -> str:
+    lrs = sorted({_rate(r["lr"]) for r in rows if r["model"] == m})
+    return ", ".join(f"{x:g}" for x in lrs) if lrs else "–"
+
+
+def _steps_run(rows, m) -> str:
+    xs = [r.get("steps_run", r["steps"]) for r in rows if r["model"] == m]
+    return f"{statistics.mean(xs):.0f}" if xs else "–"
 
 
 def _wall(rows, m) -> str:

@@ -2,6 +2,7 @@
 its tables; an interrupted suite resumes; bad recipes are named."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,8 @@ def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     real = S.run_one
 
     def counting(*args, **kwargs):
+        if kwargs.get("trace") is not None:  # a fingerprint, not a run
+            return real(*args, **kwargs)
         calls.append(args[2])
         if len(calls) == 2 and not hasattr(counting, "crashed"):
             counting.crashed = True
@@ -108,12 +111,22 @@ def test_rows_record_their_code_and_a_table_refuses_to_mix_versions(tmp_path):
     assert all(r["code"] == version["code"] and r["commit"] == version["commit"] for r in rows)
     assert rows[0]["config"]["block"] == "delta" and rows[0]["settings"]["steps"] == 1
     assert f"Code version {version['code']}" in (tmp_path / "out" / "mqar.md").read_text()
-    mixed = [rows[0], {**rows[1], "code": "0123456789ab"}]
+    fp = rows[0]["fingerprint"]
+    assert len(fp) == 3 + 2 * 2 + 1 and rows[1]["fingerprint"] == fp  # 3 losses, 2 validations, the test accuracy
+    # another code version that computes the same numbers may share the table, and says so
+    S.write_results(recipe, [rows[0], {**rows[1], "code": "0123456789ab"}], tmp_path / "out")
+    assert "fingerprints agree" in (tmp_path / "out" / "mqar.md").read_text()
+    other = [x * (1 + 1e-3) for x in fp]  # a change in what the code computes
+    assert S.same_behaviour(fp, [x * (1 + 1e-6) for x in fp]) and not S.same_behaviour(fp, other)
+    mixed = [rows[0], {**rows[1], "code": "0123456789ab", "fingerprint": other}]
     with pytest.raises(ValueError, match="refusing to write one table from 2 code versions"):
         S.write_results(recipe, mixed, tmp_path / "out")
-    # rows of another code version are not resumed: the suite redoes them for this one
+    # rows of another code version with the same fingerprint are resumed, not redone
     jsonl = tmp_path / "out" / "mqar.jsonl"
     jsonl.write_text("".join(json.dumps({**r, "code": "old"}) + "\n" for r in rows))
+    assert len(S.run_suite(recipe, tmp_path / "out", log=None)) == 2 and len(jsonl.read_text().splitlines()) == 2
+    # rows whose fingerprint differs are not: the suite redoes them for this code
+    jsonl.write_text("".join(json.dumps({**r, "code": "old", "fingerprint": other}) + "\n" for r in rows))
     with pytest.raises(ValueError, match="no run of this code version"):
         S.run_suite(recipe, tmp_path / "out", log=None, report_only=True)
     again = S.run_suite(recipe, tmp_path / "out", log=None)
@@ -173,5 +186,81 @@ def test_a_diverging_run_is_retried_at_half_the_learning_rate(tmp_path, monkeypa
 
     monkeypatch.setattr(S, "run_one", tracking)
     rows = S.run_suite(S.load_recipe(path), tmp_path / "out", log=None)
-    assert rows[0]["lr"] == 0.001 and rows[0]["first_try_diverged_at"] == 9 and rows[0]["diverged_at"] is None
+    assert rows[0]["lr"] == 0.002 and rows[0]["retry_lr"] == 0.001 and rows[0]["settings"]["lr"] == 0.001
+    assert rows[0]["first_try_diverged_at"] == 9 and rows[0]["diverged_at"] is None
     assert "retried once at half the learning rate" in (tmp_path / "out" / "RESULTS.md").read_text()
+
+
+_TINY = ("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+         "seeds: [0]\neval_batches: 1\neval_batch_size: 4\nbatch_size: 4\nwarmup: 1\n"
+         "model: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+
+
+def test_early_stopping_stops_on_a_flat_validation_loss_and_keeps_the_best_weights(tmp_path, monkeypatch):
+    path = tmp_path / "r.yaml"
+    path.write_text(_TINY + "models: [transformer]\nsteps: 40\neval_every: 2\npatience: 2\nmin_delta: 0.01\n")
+    recipe = S.load_recipe(path)
+    losses = iter([1.0, 0.5, 0.499, 0.55, 0.2])  # the 3rd is better by less than min_delta: not an improvement
+    seen = []
+
+    def fake_validate(model, recipe, task):
+        seen.append(sum(float(p.detach().sum()) for p in model.parameters()))
+        return next(losses), 50.0
+
+    tested = []
+    real_evaluate = S.evaluate
+
+    def recording_evaluate(model, recipe, task):
+        tested.append(sum(float(p.detach().sum()) for p in model.parameters()))
+        return real_evaluate(model, recipe, task)
+
+    monkeypatch.setattr(S, "validate", fake_validate)
+    monkeypatch.setattr(S, "evaluate", recording_evaluate)
+    r = S.run_one(recipe, "p2", "transformer", 0, log=None)
+    assert r["stopped_at"] == 8 and r["steps_run"] == 8  # two validations in a row without a 1% gain
+    assert r["best_step"] == 6 and r["val_loss"] == 0.499 and [c[0] for c in r["curve"]] == [2, 4, 6, 8]
+    assert tested == [seen[2]] and seen[2] != seen[3]  # tested with the weights of step 6, not step 8
+
+
+def test_selection_takes_the_lowest_validation_loss_and_grows_the_grid_past_an_edge(tmp_path, monkeypatch):
+    path = tmp_path / "r.yaml"
+    path.write_text(_TINY + "models: [delta, transformer]\nsteps: 2\neval_every: 1\nselect_seed: 7\n"
+                    "lr_grid: [0.001, 0.002, 0.004]\nlr_extend: 2\n")
+    recipe = S.load_recipe(path)
+    best = {"delta": 0.008, "transformer": 0.1}  # delta's optimum is past the grid; the transformer's far past it
+
+    def fake_validate(model, recipe, task):
+        target = best[model.cfg.block]
+        return (math.log(recipe.lr) - math.log(target)) ** 2, 50.0
+
+    monkeypatch.setattr(S, "validate", fake_validate)
+    rows = S.run_suite(recipe, tmp_path / "out", log=None)
+    assert {r["model"]: r["lr"] for r in rows} == {"delta": 0.008, "transformer": 0.016}
+    lines = [json.loads(x) for x in (tmp_path / "out" / "mqar.jsonl").read_text().splitlines()]
+    select = {(r["model"], r["lr"]) for r in lines if r["phase"] == "select"}
+    assert all(r["seed"] == 7 for r in lines if r["phase"] == "select")
+    grown = {0.001, 0.002, 0.004, 0.008, 0.016}  # two rates past the upper edge, for both models
+    assert select == {(m, x) for m in ("delta", "transformer") for x in grown}
+    text = (tmp_path / "out" / "mqar.md").read_text()
+    assert "Learning-rate selection (seed 7" in text
+    assert "| transformer |" in text and "†" in text  # the transformer's rate is still on the edge
+    delta_row = next(x for x in text.splitlines() if x.startswith("| delta |") and "**" in x)
+    assert "†" not in delta_row
+    # resuming redoes nothing
+    n = len(lines)
+    S.run_suite(recipe, tmp_path / "out", log=None)
+    assert len((tmp_path / "out" / "mqar.jsonl").read_text().splitlines()) == n
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("lr_grid: [0.001, 0.003, 0.004]\neval_every: 1\n", "geometric"),
+    ("lr_grid: [0.001, 0.002]\neval_every: 1\n", "at least 3"),
+    ("lr_grid: [0.001, 0.002, 0.004]\n", "lr_grid needs eval_every"),
+    ("lr_grid: [0.001, 0.002, 0.004]\neval_every: 1\nselect_seed: 0\n", "must not be in the mean"),
+    ("patience: 3\n", "patience needs eval_every"),
+])
+def test_bad_protocol_settings_are_named(tmp_path, extra, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(_TINY + "models: [delta]\nsteps: 2\n" + extra)
+    with pytest.raises(ValueError, match=message):
+        S.load_recipe(path)
