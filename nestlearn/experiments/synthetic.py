@@ -361,7 +361,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         frac = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
         return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     losses, skipped, in_a_row, diverged_at = [], 0, 0, None
     curve: list[list[float]] = []  # [step, validation loss, validation accuracy]
     best, best_step, best_weights, stale, stopped_at = float("inf"), None, None, 0, None
@@ -427,7 +427,8 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
             "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": losses[-1] if losses else float("nan"),
             "skipped": skipped, "diverged_at": diverged_at, "lr": recipe.lr, "stopped_at": stopped_at,
             "steps_run": len(losses) + skipped,
-            "wall_s": time.perf_counter() - t0, "train_s": train_s, "threads": torch.get_num_threads(),
+            "wall_s": time.perf_counter() - t0, "train_s": train_s, "cpu_s": time.process_time() - c0,
+            "threads": torch.get_num_threads(),
             **val, **metrics}
 
 
@@ -493,6 +494,7 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
                     r["lr"] = sub.lr  # the rate the run was asked for; settings.lr and retry_lr: what ran
                     r["retry_lr"] = sub.lr / 2
                     r["wall_s"] += first["wall_s"]
+                    r["cpu_s"] += first["cpu_s"]
                 _append(path, r, done)
                 if log:
                     log(f"{task} {name} seed {seed}: " + ", ".join(
@@ -740,8 +742,8 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     lines += ["", "Task arguments: " + json.dumps(recipe.tasks), "",
               f"Total wall time of these runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min"
               + (f", and {sum(r['wall_s'] for r in selection) / 60:.1f} min of selection runs" if selection else "")
-              + f"; {sum(r['wall_s'] * r.get('threads', 1) for r in rows + selection) / 3600:.2f} CPU hours "
-              "(wall time × torch threads)."]
+              + f"; {sum(r.get('cpu_s', r['wall_s'] * r.get('threads', 1)) for r in rows + selection) / 3600:.2f} "
+              "CPU hours (process CPU time; wall time × threads for rows that predate it)."]
     if recipe.family == "mqar" and _plot_mqar(recipe, rows, out / "mqar.png"):
         lines += ["", "![MQAR accuracy vs number of pairs](mqar.png)"]
     _write(out / f"{recipe.family}.md", "\n".join(lines) + "\n")
