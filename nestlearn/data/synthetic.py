@@ -78,6 +78,35 @@ def in_context_recall(batch: int, seq_len: int, n_keys: int = 16, n_values: int 
     return ids, targets
 
 
+def noisy_in_context_recall(batch: int, seq_len: int, n_keys: int = 8, n_values: int = 8, noise_vocab: int = 16,
+                            frac_noise: float = 0.2,
+                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """MAD noisy in-context recall: the in-context recall stream in which each two-token slot is, with
+    probability ``frac_noise``, two noise tokens (a vocabulary of their own, ``n_keys + n_values + 1 …``)
+    instead of a ``k v`` pair; noise is never a target and never a key."""
+    if not 0.0 <= frac_noise < 1.0:
+        raise ValueError(f"frac_noise must be in [0, 1) (got {frac_noise})")
+    ids, targets = in_context_recall(batch, seq_len, n_keys, n_values, generator=generator)
+    n = seq_len // 2
+    noisy = torch.rand(batch, n, generator=generator) < frac_noise
+    noise = torch.randint(0, noise_vocab, (batch, n, 2), generator=generator) + n_keys + n_values + 1
+    pairs = ids[:, :2 * n].reshape(batch, n, 2)
+    pairs = torch.where(noisy.unsqueeze(-1), noise, pairs)
+    ids = torch.cat([pairs.flatten(1), ids[:, 2 * n:]], dim=1)
+    # a key counts as seen only where its pair was kept: recompute the targets over the kept pairs
+    targets = torch.full_like(ids, -100)
+    for b in range(batch):
+        seen: dict[int, int] = {}
+        for i in range(n):
+            if noisy[b, i]:
+                continue
+            k, v = int(ids[b, 2 * i]), int(ids[b, 2 * i + 1])
+            if k in seen:
+                targets[b, 2 * i] = v
+            seen[k] = v
+    return ids, targets
+
+
 def fuzzy_in_context_recall(batch: int, seq_len: int, n_keys: int = 8, vocab: int = 16, max_span: int = 3,
                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """MAD fuzzy in-context recall: keys and values are spans of 1…``max_span`` tokens (key tokens

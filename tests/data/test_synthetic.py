@@ -13,6 +13,7 @@ from nestlearn.data.synthetic import (
     in_context_recall,
     memorization,
     mqar,
+    noisy_in_context_recall,
     selective_copying,
 )
 
@@ -122,6 +123,26 @@ def test_recall_tasks_are_correct_by_construction():
         for j, target in enumerate(tr):
             if target != -100:
                 assert row[j + 1] == target and target > 16  # a value token, predicted from the token before
+
+
+def test_noisy_recall_targets_only_keys_seen_in_kept_pairs():
+    g = torch.Generator().manual_seed(3)
+    ids, t = noisy_in_context_recall(64, 64, n_keys=8, n_values=8, noise_vocab=16, frac_noise=0.4, generator=g)
+    noise_slots = 0
+    for row, tr in zip(ids.tolist(), t.tolist(), strict=True):
+        seen = {}
+        for j in range(0, 64, 2):
+            k, v = row[j], row[j + 1]
+            if k > 16:  # a noise slot: both tokens from the noise vocabulary, never a target
+                assert 17 <= k <= 32 and 17 <= v <= 32 and tr[j] == tr[j + 1] == -100
+                noise_slots += 1
+                continue
+            assert 1 <= k <= 8 and 9 <= v <= 16
+            assert tr[j] == (v if k in seen else -100)
+            assert seen.setdefault(k, v) == v
+    assert abs(noise_slots / (64 * 32) - 0.4) < 0.03  # the share of noise asked for
+    with pytest.raises(ValueError, match="frac_noise"):
+        noisy_in_context_recall(2, 8, frac_noise=1.0)
 
 
 def test_copy_and_memorization_tasks():

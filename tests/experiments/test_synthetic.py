@@ -264,3 +264,11 @@ def test_bad_protocol_settings_are_named(tmp_path, extra, message):
     path.write_text(_TINY + "models: [delta]\nsteps: 2\n" + extra)
     with pytest.raises(ValueError, match=message):
         S.load_recipe(path)
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(RECIPES)))
+def test_every_committed_recipe_loads_in_both_modes(path):
+    for quick in (False, True):
+        recipe = S.load_recipe(path, quick=quick)
+        for task in recipe.tasks:  # every task's generator accepts its arguments
+            S.make_batch(recipe, task, 2, 0)
