@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p = sub.add_parser("quickstart", help="HOPE vs Transformer on generated recall data: a table and a plot")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--max-steps", type=int, default=20_000,
+                   help="the step cap of every model (each stops earlier once its accuracy plateaus)")
     p.add_argument("--out", default="runs/quickstart")
     p = sub.add_parser("synthetic", help="a synthetic-task suite (experiments/synthetic/*.yaml) → RESULTS.md")
     p.add_argument("recipe", help="experiments/synthetic/formal.yaml, mad.yaml or mqar.yaml")
@@ -75,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "quickstart":
             from .quickstart import main as quickstart
 
-            quickstart(steps=args.steps, out=args.out)
+            if args.max_steps < 1:
+                parser.error(f"--max-steps must be a positive integer (got {args.max_steps})")
+            quickstart(max_steps=args.max_steps, out=args.out)
         elif args.verb == "synthetic":
             from .experiments.synthetic import main as synthetic
 

@@ -1,5 +1,6 @@
 """The quickstart: a tiny HOPE and a Transformer of the same size trained on generated in-context
-recall (no download, no ../shared), then a side-by-side table and a plot of the loss curves."""
+recall (no download, no ../shared) until their held-out accuracy plateaus, then a side-by-side table
+and a plot of accuracy against training steps (sample efficiency)."""
 
 from __future__ import annotations
 
@@ -35,35 +36,81 @@ def matched_mlp_mult(target: int, model: dict) -> float:
     return max(1, hidden) / dim
 
 
-def main(steps: int = 1000, out: str = "runs/quickstart", blocks: tuple[str, ...] = ("hope", "transformer")) -> dict:
+EVAL_EVERY = 50
+
+
+def _train(cfg, max_steps: int, name: str = "") -> tuple:
+    """Train for ``max_steps``, or until the held-out accuracy holds at 99.9% or more for 2 evaluations
+    (solved); returns ``(trainer, curve, wall)`` with ``curve`` the (step, held-out accuracy) after every
+    ``EVAL_EVERY`` steps. (A plateau rule would stop a Transformer on the long flat stretch before it
+    forms an induction mechanism, so the budget is fixed and only a solved task ends a run early.)"""
+    trainer = Trainer(cfg)
+    t0 = time.perf_counter()
+    curve: list[tuple[int, float]] = []
+    solved = 0
+    while trainer.step < max_steps:
+        trainer.run(until=trainer.step + EVAL_EVERY)
+        acc = next(h["val_acc"] for h in reversed(trainer.history) if "val_acc" in h)
+        curve.append((trainer.step, acc))
+        if len(curve) % 10 == 1:
+            print(f"  {name or cfg.model.block} step {trainer.step:,}: held-out accuracy {acc:.1%}", flush=True)
+        solved = solved + 1 if acc >= 0.999 else 0
+        if solved >= 2:
+            break
+    if trainer.step < max_steps:
+        trainer.save()  # the last weights, as a finished run would leave them
+    return trainer, curve, time.perf_counter() - t0
+
+
+def _first_step(curve, level: float) -> str:
+    return next((f"{s:,}" for s, a in curve if a >= level), "never")
+
+
+def main(max_steps: int = 3000, out: str = "runs/quickstart",
+         blocks: tuple[str, ...] = ("hope", "hope (CMS frozen in context)", "transformer")) -> dict:
+    """HOPE, HOPE with its CMS levels frozen in context (``cms.levels[*].lr = 0``) and a Transformer of the
+    same size, each trained for the same step budget (a model stops early only once it has solved the
+    task), then a table of accuracy and steps and a plot of accuracy against training steps."""
     root = Path(out)
     results = {}
-    for block in blocks:
-        shutil.rmtree(root / block, ignore_errors=True)
+    for name in blocks:
+        block = name.split(" ")[0]
+        print(f"{name}: {max_steps:,} steps, or fewer once solved", flush=True)
+        slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+        shutil.rmtree(root / slug, ignore_errors=True)
         model = {**BASE["model"], "block": block}
+        if "frozen" in name:
+            model["cms"] = {**model["cms"], "levels": [{**lv, "lr": 0.0} for lv in model["cms"]["levels"]]}
         if block == "transformer" and "hope" in results:
             model["mlp_mult"] = matched_mlp_mult(results["hope"]["params"], BASE["model"])
         cfg = from_dict({**BASE, "model": model,
-                         "train": {**BASE["train"], "steps": steps, "ckpt_every": steps, "out_dir": str(root / block)}})
-        trainer = Trainer(cfg)
-        t0 = time.perf_counter()
-        history = trainer.run()
-        wall = time.perf_counter() - t0
-        train_rows = [h for h in history if "loss" in h]
+                         "train": {**BASE["train"], "steps": max_steps, "eval_every": EVAL_EVERY, "progress": False,
+                                   "ckpt_every": max_steps, "out_dir": str(root / slug)}})
+        trainer, curve, wall = _train(cfg, max_steps, name)
+        train_rows = [h for h in trainer.history if "loss" in h]
         final = trainer.evaluate()
-        results[block] = {"params": trainer.model.num_parameters(), "train_loss": train_rows[-1]["loss"],
-                          "val_loss": final["val_loss"], "val_acc": final["val_acc"],
-                          "tok_s": train_rows[-1]["tok_s"], "wall": wall, "curve": train_rows}
+        results[name] = {"params": trainer.model.num_parameters(), "train_loss": train_rows[-1]["loss"],
+                         "val_loss": final["val_loss"], "val_acc": final["val_acc"], "steps": trainer.step,
+                         "tok_s": train_rows[-1]["tok_s"], "wall": wall, "curve": curve}
     lines = [f"In-context associative recall (6 pairs, 4 queries; 16 keys, 16 values; chance accuracy 6.2%), "
-             f"{steps} steps, batch 16, AdamW, CPU:", "",
-             "| model | parameters | final train loss | held-out loss | held-out accuracy | train tokens/s | wall |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for block, r in results.items():
-        lines.append(f"| {block} | {r['params']:,} | {r['train_loss']:.3f} | {r['val_loss']:.3f} | "
-                     f"{100 * r['val_acc']:.1f}% | {r['tok_s']:,.0f} | {r['wall']:.0f} s |")
+             f"batch 16, AdamW (lr {BASE['optim']['lr']}), CPU. Every model gets {max_steps:,} steps and stops "
+             f"early only once its held-out accuracy holds at ≥ 99.9% (evaluated every {EVAL_EVERY} steps):", "",
+             "| model | parameters | steps to 50% | steps to 90% | steps run | held-out accuracy | held-out loss | "
+             "train tokens/s | wall |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['params']:,} | {_first_step(r['curve'], 0.5)} | {_first_step(r['curve'], 0.9)} | "
+                     f"{r['steps']:,} | {100 * r['val_acc']:.1f}% | {r['val_loss']:.3f} | {r['tok_s']:,.0f} | "
+                     f"{r['wall']:.0f} s |")
+    lines += ["", "What this shows is sample efficiency at one learning rate, not a capability gap. HOPE's lead "
+              "comes from its CMS levels, which take gradient steps on the sequence's own next-token loss while "
+              "they read it (in-context learning at test time): the `hope (CMS frozen in context)` row is the "
+              "same model with those steps switched off. A Transformer of this size at this rate stays near "
+              "25% (it guesses among the values in its context) for 20,000 steps (measured; README); whether "
+              "it gets there with its own tuned rate is what the synthetic protocol "
+              "(experiments/synthetic/README.md) measures."]
     table = "\n".join(lines)
     print("\n" + table)
-    (root / "RESULTS.md").write_text(table + "\n\n![loss curves](loss.png)\n")
+    (root / "RESULTS.md").write_text(table + "\n\n![held-out accuracy against training steps](accuracy.png)\n")
     try:
         import matplotlib
 
@@ -71,14 +118,16 @@ def main(steps: int = 1000, out: str = "runs/quickstart", blocks: tuple[str, ...
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
-        for block, r in results.items():
-            ax.plot([h["step"] for h in r["curve"]], [h["loss"] for h in r["curve"]], label=block)
-        ax.set_xlabel("step")
-        ax.set_ylabel("train loss (answers only)")
+        for name, r in results.items():
+            ax.plot([s for s, _ in r["curve"]], [100 * a for _, a in r["curve"]], label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("held-out accuracy (%)")
+        ax.set_ylim(0, 102)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(root / "loss.png", dpi=100)
-        print(f"wrote {root / 'RESULTS.md'} and {root / 'loss.png'}")
+        fig.savefig(root / "accuracy.png", dpi=100)
+        print(f"wrote {root / 'RESULTS.md'} and {root / 'accuracy.png'}")
     except ImportError:
         print(f"wrote {root / 'RESULTS.md'} (install matplotlib for the plot)")
     return results
