@@ -13,8 +13,11 @@ For a matrix parameter Θ with gradient g_t, fast momentum M¹, slow momentum M�
 ``V ← β₂V + (1−β₂)g²`` with Adam's bias correction, ``M² ← β₃M² + (1−β₃)Σg``; with α = 0 and
 ``second_moment=False`` it is Muon without Nesterov. O² computed at the end of block k is used
 throughout block k + 1, as in Algorithm 1. Matrices of 3 dims are a batch of matrices (leading dim);
-4-dim convolution kernels are flattened to ``[out, in·kh·kw]``. Learning-rate adjustment and
-decoupled weight decay follow ``torch.optim.Muon``.
+4-dim convolution kernels are flattened to ``[out, in·kh·kw]``. Decoupled weight decay follows
+``torch.optim.Muon``. The step is η as Algorithm 1 prints it (``adjust_lr_fn="none"``, the default):
+the division by √V already sets each entry's scale, so Muon's shape-based rate adjustments
+(``"original"``, ``"match_rms_adamw"``) are options, not the default. Newton–Schulz runs in float32 on
+a CPU and in bfloat16 on an accelerator (``ns_dtype="auto"``).
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ from .param_groups import run_closure
 
 
 def adjust_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
-    """Muon's conventions: ``"original"`` (default) √max(1, A/B); ``"match_rms_adamw"`` 0.2·√max(A, B)."""
+    """``"none"``: ``lr`` as given (Algorithm 1); Muon's conventions: ``"original"`` (and ``None``)
+    √max(1, A/B), ``"match_rms_adamw"`` 0.2·√max(A, B)."""
     A, B = shape[-2], shape[-1]
+    if adjust_lr_fn == "none":
+        return lr
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return lr * math.sqrt(max(1.0, A / B))
     if adjust_lr_fn == "match_rms_adamw":
         return lr * 0.2 * math.sqrt(max(A, B))
-    raise ValueError(f"adjust_lr_fn must be None, 'original' or 'match_rms_adamw' (got {adjust_lr_fn!r})")
+    raise ValueError(f"adjust_lr_fn must be 'none', None, 'original' or 'match_rms_adamw' (got {adjust_lr_fn!r})")
 
 
 def as_matrices(t: Tensor) -> Tensor:
@@ -51,7 +57,7 @@ class M3(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float, float] = (0.95, 0.999, 0.9),
                  alpha: float = 0.1, eps: float = 1e-8, ns_steps: int = 5, slow_every: int = 100,
                  accumulate: str = "ema", second_moment: bool = True, weight_decay: float = 0.0,
-                 adjust_lr_fn: str | None = None, ns_dtype: torch.dtype | None = torch.bfloat16):
+                 adjust_lr_fn: str | None = "none", ns_dtype: torch.dtype | str | None = "auto"):
         if not lr >= 0:
             raise ValueError(f"lr must be ≥ 0 (got {lr})")
         for i, b in enumerate(betas):

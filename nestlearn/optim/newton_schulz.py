@@ -18,13 +18,25 @@ CUBIC = (1.5, -0.5, 0.0)
 COEFFICIENTS = {"quintic": QUINTIC, "cubic": CUBIC}
 
 
-def newton_schulz(G: Tensor, steps: int = 5, kind: str = "quintic", dtype: torch.dtype | None = torch.bfloat16,
+def working_dtype(dtype: torch.dtype | str | None, G: Tensor) -> torch.dtype:
+    """``"auto"``: bfloat16 on an accelerator (as in Muon), float32 on a CPU, where bfloat16 matrix
+    products are several times slower than float32 ones; ``None``: ``G``'s own dtype."""
+    if dtype == "auto":
+        return torch.float32 if G.device.type == "cpu" else torch.bfloat16
+    if dtype is None:
+        return G.dtype
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype must be a torch.dtype, 'auto' or None (got {dtype!r})")
+    return dtype
+
+
+def newton_schulz(G: Tensor, steps: int = 5, kind: str = "quintic", dtype: torch.dtype | str | None = "auto",
                   eps: float = 1e-7) -> Tensor:
     """Approximate orthogonal polar factor of ``G`` ``[..., m, n]``, returned in ``G``'s dtype.
 
-    ``dtype`` is the working precision (bfloat16 as in Muon; ``None`` keeps ``G``'s). For one matrix
-    in bfloat16 with the quintic coefficients this is the same sequence of operations as
-    ``torch.optim.Muon``.
+    ``dtype`` is the working precision: ``"auto"`` (default) is bfloat16 on an accelerator, as in Muon,
+    and float32 on a CPU (:func:`working_dtype`); ``None`` keeps ``G``'s. For one matrix in bfloat16 with
+    the quintic coefficients this is the same sequence of operations as ``torch.optim.Muon``.
     """
     if G.dim() < 2:
         raise ValueError(f"newton_schulz needs a matrix or a batch of matrices (got shape {list(G.shape)})")
@@ -33,7 +45,7 @@ def newton_schulz(G: Tensor, steps: int = 5, kind: str = "quintic", dtype: torch
     if steps < 0:
         raise ValueError(f"steps must be ≥ 0 (got {steps})")
     a, b, c = COEFFICIENTS[kind]
-    X = G if dtype is None else G.to(dtype)
+    X = G.to(working_dtype(dtype, G))
     tall = G.shape[-2] > G.shape[-1]
     if tall:
         X = X.mT

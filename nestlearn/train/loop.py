@@ -45,7 +45,7 @@ def build_optimizer(cfg: RunConfig, model: nn.Module) -> Optimizers:
         mats = [p for p in mats if p.dim() == 2]
         main = torch.optim.Muon(mats, lr=mlr, weight_decay=o.weight_decay, adjust_lr_fn="match_rms_adamw")
     else:
-        main = M3(mats, lr=mlr, weight_decay=o.weight_decay, adjust_lr_fn="match_rms_adamw")
+        main = M3(mats, lr=mlr, weight_decay=o.weight_decay)  # the step as Algorithm 1 prints it
     return Optimizers(main, torch.optim.AdamW(others, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay))
 
 

@@ -54,7 +54,7 @@ def test_m3_first_two_steps_are_algorithm_1():
     g1, g2 = _quad_grads(p, 2)
     g1, g2 = g1.double(), g2.double()
     ns = lambda m: newton_schulz(m, 5, dtype=None)  # noqa: E731
-    scale = max(1.0, 8 / 5) ** 0.5
+    scale = 1.0  # Algorithm 1 has no shape-based rate adjustment (the default adjust_lr_fn="none")
     # step 1: M1 = β1 g1, V = β2 g1², O2 = 0 (the slow memory starts empty)
     W1 = W0 - lr * scale * ns(b1 * g1) / ((b2 * g1 ** 2).sqrt() + eps)
     # after step 1 (f = 1) the slow memory takes g1: M2 = β3 g1
@@ -72,17 +72,30 @@ def test_m3_first_two_steps_are_algorithm_1():
 
 
 def test_m3_reduces_to_muon():
-    """α = 0, no second moment, EMA momentum: torch.optim.Muon without Nesterov."""
+    """α = 0, no second moment, EMA momentum, Muon's rate adjustment and bfloat16 Newton–Schulz:
+    torch.optim.Muon without Nesterov."""
     torch.manual_seed(0)
     a = nn.Parameter(torch.randn(12, 7))
     b = nn.Parameter(a.detach().clone())
-    m3 = M3([a], lr=0.02, betas=(0.95, 0.999, 0.9), alpha=0.0, second_moment=False, accumulate="ema")
+    m3 = M3([a], lr=0.02, betas=(0.95, 0.999, 0.9), alpha=0.0, second_moment=False, accumulate="ema",
+            adjust_lr_fn="original", ns_dtype=torch.bfloat16)
     muon = torch.optim.Muon([b], lr=0.02, momentum=0.95, nesterov=False, weight_decay=0.0)
     for g in _quad_grads(a, 10):
         a.grad, b.grad = g.clone(), g.clone()
         m3.step()
         muon.step()
     assert torch.allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_newton_schulz_works_in_float32_on_a_cpu_by_default():
+    from nestlearn.optim.newton_schulz import working_dtype
+
+    G = torch.randn(6, 4)
+    assert working_dtype("auto", G) == torch.float32 and working_dtype(None, G.double()) == torch.float64
+    assert torch.equal(newton_schulz(G), newton_schulz(G, dtype=torch.float32))
+    assert not torch.equal(newton_schulz(G), newton_schulz(G, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="dtype must be"):
+        newton_schulz(G, dtype="fast")
 
 
 def test_m3_slow_momentum_changes_exactly_every_f_steps():
