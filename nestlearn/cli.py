@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=20_000,
                    help="the step cap of every model (each stops earlier once its accuracy plateaus)")
     p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate of every model (default 1e-3)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="a subset of: hope, 'hope (CMS frozen in context)', transformer")
     p = sub.add_parser("synthetic", help="a synthetic-task suite (experiments/synthetic/*.yaml) → RESULTS.md")
     p.add_argument("recipe", help="experiments/synthetic/formal.yaml, mad.yaml or mqar.yaml")
     p.add_argument("--quick", action="store_true", help="the recipe's quick settings (a smoke run in minutes)")
@@ -78,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.max_steps < 1:
                 parser.error(f"--max-steps must be a positive integer (got {args.max_steps})")
-            quickstart(max_steps=args.max_steps, out=args.out)
+            from .quickstart import MODELS
+
+            quickstart(max_steps=args.max_steps, out=args.out, lr=args.lr,
+                       blocks=tuple(args.models) if args.models else MODELS)
         elif args.verb == "synthetic":
             from .experiments.synthetic import main as synthetic
 
