@@ -13,5 +13,5 @@ from .synthetic import (
 )
 
 __all__ = ["LANGUAGES", "associative_recall", "compression", "formal_batch", "fuzzy_in_context_recall",
-           "in_context_recall", "length_bins", "memorization", "mqar", "next_symbols", "noisy_in_context_recall", "sample_string",
-           "selective_copying"]
+           "in_context_recall", "length_bins", "memorization", "mqar", "next_symbols", "noisy_in_context_recall",
+           "sample_string", "selective_copying"]

@@ -139,7 +139,7 @@ class Recipe:
             if len(grid) < 3 or any(not isinstance(x, (int, float)) or x <= 0 for x in grid):
                 raise ValueError(f"lr_grid needs at least 3 positive rates, so that a best rate can be inside it "
                                  f"(got {grid!r})")
-            ratios = [b / a for a, b in zip(grid, grid[1:])]
+            ratios = [b / a for a, b in zip(grid, grid[1:], strict=False)]
             if any(r <= 1 for r in ratios) or max(ratios) / min(ratios) > 1.01:
                 raise ValueError(f"lr_grid must be increasing and geometric (a constant ratio), so that it can be "
                                  f"extended past an edge (got {grid!r})")
@@ -452,7 +452,8 @@ def fingerprint(recipe: Recipe, task: str, block: str, mlp_mult: float | None = 
                                val_batches=1, eval_every=2, patience=0, lr=3e-3)
     trace: list[float] = []
     r = run_one(tiny, task, block, 0, mlp_mult, log=None, overrides=overrides, trace=trace)
-    return trace + [v for c in r.get("curve", []) for v in c[1:]] + [float(r[k]) for k in ("acc", *FORMAL_BINS) if k in r]
+    curve = [v for c in r.get("curve", []) for v in c[1:]]
+    return trace + curve + [float(r[k]) for k in ("acc", *FORMAL_BINS) if k in r]
 
 
 def same_behaviour(a: list[float] | None, b: list[float] | None) -> bool:
@@ -460,7 +461,7 @@ def same_behaviour(a: list[float] | None, b: list[float] | None) -> bool:
     if a is None or b is None or len(a) != len(b):
         return False
     return all((math.isnan(x) and math.isnan(y)) or x == y or abs(x - y) <= 1e-6 + 1e-4 * abs(y)
-               for x, y in zip(a, b))
+               for x, y in zip(a, b, strict=True))
 
 
 def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, report_only: bool = False) -> list[dict]:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..memory import LR_BOUND, READS, LinearMemory, MemoryState, MLPMemory, stable_eta_max
+from ..memory import LR_BOUND, READS, LinearMemory, MemoryState, MLPMemory, spans, stable_eta_max
 from ..memory.mlp import STEPS as MLP_STEPS
 from ..modules import RMSNorm, ShortConv
 
@@ -174,11 +174,7 @@ class SelfModifyingTitans(nn.Module):
         gs, ms = state.group, state.memory
         # pieces end where either memory's chunk ends (absolute positions); split once, so that the
         # backward joins the pieces' gradients once instead of padding each slice to the full length
-        sizes, p, go, mo = [], 0, gs.offset, ms.offset
-        while p < T:
-            n = min(self.group.chunk_size - go, self.memory.chunk_size - mo, T - p)
-            sizes.append(n)
-            go, mo, p = (go + n) % self.group.chunk_size, (mo + n) % self.memory.chunk_size, p + n
+        sizes = spans(T, [self.group.chunk_size, self.memory.chunk_size], [gs.offset, ms.offset])
         pieces = lambda t: [None] * len(sizes) if t is None else t.split(sizes, dim=1)  # noqa: E731
         statics = {name: pieces(t) for name, t in static.items()}
         outs = []

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..memory import LR_BOUND, READS, MemoryState, MLPMemory, stable_eta_max
 from ..memory.mlp import STEPS as MLP_STEPS
+from ..memory.schedule import slices, spans_at
 from ..modules import RMSNorm, ShortConv
 
 
@@ -181,10 +182,9 @@ class TitansMAC(nn.Module):
         ms, ck, cv, pos = state.memory, state.k, state.v, state.pos
         P = self.persistent.unsqueeze(0).expand(B, -1, -1).to(x.dtype)
         _, kp, vp = (self._heads(t, self.ah) for t in self.qkv(P).chunk(3, dim=-1))
-        outs, p = [], 0
-        while p < T:
-            n = min(C - pos % C, T - p)
-            span = slice(p, p + n)
+        outs = []
+        for span in slices(spans_at(pos, T, C)):
+            n = span.stop - span.start
             if pos % C == 0:  # a new segment: its context starts empty
                 ck, cv = ck[:, :0], cv[:, :0]
             h = self.memory.read(ms, qm[:, span], at="chunk_start").reshape(B, n, self.dim)
@@ -206,5 +206,5 @@ class TitansMAC(nn.Module):
                                    1 - torch.sigmoid(g_forget), torch.sigmoid(g_mom), validate=False)
             outs.append(y * torch.sigmoid(self.out_norm(read_y)))  # o = y ⊗ M*(y) (eq. 25)
             ck, cv = torch.cat([ck, kh, kx], dim=1), torch.cat([cv, vh, vx], dim=1)
-            pos, p = pos + n, p + n
+            pos += n
         return self.proj(torch.cat(outs, dim=1)), MACState(conv, ms, ck, cv, pos)

@@ -7,10 +7,12 @@
     state = mem.write(state, k, v, lr=eta, impl="reference")  # token loop, same semantics
 """
 
-from .base import OBJECTIVES, READS, RULES, Memory, MemoryState, detach_state
+from .base import OBJECTIVES, READS, RULES, Memory
 from .bounds import LR_BOUND, stable_eta_max
 from .linear import LinearMemory
 from .mlp import ACTIVATIONS, MLPMemory
+from .schedule import spans, spans_at
+from .state import MemoryState
 
 __all__ = ["ACTIVATIONS", "LR_BOUND", "OBJECTIVES", "READS", "RULES", "LinearMemory", "MLPMemory", "Memory",
-           "MemoryState", "detach_state", "stable_eta_max"]
+           "MemoryState", "spans", "spans_at", "stable_eta_max"]

@@ -9,36 +9,17 @@ paper's matrix is ``M = Sᵀ``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from .schedule import slices, spans
+from .state import MemoryState
+from .write import write_chunked, write_reference
+
 RULES = ("gd", "dgd", "delta")
 READS = ("token", "chunk_start")  # where a sequence mixer's memory is read: see ``Memory.read_write``
 OBJECTIVES = ("l2", "dot")
-
-
-class MemoryState(NamedTuple):
-    """The in-context state of one memory, one copy per batch element.
-
-    weights:  the fast weights after every token written so far.
-    anchor:   the weights at the start of the current chunk; gradients of the inner objective are
-              taken here (NL eq. 90). The same tensors as ``weights`` when ``offset == 0``.
-    momentum: one momentum buffer per weight (Titans eq. 13–14), or ``None`` without momentum.
-    offset:   tokens already written into the current chunk (0 ≤ offset < chunk_size).
-    """
-
-    weights: tuple[Tensor, ...]
-    anchor: tuple[Tensor, ...]
-    momentum: tuple[Tensor, ...] | None
-    offset: int = 0
-
-
-def detach_state(state: MemoryState) -> MemoryState:
-    """The same state cut from the autograd graph (for truncated backprop across sequences)."""
-    det = lambda ts: None if ts is None else tuple(t.detach() for t in ts)  # noqa: E731
-    return MemoryState(det(state.weights), det(state.anchor), det(state.momentum), state.offset)
 
 
 class Memory(nn.Module):
@@ -110,14 +91,11 @@ class Memory(nn.Module):
         if read not in READS:
             raise ValueError(f"read must be one of {READS} (got {read!r})")
         if read == "chunk_start":
-            T, outs, p = q.shape[1], [], 0
-            while p < T:
-                n = min(self.chunk_size - state.offset, T - p)
-                span = slice(p, p + n)
+            outs = []
+            for span in slices(spans(q.shape[1], [self.chunk_size], [state.offset])):
                 lr_, decay_, mom_ = (g[:, span] if isinstance(g, Tensor) else g for g in (lr, decay, momentum))
                 outs.append(self.read(state, q[:, span], at="chunk_start"))
                 state = self.write(state, k[:, span], v[:, span], lr_, decay_, mom_, impl=impl, validate=validate)
-                p += n
             return torch.cat(outs, dim=1), state
         self._check_seq("q", q, state, self.dim_in)
         if q.shape[1] != k.shape[1]:
@@ -138,7 +116,6 @@ class Memory(nn.Module):
         return self._run(state, k, v, lr, decay, momentum, impl, validate)[0]
 
     def _run(self, state, k, v, lr, decay, momentum, impl, validate, q=None):
-        from .write import write_chunked, write_reference
 
         if impl not in ("chunk", "reference"):
             raise ValueError(f"impl must be 'chunk' or 'reference' (got {impl!r})")

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
 from ..layers import CMS, Attention, DeltaRule, KVCache, SelfModifyingTitans, TitansLMM, TitansMAC
+from ..memory.schedule import slices, spans_at
 from ..modules import RMSNorm, SwiGLU
 from .config import ModelConfig
 
@@ -237,12 +238,12 @@ class CausalLM(nn.Module):
         replay = state.pending.shape[1]
         seq = torch.cat([state.pending, ids], dim=1) if replay else ids
         T, S = seq.shape[1], self.segment
-        blocks, pos, p = state.blocks, state.pos, 0
+        blocks, pos = state.blocks, state.pos
         cms_blocks = [i for i, b in enumerate(self.blocks) if isinstance(b.mlp, CMS)]
         outs, pending = [], seq[:, :0]
-        while p < T:
-            n = min(S - pos % S, T - p)
-            seg = seq[:, p:p + n]
+        for span in slices(spans_at(pos, T, S)):
+            p, n = span.start, span.stop - span.start
+            seg = seq[:, span]
             with torch.enable_grad():
                 logits, new = self._run(seg, blocks)
             outs.append(logits)
@@ -258,7 +259,7 @@ class CausalLM(nn.Module):
             blocks = self._cms_update(new, cms_blocks, list(grads), pos + n)
             if not outer:  # inference: keep no graph across segments
                 blocks = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, blocks)
-            pos, p = pos + n, p + n
+            pos += n
         logits = torch.cat(outs, dim=1)[:, replay:]
         if not outer:
             logits = logits.detach()

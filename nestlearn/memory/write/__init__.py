@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from ..base import Memory, MemoryState
+from ..schedule import slices, spans
+from ..state import MemoryState
 from . import fused
 from .chunk import ChunkCoefficients, ChunkGates, chunk_step, decay_matrix
 from .naive import write_reference
+
+if TYPE_CHECKING:
+    from ..base import Memory
 
 __all__ = ["ChunkCoefficients", "ChunkGates", "chunk_step", "decay_matrix", "write_chunked", "write_reference"]
 
@@ -31,10 +37,9 @@ def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Te
     C, T = mem.chunk_size, k.shape[-2]
     weights, anchor, mom, offset = state
     use_fused = fused.applies(weights[0])
-    pos, reads = 0, []
-    while pos < T:
-        n = min(C - offset, T - pos)
-        span = slice(pos, pos + n)
+    reads = []
+    for span in slices(spans(T, [C], [offset])):
+        n = span.stop - span.start
         a = alpha[..., span]
         bt = None if beta is None else beta[..., span]
         plans = mem._plan(anchor, k[..., span, :], v[..., span, :], eta[..., span], a)
@@ -50,7 +55,6 @@ def write_chunked(mem: Memory, state: MemoryState, k: Tensor, v: Tensor, eta: Te
         offset = (offset + n) % C
         if offset == 0:
             anchor = weights
-        pos += n
     y = None if q is None else (reads[0] if len(reads) == 1 else torch.cat(reads, dim=-2))
     return MemoryState(weights, anchor, mom, offset), y
 

@@ -11,10 +11,15 @@ independent. Slow by design: the tests compare the chunk kernel against it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from ..base import Memory, MemoryState
+from ..state import MemoryState
+
+if TYPE_CHECKING:
+    from ..base import Memory
 
 
 def _outer(x: Tensor, y: Tensor) -> Tensor:
