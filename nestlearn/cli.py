@@ -116,16 +116,8 @@ def _generate(args) -> None:
     model = trainer.model.eval()
     ids = tok.encode(args.prompt) or [0]
     print(args.prompt, end="", flush=True)
-    logits, _, state = model(torch.tensor([ids]))
-    for _ in range(args.max_new_tokens):  # one token at a time, carrying the state
-        last = logits[:, -1] / max(args.temperature, 1e-6)
-        if args.top_k:
-            kth = torch.topk(last, min(args.top_k, last.shape[-1])).values[:, -1:]
-            last = last.masked_fill(last < kth, float("-inf"))
-        nxt = torch.multinomial(torch.softmax(last, -1), 1) if args.temperature > 0 else last.argmax(-1, True)
-        print(tok.decode(nxt[0].tolist()), end="", flush=True)
-        with torch.no_grad():
-            logits, _, state = model(nxt, state=state)
+    model.generate(torch.tensor([ids]), args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
+                   on_token=lambda t: print(tok.decode(t[0].tolist()), end="", flush=True))
     print()
 
 

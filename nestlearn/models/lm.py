@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -277,13 +278,17 @@ class CausalLM(nn.Module):
     # ---- generation ----------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 state: ModelState | None = None, generator: torch.Generator | None = None):
+                 state: ModelState | None = None, generator: torch.Generator | None = None,
+                 on_token: Callable[[Tensor], None] | None = None):
         """Sample ``max_new_tokens`` after ``ids`` carrying the state; ``temperature=0`` is greedy.
 
-        Returns ``(ids + new tokens, state)``; the state has seen every returned token.
+        Returns ``(ids + new tokens, state)``; the state has seen every returned token. ``on_token``
+        is called with each new token ``[B, 1]`` as soon as it is chosen (streaming output).
         """
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be ≥ 0 (got {max_new_tokens})")
+        if temperature < 0:
+            raise ValueError(f"temperature must be ≥ 0 (0 is greedy; got {temperature})")
         logits, _, state = self(ids, state=state)
         out = [ids]
         for _ in range(max_new_tokens):
@@ -297,6 +302,8 @@ class CausalLM(nn.Module):
                     last = last.masked_fill(last < kth, float("-inf"))
                 nxt = torch.multinomial(torch.softmax(last, -1), 1, generator=generator)
             out.append(nxt)
+            if on_token is not None:
+                on_token(nxt)
             logits, _, state = self(nxt, state=state)
         return torch.cat(out, dim=1), state
 

@@ -10,6 +10,7 @@ counted; ``train.max_bad_steps`` in a row stop the run with the step and the las
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -152,7 +153,8 @@ class Trainer:
     # ---- one step ----------------------------------------------------------------------------
     def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ids, targets = ids.to(self.device), targets.to(self.device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null()
+        cuda = self.device.type == "cuda"
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         with autocast, self.dist.forward_context(self.model, self.cfg.train.parallel):
             _, loss, _ = self.forward(ids, targets=targets)
         return loss
@@ -319,14 +321,6 @@ def _tensorboard(out: Path):
     except ImportError:
         return None
     return SummaryWriter(str(out / "tensorboard"))
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def train(cfg: RunConfig, resume: bool = False) -> Trainer:

@@ -50,6 +50,15 @@ def test_greedy_generation_equals_full_forward_argmax(block, reads, ids):
     assert state.pos + state.pending.shape[1] == 17
 
 
+def test_generation_streams_each_token_as_it_is_chosen_and_refuses_a_negative_temperature(ids):
+    model = make_model("transformer")
+    seen = []
+    out, _ = model.generate(ids[:, :5], max_new_tokens=6, temperature=0, on_token=lambda t: seen.append(t.clone()))
+    assert torch.equal(torch.cat(seen, dim=1), out[:, 5:])
+    with pytest.raises(ValueError, match="temperature must be ≥ 0"):
+        model.generate(ids[:, :5], max_new_tokens=1, temperature=-1.0)
+
+
 @pytest.mark.parametrize("block,reads", read_cases(BLOCKS))
 def test_causality(block, reads, ids):
     model = make_model(block, **reads)

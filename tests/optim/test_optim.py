@@ -142,6 +142,19 @@ def test_dgd_single_sample_step_is_argmin_of_eq56():
     assert torch.allclose(layer.weight.detach(), W, atol=1e-12)
 
 
+def test_dgd_remove_hooks_stops_collecting_input_statistics():
+    layer = nn.Linear(5, 3)
+    opt = DGD(layer, lr=0.1)
+    layer(torch.randn(4, 5)).sum().backward()
+    assert len(opt._stats) == 1
+    opt.step()
+    opt.remove_hooks()  # the optimizer lets go of the model: forward passes are no longer observed
+    layer(torch.randn(4, 5)).sum().backward()
+    assert opt._stats == {}
+    with pytest.raises(RuntimeError, match="no input statistics"):
+        opt.step()
+
+
 def _tiny_net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))

@@ -200,3 +200,24 @@ def test_hf_source_without_datasets_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(ValueError, match="needs the 'datasets' package"):
         list(read_texts("hf:wikitext:wikitext-2-raw-v1@train"))
+
+
+def test_cli_generate_streams_text_from_a_text_run(tmp_path, capsys):
+    from nestlearn.cli import main
+
+    (tmp_path / "text.txt").write_text("the cat sat on the mat. " * 200)
+    args = ["train", str(DEBUG), "train.steps=2", f"train.out_dir={tmp_path / 'run'}", "train.progress=false",
+            "model.block=transformer", "data.source=text", f"data.train={tmp_path / 'text.txt'}",
+            "data.tokenizer=byte", "data.seq_len=32", "train.batch_size=2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "--prompt", "the cat", "--max-new-tokens", "7",
+                 "--temperature", "0"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    from nestlearn.cli import _run_trainer
+
+    trainer = _run_trainer(str(tmp_path / "run"))  # the same greedy tokens from the library's own generate
+    tok = trainer.batches.tokenizer
+    prompt = tok.encode("the cat")
+    out, _ = trainer.model.eval().generate(torch.tensor([prompt]), 7, temperature=0)
+    assert line == "the cat" + "".join(tok.decode([t]) for t in out[0, len(prompt):].tolist())
