@@ -33,7 +33,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from model_step import SHAPES, allocator, commit, write_lines  # noqa: E402
+from model_step import SHAPES  # noqa: E402
+
+from nestlearn.benchmarking import allocator, commit, write_lines  # noqa: E402
 
 BLOCKS = ("transformer", "hope", "hope_attention")
 

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from nestlearn.benchmarking import stamp, timed
 from nestlearn.memory import LinearMemory, MLPMemory
 from nestlearn.memory.write import fused
 
@@ -49,16 +48,6 @@ def inputs(mem, B: int, T: int, seed: int = 0):
     alpha = 0.95 + 0.05 * torch.rand(B, T, H, generator=g)
     beta = 0.9 * torch.rand(B, T, H, generator=g) if mem.momentum else None
     return k, v, eta, alpha, beta
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 @contextlib.contextmanager
@@ -158,7 +147,7 @@ def main() -> int:
         f"{torch.get_num_threads()} threads  ",
         f"Machine: {platform.machine()}, {platform.processor() or 'unknown cpu'}, torch {torch.__version__}, "
         f"Python {platform.python_version()}  ",
-        f"Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; median of 5 runs "
+        f"{stamp()}; median of 5 runs "
         "(chunk), 1–3 runs (reference); `write` under no_grad, `fwd+bwd` includes the backward pass.",
         "",
         f"`chunk`: as the library runs on this machine (fused CPU kernel: "

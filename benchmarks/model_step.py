@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,6 +37,7 @@ import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from nestlearn.benchmarking import allocator, commit, preloaded, throughput, timed, write_lines  # noqa: F401
 from nestlearn.memory.write import fused
 from nestlearn.models import CausalLM, apply_overrides, from_dict, preset
 from nestlearn.models.config import BLOCKS as BLOCK_KINDS
@@ -51,18 +50,6 @@ BLOCKS = ("transformer", "hope", "hope_attention", "titans")
 TARGETS = {"small": 3.0, "synthetic": 4.0, "quickstart": 4.0, "debug": 3.0}  # issue 14; d256: reported only
 READ_TARGET = 1.25
 CHUNK_START = "hope (chunk-start reads)"
-
-
-def timed(fn, repeats: int, warmup: bool = True) -> float:
-    """Median seconds of ``repeats`` calls (one call when ``repeats`` is 0), after one warm-up call."""
-    if warmup:
-        fn()
-    out = []
-    for _ in range(max(repeats, 1)):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 class CountFlops(TorchDispatchMode):
@@ -79,41 +66,6 @@ class CountFlops(TorchDispatchMode):
         if formula is not None:
             self.total += formula(*args, **kwargs, out_val=out)
         return out
-
-
-def allocator() -> str:
-    """The malloc this process runs under: jemalloc / tcmalloc when preloaded, else the system's."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return "unknown"
-    for name in ("jemalloc", "tcmalloc", "mimalloc"):
-        if name in maps:
-            return name
-    return "system (glibc)" if platform.system() == "Linux" else "system"
-
-
-def preloaded(cmd: str, alloc: str) -> str:
-    """The command as it was run: with ``LD_PRELOAD=<lib…>`` when a malloc was preloaded."""
-    return cmd if alloc in ("system (glibc)", "system", "unknown") else f"LD_PRELOAD=<lib{alloc}> {cmd}"
-
-
-def commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes under nestlearn/ or benchmarks/)."""
-    import subprocess
-
-    def git(*a):
-        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--", "nestlearn", "benchmarks") else "")
-
-
-def write_lines(out: str, lines: list[str]) -> None:
-    """Write a results table (creating its folder) and say where."""
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
 
 
 def work(model: CausalLM, ids: torch.Tensor) -> tuple[float, float]:
@@ -189,22 +141,10 @@ def measure(shape: str, block: str, B: int, T: int, repeats: int, overrides: dic
     cfg = SHAPES[shape][0](block, **(overrides or {}))
     cfg.validate()
     model = CausalLM(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, model.cfg.vocab_size, (B, T))
-
-    def train_step():
-        _, loss, _ = model(ids, targets=ids)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def infer():
-        with torch.no_grad():
-            model(ids)
-
+    train_rate, infer_rate = throughput(model, ids, repeats)
     gflop, saved = work(model, ids)
-    return (model.num_parameters(), B * T / timed(train_step, repeats), B * T / timed(infer, repeats),
-            gflop, saved)
+    return model.num_parameters(), train_rate, infer_rate, gflop, saved
 
 
 def main() -> int:

@@ -11,7 +11,6 @@ AdamW the rest, as in experiments/optimizers. Writes benchmarks/results/optimize
 from __future__ import annotations
 
 import argparse
-import datetime
 import platform
 import statistics
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from nestlearn.benchmarking import stamp
 from nestlearn.models.vit import ViT, ViTConfig
 from nestlearn.optim import M3, Optimizers, split_params
 
@@ -65,7 +65,7 @@ def main() -> int:
     lines = ["# Optimizer step time on a ViT (AdamW, Muon, M3)", "", f"Command: `{cmd}`  ",
              f"ViT dim {cfg.dim}, depth {cfg.depth}, {n_params / 1e6:.2f}M parameters; CPU, float32, "
              f"{torch.get_num_threads()} threads; {platform.machine()}, torch {torch.__version__}  ",
-             f"Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; median of {rounds} "
+             f"{stamp()}; median of {rounds} "
              "interleaved rounds. M3 does two Newton–Schulz runs only on slow steps (every f = 25), one otherwise.",
              "", "| optimizer | step (ms) | vs Muon | vs AdamW |", "|---|---:|---:|---:|"]
     for name in names:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +25,8 @@ from nestlearn.models import preset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory_write import kernels  # noqa: E402
-from model_step import allocator, preloaded, timed, write_lines  # noqa: E402
+
+from nestlearn.benchmarking import allocator, preloaded, stamp, timed, write_lines  # noqa: E402
 
 
 def layer_fns(dim: int, heads: int, B: int, T: int):
@@ -87,7 +87,7 @@ def main() -> int:
              f"Command: `{cmd}`  ",
              f"T={T}, chunk sizes {small.selfmod.chunk_size}/{small.selfmod.chunk_size_other} (small preset), "
              f"float32, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, malloc: {alloc}  ",
-             f"Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, median of "
+             f"{stamp()}, median of "
              f"{args.repeats} rounds after a warm-up round; each round runs every row once in turn.", "",
              "| shape | dim | heads | B | fwd + bwd (ms) | no-grad fwd (ms) |", "|---|---:|---:|---:|---:|---:|"]
     for label, dim, heads, B, tr, inf in results:

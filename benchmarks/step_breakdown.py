@@ -14,7 +14,6 @@ step (forward + backward) measured in the same run. Writes benchmarks/results/st
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import torch
 from nestlearn.models import CausalLM, preset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from model_step import allocator, preloaded, write_lines  # noqa: E402
+from nestlearn.benchmarking import allocator, preloaded, stamp, write_lines  # noqa: E402
 
 BLOCKS = ("transformer", "hope_attention", "hope")
 PHASES = ("mixer forward", "MLP / CMS forward", "rest of the passes", "between passes", "backward")
@@ -103,7 +102,7 @@ def main() -> int:
              f"Command: `{cmd}`  ",
              f"Preset `small`, B={args.batch}, T={args.seq}, float32, CPU, {torch.get_num_threads()} threads, "
              f"torch {torch.__version__}, malloc: {alloc}  ",
-             f"Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, median of "
+             f"{stamp()}, median of "
              f"{args.repeats} steps after a warm-up. Each cell: milliseconds (multiple of the Transformer's "
              "whole step, forward + backward, in this run).", "",
              "| block | " + " | ".join(PHASES) + " | step |", "|---|" + "---:|" * (len(PHASES) + 1)]

@@ -122,25 +122,22 @@ def _generate(args) -> None:
 
 
 def _bench() -> None:
-    import time
-
+    """Training and inference tokens/s of every block kind at the ``debug`` preset, as benchmarks/model_step.py
+    measures them (``nestlearn.benchmarking.throughput``); that script is the full benchmark."""
     import torch
 
+    from .benchmarking import machine, throughput
     from .models import BLOCKS, CausalLM, preset
 
     rates = {}
     for block in BLOCKS:
         torch.manual_seed(0)
         model = CausalLM(preset("debug", block=block))
-        ids = torch.randint(0, 256, (4, 128))
-        for i in range(3):
-            if i == 1:
-                t0 = time.perf_counter()
-            _, loss, _ = model(ids, targets=ids)
-            loss.backward()
-        rates[block] = 2 * ids.numel() / (time.perf_counter() - t0)
-    for block, r in rates.items():
-        print(f"{block:15s} {r:>10,.0f} train tok/s   time/token vs transformer {rates['transformer'] / r:6.2f}x")
+        rates[block] = throughput(model, torch.randint(0, model.cfg.vocab_size, (4, 128)), repeats=1)
+    print(f"debug preset, B=4, T=128; {machine()}")
+    for block, (train, infer) in rates.items():
+        print(f"{block:15s} train {train:>10,.0f} tok/s ({rates['transformer'][0] / train:5.2f}x the Transformer's "
+              f"time/token)   infer {infer:>10,.0f} tok/s")
 
 
 if __name__ == "__main__":
