@@ -1,9 +1,10 @@
 """Continuum Memory System (NL §7.1, eqs. 70–74): a chain of MLP levels, each a fast weight that
 steps along the gradient of the task loss every ``chunk_size`` tokens.
 
-The layer itself only applies its current fast weights; the model drives the learning (it owns the
-loss): after each segment it takes the gradient of the segment's next-token loss with respect to
-``trace_tensors(state)`` (the level activations), hands it to ``accumulate``, and calls ``step`` at each position
+The layer itself only applies its current fast weights; the in-context learning driver
+(``nestlearn.models.icl``) drives the learning (the model owns the loss): a forward with ``trace=[]``
+hands back the level activations, the driver takes the gradient of the segment's next-token loss with
+respect to ``trace_tensors(trace)``, hands it to ``accumulate``, and calls ``step`` at each position
 ``b``. A level whose chunk ends at ``b`` then moves (eq. 71, summed over the chunk's positions)
 
     θ ← θ − η^(ℓ) Σ_{t ∈ [b − C, b)} ∇_θ ℓ_t,
@@ -78,13 +79,13 @@ class CMSState(NamedTuple):
     acc:     the task-loss gradient since the level's last step, as low-rank factors over the tokens
              seen: ``(x, ∂a, ∂b, h, ∂y)`` ``[B, n, ·]`` with ``∇w_gate = xᵀ∂a``, ``∇w_up = xᵀ∂b``,
              ``∇w_down = hᵀ∂y`` (a linear layer's gradient over n tokens has rank ≤ n).
-    trace:   the activations ``(x, a, b, h, y)`` of the last forward, which the model differentiates
-             its segment loss against; cleared by ``accumulate``.
+
+    The activations a segment's loss is differentiated against are not state: a forward hands them to
+    the caller's ``trace`` list when asked (``forward(x, state, trace=[])``).
     """
 
     weights: tuple
     acc: tuple
-    trace: tuple
 
 
 class CMS(nn.Module):
@@ -123,7 +124,7 @@ class CMS(nn.Module):
             w = tuple(p.unsqueeze(0).expand(batch_size, *p.shape) for p in (mlp.w_gate, mlp.w_up, mlp.w_down))
             ws.append(w)
             accs.append(self._empty_acc(w))
-        return CMSState(tuple(ws), tuple(accs), (None,) * len(ws))
+        return CMSState(tuple(ws), tuple(accs))
 
     def _level(self, i: int, x: Tensor, state: CMSState, trace: list) -> Tensor:
         w = state.weights[i]
@@ -138,28 +139,34 @@ class CMS(nn.Module):
         trace[i] = (x, a, b, h, y)
         return y
 
-    def forward(self, x: Tensor, state: CMSState | None = None) -> tuple[Tensor, CMSState]:
+    def forward(self, x: Tensor, state: CMSState | None = None,
+                trace: list | None = None) -> tuple[Tensor, CMSState]:
+        """``trace``: a list that receives, per level, the activations ``(x, a, b, h, y)`` of this forward
+        (``None`` for frozen levels), for the in-context learning step (``nestlearn.models.icl``)."""
         if state is None:
             state = self.init_state(x.shape[0])
-        trace = [None] * len(self.levels)
+        acts = [None] * len(self.levels)
         if self.cfg.variant == "independent":
-            y = sum(self.mix[i] * self._level(i, x, state, trace) for i in range(len(self.levels)))
+            y = sum(self.mix[i] * self._level(i, x, state, acts) for i in range(len(self.levels)))
         else:
-            y = self._level(0, x, state, trace)
+            y = self._level(0, x, state, acts)
             for i in range(1, len(self.levels)):
-                y = y + self._level(i, self.norms[i - 1](y), state, trace)
-        return y, CMSState(state.weights, state.acc, tuple(trace))
+                y = y + self._level(i, self.norms[i - 1](y), state, acts)
+        if trace is not None:
+            trace[:] = acts
+        return y, state
 
-    # ---- driven by the model ---------------------------------------------------------------
-    def trace_tensors(self, state: CMSState) -> list[Tensor]:
-        """What the model differentiates its segment loss against: ``(a, b, y)`` per learning level."""
-        return [t for tr in state.trace if tr is not None for t in (tr[1], tr[2], tr[4])]
+    # ---- driven by the in-context learning driver (nestlearn.models.icl) ----------------------
+    @staticmethod
+    def trace_tensors(trace: list) -> list[Tensor]:
+        """What a segment's loss is differentiated against: ``(a, b, y)`` per learning level."""
+        return [t for tr in trace if tr is not None for t in (tr[1], tr[2], tr[4])]
 
-    def accumulate(self, state: CMSState, grads: list[Tensor | None]) -> CMSState:
-        """Append this segment's gradient factors (grads aligned with ``trace_tensors``)."""
+    def accumulate(self, state: CMSState, trace: list, grads: list[Tensor | None]) -> CMSState:
+        """Append a segment's gradient factors (``grads`` aligned with ``trace_tensors(trace)``)."""
         it = iter(grads)
         accs = list(state.acc)
-        for i, tr in enumerate(state.trace):
+        for i, tr in enumerate(trace):
             if tr is None:
                 continue
             x, a, b, h, y = tr
@@ -167,7 +174,7 @@ class CMS(nn.Module):
                           next(it), next(it)), strict=True))
             new = (x.detach(), da, db, h.detach(), dy)
             accs[i] = tuple(torch.cat([old, n], dim=1) for old, n in zip(accs[i], new, strict=True))
-        return CMSState(state.weights, tuple(accs), (None,) * len(accs))
+        return CMSState(state.weights, tuple(accs))
 
     def step(self, state: CMSState, pos: int) -> CMSState:
         """Apply every level whose chunk ends at ``pos`` (eq. 71); nested: reset faster levels."""
@@ -189,7 +196,7 @@ class CMS(nn.Module):
                 for j in range(i):
                     if ws[j] is not None:
                         ws[j], accs[j] = fresh.weights[j], fresh.acc[j]
-        return CMSState(tuple(ws), tuple(accs), state.trace)
+        return CMSState(tuple(ws), tuple(accs))
 
     def reset_for_new_sequence(self, state: CMSState) -> CMSState:
         """Levels with ``reset="sequence"`` go back to θ₀; persistent ones keep what they learned
@@ -200,7 +207,7 @@ class CMS(nn.Module):
         fresh = self.init_state(learning[0][0].shape[0])
         ws = [fresh.weights[i] if state.weights[i] is None or lv.reset == "sequence"
               else tuple(t.detach() for t in state.weights[i]) for i, lv in enumerate(self.cfg.levels)]
-        return CMSState(tuple(ws), fresh.acc, fresh.trace)
+        return CMSState(tuple(ws), fresh.acc)
 
     @classmethod
     def from_mlps(cls, mlps: list[SwiGLU], cfg: CMSConfig) -> CMS:

@@ -12,13 +12,9 @@ Blocks (pre-norm, residual):
     titans_mal       x + LMM(norm x); x + SWA(norm x);    x + SwiGLU(norm x)   (Titans eq. 29–31)
     delta            x + DeltaRule(norm x);   x + SwiGLU(norm x)           (linear delta rule, NL eq. 56)
 
-In-context CMS learning is driven here, because it needs the task loss: the sequence runs in
-segments aligned to absolute positions (the smallest CMS chunk); after a segment whose next token
-is known, the gradient of its next-token loss with respect to every CMS fast weight is accumulated
-and the levels whose chunk ends there step. A segment whose last target is not known yet (the end
-of the input) is kept in the state and replayed, from the state before it, when the next piece
-arrives. Pieces with the carried state therefore equal one call, and generation equals a full
-forward, with every in-context write on.
+In-context CMS learning needs the task loss, so the model drives it through ``icl.py`` (the
+segments, the inner gradient and the levels' steps; see there). Pieces with the carried state equal
+one call, and generation equals a full forward, with every in-context write on.
 """
 
 from __future__ import annotations
@@ -27,38 +23,16 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
 from ..layers import CMS, Attention, DeltaRule, KVCache, SelfModifyingTitans, TitansLMM, TitansMAC
-from ..memory.schedule import slices, spans_at
 from ..modules import RMSNorm, SwiGLU
 from .config import ModelConfig
-
-
-class ModelState(NamedTuple):
-    """Everything a model carries between calls (see docs/STATE.md).
-
-    blocks:  per block, the states of its parts (mixer, second mixer or None, CMS or None), as of
-             absolute position ``pos``.
-    pos:     tokens committed into ``blocks``.
-    pending: token ids seen after ``pos`` whose CMS segment is not complete ([B, n], n may be 0);
-             they are replayed from ``blocks`` by the next call.
-    """
-
-    blocks: tuple
-    pos: int
-    pending: Tensor
-
-
-def _cross_entropy(logits: Tensor, targets: Tensor, reduction: str) -> Tensor:
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction=reduction)
+from .icl import forward_in_context
+from .state import ModelState, cross_entropy
 
 
 def _hidden(mult: float, dim: int) -> int:
@@ -117,7 +91,8 @@ class Block(nn.Module):
 
         return pytree.tree_map(own, self.init_state(batch_size, ref))
 
-    def forward(self, x: Tensor, state: tuple | None) -> tuple[Tensor, tuple]:
+    def forward(self, x: Tensor, state: tuple | None, trace: list | None = None) -> tuple[Tensor, tuple]:
+        """``trace``: with a CMS, a list that receives its level activations (``CMS.forward``)."""
         if state is None:  # a fresh sequence (see ``own_state``)
             state = self.own_state(x.shape[0], x)
         s_mix, s_mix2, s_mlp = state
@@ -133,7 +108,7 @@ class Block(nn.Module):
                 h, s_mix2 = self.mixer2(self.norm_mid(x), s_mix2, prefix=self.norm_mid(self.mixer.persistent))
                 x = x + h
         if isinstance(self.mlp, CMS):
-            h, s_mlp = self.mlp(self.norm2(x), s_mlp)
+            h, s_mlp = self.mlp(self.norm2(x), s_mlp, trace=trace)
         else:
             h = self.mlp(self.norm2(x))
         return x + h, (s_mix, s_mix2, s_mlp)
@@ -196,11 +171,13 @@ class CausalLM(nn.Module):
                 raise ValueError(f"state was made for batch size {state.pending.shape[0]} but ids has "
                                  f"batch size {ids.shape[0]}")
 
-    def _run(self, ids: Tensor, blocks: tuple) -> tuple[Tensor, tuple]:
+    def _run(self, ids: Tensor, blocks: tuple, traces: list[list] | None = None) -> tuple[Tensor, tuple]:
+        """The blocks over ``ids`` from their states; ``traces`` (one list per block) receive the CMS
+        activations of this forward, for the in-context learning driver."""
         x = self.embed(ids)
         new = []
-        for block, s in zip(self.blocks, blocks, strict=True):
-            x, s = block(x, s)
+        for i, (block, s) in enumerate(zip(self.blocks, blocks, strict=True)):
+            x, s = block(x, s) if traces is None else block(x, s, trace=traces[i])
             new.append(s)
         return self.head(self.norm(x)), tuple(new)
 
@@ -214,12 +191,12 @@ class CausalLM(nn.Module):
             logits, blocks = self._run(ids, state.blocks)
             new = ModelState(blocks, state.pos + ids.shape[1], state.pending)
         else:
-            logits, new = self._forward_cms(ids, state)
+            logits, new = forward_in_context(self, ids, state)
         if new.blocks[0] is None:  # no segment completed yet: the fresh state, built here
             new = new._replace(blocks=self.init_state(ids.shape[0]).blocks)
         loss = None
         if targets is not None:
-            loss = _cross_entropy(logits, targets, reduction="mean")
+            loss = cross_entropy(logits, targets, reduction="mean")
         return logits, loss, new
 
     def _warn_idle_levels(self, T: int) -> None:
@@ -233,47 +210,6 @@ class CausalLM(nn.Module):
                 warnings.warn(f"cms.levels[{j}] (chunk_size={lv.chunk_size}) never steps inside sequences of {T} "
                               f"tokens: it steps just before token {lv.chunk_size} is processed, so here it is a "
                               f"plain MLP; use a chunk_size below {T}", RuntimeWarning, stacklevel=3)
-
-    def _forward_cms(self, ids: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
-        outer = torch.is_grad_enabled()
-        replay = state.pending.shape[1]
-        seq = torch.cat([state.pending, ids], dim=1) if replay else ids
-        T, S = seq.shape[1], self.segment
-        blocks, pos = state.blocks, state.pos
-        cms_blocks = [i for i, b in enumerate(self.blocks) if isinstance(b.mlp, CMS)]
-        outs, pending = [], seq[:, :0]
-        for span in slices(spans_at(pos, T, S)):
-            p, n = span.start, span.stop - span.start
-            seg = seq[:, span]
-            with torch.enable_grad():
-                logits, new = self._run(seg, blocks)
-            outs.append(logits)
-            if p + n == T:  # the last target is not known yet: replay this segment next time
-                pending = seg
-                break
-            # the segment's next-token loss, targets up to seq[p + n] (known now), differentiated
-            # against this segment's CMS activations only (deviation D10)
-            with torch.enable_grad():
-                loss = _cross_entropy(logits, seq[:, p + 1:p + n + 1], reduction="sum")
-                handles = [t for i in cms_blocks for t in self.blocks[i].mlp.trace_tensors(new[i][2])]
-                grads = torch.autograd.grad(loss, handles, allow_unused=True, retain_graph=outer)
-            blocks = self._cms_update(new, cms_blocks, list(grads), pos + n)
-            if not outer:  # inference: keep no graph across segments
-                blocks = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, blocks)
-            pos += n
-        logits = torch.cat(outs, dim=1)[:, replay:]
-        if not outer:
-            logits = logits.detach()
-        return logits, ModelState(blocks, pos, pending)
-
-    def _cms_update(self, blocks: tuple, cms_blocks: list[int], grads: list, pos: int) -> tuple:
-        out = list(blocks)
-        for i in cms_blocks:
-            cms = self.blocks[i].mlp
-            k = len(cms.trace_tensors(out[i][2]))
-            g, grads = grads[:k], grads[k:]
-            out[i] = (out[i][0], out[i][1], cms.step(cms.accumulate(out[i][2], g), pos))
-        return tuple(out)
 
     # ---- generation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -337,10 +273,7 @@ class CausalLM(nn.Module):
             raise ValueError(f"{path} is not a readable nestlearn state file ({e})") from e
         if meta["block"] != self.cfg.block:
             raise ValueError(f"{path} holds a state of a '{meta['block']}' model, not '{self.cfg.block}'")
-        B = meta["batch_size"]
-        with torch.no_grad():
-            _, _, template = self(torch.zeros(B, 1, dtype=torch.long, device=self.embed.weight.device))
-        leaves, spec = pytree.tree_flatten(template)
+        leaves, spec = pytree.tree_flatten(self.init_state(meta["batch_size"]))  # the layout, not the values
         if len(leaves) != meta["n_leaves"]:
             raise ValueError(f"{path} does not match this model's state layout")
         ints = {int(k): v for k, v in meta["ints"].items()}

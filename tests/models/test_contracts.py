@@ -106,3 +106,22 @@ def test_training_mode_computes_the_same_function(block, ids):
     with torch.no_grad():
         b, _, _ = model(ids)
     assert torch.allclose(a.detach(), b, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_state_layout_is_fixed_and_holds_no_activations(block, ids):
+    """The carried state has the layout of ``init_state`` at every position (what ``load_state`` builds
+    its template from), and after an inference call no tensor in it is part of an autograd graph (fast
+    weights that have not moved yet are views of the parameters, by design)."""
+    from torch.utils import _pytree as pytree
+
+    model = make_model(block)
+    _, spec0 = pytree.tree_flatten(model.init_state(2))
+    with torch.no_grad():
+        for n in (1, 5, 19):
+            _, _, state = model(ids[:, :n])
+            leaves, spec = pytree.tree_flatten(state)
+            assert spec == spec0, n
+            graph = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad
+                     and not isinstance(t._base, torch.nn.Parameter)]
+            assert not graph, n
