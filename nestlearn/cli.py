@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p = sub.add_parser("quickstart", help="HOPE vs Transformer on generated recall data: a table and a plot")
-    p.add_argument("--max-steps", type=int, default=4000,
+    p.add_argument("--max-steps", type=int, default=10_000,
                    help="the step cap of every model (each stops earlier once its accuracy plateaus)")
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate of every model (default 1e-3)")
