@@ -1,0 +1,38 @@
+"""The optimizer experiment's quick mode (experiments/optimizers/vit.py): the protocol's selection on a
+validation split, every optimizer, resumable runs."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def _vit():
+    spec = importlib.util.spec_from_file_location("vit_experiment", ROOT / "experiments" / "optimizers" / "vit.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(not (DATA / "fashion_mnist").is_dir(), reason="../shared/data/fashion_mnist is not here")
+def test_quick_mode_selects_on_validation_and_resumes(tmp_path, capsys):
+    vit = _vit()
+    args = ["--quick", "--dataset", "fashion_mnist", "--out", str(tmp_path), "--data-root", str(DATA)]
+    assert vit.main(args) == 0
+    rows = [json.loads(x) for x in (tmp_path / "runs-quick.jsonl").read_text().splitlines()]
+    assert {r["optimizer"] for r in rows} == set(vit.OPTIMIZERS)
+    select = [r for r in rows if r["seed"] == vit.SELECT_SEED]
+    assert len(select) == 3 * len(vit.OPTIMIZERS) and len(rows) == 4 * len(vit.OPTIMIZERS)  # 3 rates + seed 0
+    assert all("val_loss" in r and r["commit"] for r in rows)
+    result = json.loads((tmp_path / "results-quick.json").read_text())["fashion_mnist"]
+    for name, v in result.items():  # the rate of the lowest validation loss at the selection seed
+        scores = {r["lr"]: r["val_loss"] for r in select if r["optimizer"] == name}
+        assert v["lr"] == min(scores, key=scores.get) and v["runs"][0]["lr"] == v["lr"]
+    text = (tmp_path / "RESULTS-quick.md").read_text()
+    assert all(f"| {n} |" in text for n in vit.OPTIMIZERS)
+    assert vit.main(args) == 0  # resumes: nothing is run again
+    assert len((tmp_path / "runs-quick.jsonl").read_text().splitlines()) == len(rows)
