@@ -713,9 +713,12 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     if selection:
         lines += ["", "Learning-rate selection (seed " + str(recipe.select_seed) + ", not a reported seed): "
                   "validation loss at each rate; **bold** is the rate selected (the lowest), † marks a selected "
-                  "rate on an edge of the grid after it was grown as far as the recipe allows.", ""]
+                  f"rate on an edge of the rates run so far (the grid grows past an edge up to {recipe.lr_extend} "
+                  "times; a † left when the suite has finished is an optimum the grid did not bracket).", ""]
         for t in tasks:
             rates = sorted({_rate(r["lr"]) for r in selection if r["task"] == t})
+            if not rates:
+                continue
             lines += [f"| {t} | " + " | ".join(f"{x:g}" for x in rates) + " |", "|---|" + "---:|" * len(rates)]
             for m in recipe.models:
                 runs, best = _selection(recipe, selection, t, m)
