@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from nestlearn.data.images import load_cifar10_subset, load_fashion_mnist
+from nestlearn.experiments.protocol import rate, select_rate
 from nestlearn.experiments.synthetic import code_version
 from nestlearn.models.vit import ViT, ViTConfig
 from nestlearn.optim import M3, Optimizers, split_params
@@ -135,9 +136,9 @@ class Runs:
                     continue
 
     def get(self, ds, name, lr, hp, seed, args, data, size, channels):
-        key = (ds, name, _rate(lr), json.dumps(hp, sort_keys=True), seed, args.steps)
+        key = (ds, name, rate(lr), json.dumps(hp, sort_keys=True), seed, args.steps)
         for r in self.rows:
-            if r.get("code") == self.version and (r["dataset"], r["optimizer"], _rate(r["lr"]),
+            if r.get("code") == self.version and (r["dataset"], r["optimizer"], rate(r["lr"]),
                                                    json.dumps(r["hp"], sort_keys=True), r["seed"], r["steps"]) == key:
                 return r
         r = {"dataset": ds, **run(name, lr, hp, seed, data, args, size, channels)}
@@ -149,28 +150,16 @@ class Runs:
         return r
 
 
-def _rate(x: float) -> float:
-    return float(f"{x:.3g}")
-
-
 def select(runs: Runs, ds, name, args, data, size, channels) -> dict:
     """Rate, then the optimizer's own hyperparameters, each by the lowest validation loss at the selection
     seed; returns ``{"lr", "hp", "grid": [...], "sweep": [...]}``."""
-    grid = [_rate(g) for g in args.grid]
-    ratio = grid[1] / grid[0]
-    added = {"low": 0, "high": 0}
     hp = dict(DEFAULTS.get(name, {}))
-    while True:
-        tried = {lr: runs.get(ds, name, lr, hp, SELECT_SEED, args, data, size, channels) for lr in grid}
-        best = min(grid, key=lambda lr: tried[lr]["val_loss"])
-        if best == grid[0] and added["low"] < args.extend:
-            grid.insert(0, _rate(grid[0] / ratio))
-            added["low"] += 1
-        elif best == grid[-1] and added["high"] < args.extend:
-            grid.append(_rate(grid[-1] * ratio))
-            added["high"] += 1
-        else:
-            break
+
+    def score(lr):
+        return runs.get(ds, name, lr, hp, SELECT_SEED, args, data, size, channels)["val_loss"]
+
+    best, grid = select_rate(score, args.grid, args.extend)
+    tried = {lr: runs.get(ds, name, lr, hp, SELECT_SEED, args, data, size, channels) for lr in grid}
     out = {"lr": best, "grid": [dict(lr=lr, val_loss=tried[lr]["val_loss"]) for lr in grid], "sweep": []}
     sweeps = {"muon": [("momentum", MUON_MOMENTUM)], "m3": [("alpha", M3_ALPHA), ("slow_every", M3_SLOW_EVERY)],
               "m3-ema": [("alpha", M3_ALPHA), ("slow_every", M3_SLOW_EVERY)]}.get(name, [])

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from ..data import formal, synthetic
 from ..models import CausalLM, apply_overrides, from_dict
+from .protocol import rate, select_rate
 
 FAMILIES = ("formal", "mad", "mqar")
 MODELS = ("hope", "transformer", "titans", "delta")
@@ -438,10 +439,6 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
 
 # ---- the suite ---------------------------------------------------------------------------------
 
-def _rate(lr: float) -> float:
-    return float(f"{lr:.3g}")
-
-
 def fingerprint(recipe: Recipe, task: str, block: str, mlp_mult: float | None = None,
                 overrides: dict | None = None) -> list[float]:
     """What the code computes for this model and task, in numbers: a 3-step run (batch 4) through
@@ -551,7 +548,7 @@ class _Suite:
         for r in self.done:
             if (r["task"], r["model"], r.get("phase", "final"), r["seed"], r["steps"]) == (task, name, phase, seed,
                                                                                           sub.steps) \
-                    and _rate(r["lr"]) == _rate(sub.lr) and self.current(r):
+                    and rate(r["lr"]) == rate(sub.lr) and self.current(r):
                 return r
         return None
 
@@ -572,36 +569,25 @@ def _append(path: Path, r: dict, done: list[dict]) -> None:
 
 def _select(ctx: _Suite, task: str, name: str, path: Path, log) -> float:
     """The learning rate of the lowest validation loss over the grid (grown past an edge while the best
-    rate sits on it); every selection run is a row with ``phase: "select"``."""
+    rate sits on it: ``protocol.select_rate``); every selection run is a row with ``phase: "select"``."""
     recipe = ctx.recipe
-    grid = [_rate(x) for x in recipe.lr_grid]
-    ratio = grid[1] / grid[0]
-    added = {"low": 0, "high": 0}
-    while True:
-        runs = {}
-        for lr in grid:
-            sub = ctx.settings(name, lr)
-            r = ctx.find(task, name, "select", recipe.select_seed, sub)
-            if r is None:
-                r = ctx.run(sub, task, name, recipe.select_seed, log, phase="select")
-                _append(path, r, ctx.done)
-                if log:
-                    log(f"{task} {name} lr {lr:g} (selection): validation loss {r.get('val_loss', float('inf')):.4f}")
-            runs[lr] = r.get("val_loss", float("inf"))
-        best = min(grid, key=lambda lr: runs[lr])
-        if best == grid[0] and added["low"] < recipe.lr_extend:
-            grid.insert(0, _rate(grid[0] / ratio))
-            added["low"] += 1
-        elif best == grid[-1] and added["high"] < recipe.lr_extend:
-            grid.append(_rate(grid[-1] * ratio))
-            added["high"] += 1
-        else:
-            return best
+
+    def score(lr: float) -> float:
+        sub = ctx.settings(name, lr)
+        r = ctx.find(task, name, "select", recipe.select_seed, sub)
+        if r is None:
+            r = ctx.run(sub, task, name, recipe.select_seed, log, phase="select")
+            _append(path, r, ctx.done)
+            if log:
+                log(f"{task} {name} lr {lr:g} (selection): validation loss {r.get('val_loss', float('inf')):.4f}")
+        return r.get("val_loss", float("inf"))
+
+    return select_rate(score, recipe.lr_grid, recipe.lr_extend)[0]
 
 
 def _selection(recipe: Recipe, rows: list[dict], task: str, name: str) -> tuple[dict[float, dict], float | None]:
     """The selection rows of (task, model) by rate, and the rate they select."""
-    runs = {_rate(r["lr"]): r for r in rows if r.get("phase") == "select" and r["task"] == task
+    runs = {rate(r["lr"]): r for r in rows if r.get("phase") == "select" and r["task"] == task
             and r["model"] == name and r["seed"] == recipe.select_seed}
     if not runs:
         return runs, None
@@ -623,7 +609,7 @@ def _report(recipe: Recipe, ctx: _Suite, out: Path, command: str) -> list[dict]:
                          "the code they were run with")
     if recipe.lr_grid:  # the reported seeds count at the rate their selection chose
         chosen = {(t, m): _selection(recipe, current, t, m)[1] for t in recipe.tasks for m in recipe.models}
-        current = [r for r in current if r.get("phase") == "select" or _rate(r["lr"]) == chosen[r["task"], r["model"]]]
+        current = [r for r in current if r.get("phase") == "select" or rate(r["lr"]) == chosen[r["task"], r["model"]]]
     write_results(recipe, current, out, command, left_out=len(rows) - len(current))
     return [r for r in current if r.get("phase", "final") == "final"]
 
@@ -657,12 +643,12 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     lines = [f"# Synthetic experiments: {recipe.family}", ""]
     if command:
         lines += ["Command:", "", f"    {command}", ""]
-    rate = (f"the learning rate selected per model from the grid {recipe.lr_grid} (column lr)"
+    rate_text = (f"the learning rate selected per model from the grid {recipe.lr_grid} (column lr)"
             if recipe.lr_grid else f"lr {recipe.lr}")
     stop = (f"; validation every {recipe.eval_every} steps, the weights of the best validation loss kept"
             + (f", stopped after {recipe.patience} validations without a {recipe.min_delta:.0%} improvement"
                if recipe.patience else "") if recipe.eval_every else "")
-    lines += [f"Budget {recipe.steps} steps × batch {recipe.batch_size}, AdamW with {rate} "
+    lines += [f"Budget {recipe.steps} steps × batch {recipe.batch_size}, AdamW with {rate_text} "
               f"(cosine, warm-up {recipe.warmup}){stop}; "
               f"seeds {recipe.seeds}; model {json.dumps(recipe.model)}. Mean ± std over seeds. "
               f"Wall times are on the machine that ran this (train + evaluation, per run).", ""]
@@ -716,7 +702,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                   f"rate on an edge of the rates run so far (the grid grows past an edge up to {recipe.lr_extend} "
                   "times; a † left when the suite has finished is an optimum the grid did not bracket).", ""]
         for t in tasks:
-            rates = sorted({_rate(r["lr"]) for r in selection if r["task"] == t})
+            rates = sorted({rate(r["lr"]) for r in selection if r["task"] == t})
             if not rates:
                 continue
             lines += [f"| {t} | " + " | ".join(f"{x:g}" for x in rates) + " |", "|---|" + "---:|" * len(rates)]
@@ -775,7 +761,7 @@ def _params(rows, m) -> str:
 
 
 def _lrs(recipe: Recipe, rows, selection, m) -> str:
-    lrs = sorted({_rate(r["lr"]) for r in rows if r["model"] == m})
+    lrs = sorted({rate(r["lr"]) for r in rows if r["model"] == m})
     return ", ".join(f"{x:g}" for x in lrs) if lrs else "–"
 
 

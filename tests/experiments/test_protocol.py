@@ -1,0 +1,25 @@
+"""The protocol's selection rule on its own: the best rate inside the grid, the grid grown past an edge."""
+
+import pytest
+
+from nestlearn.experiments.protocol import rate, select_rate
+
+
+@pytest.mark.parametrize("optimum, expect_best, expect_grid", [
+    (3e-3, 0.00316, [0.001, 0.00316, 0.01]),  # inside: nothing added
+    (0.1, 0.0316, [0.001, 0.00316, 0.01, 0.0316]),  # grown once upward (extend=1), still on the edge
+    (1e-4, 0.000316, [0.000316, 0.001, 0.00316, 0.01]),
+])
+def test_select_rate_grows_the_grid_while_the_best_is_on_an_edge(optimum, expect_best, expect_grid):
+    import math
+
+    calls = []
+
+    def score(lr):
+        calls.append(lr)
+        return (math.log(lr) - math.log(optimum)) ** 2
+
+    best, grid = select_rate(score, [1e-3, 3.16e-3, 1e-2], extend=1)
+    assert best == expect_best and grid == expect_grid
+    assert sorted(calls) == sorted(grid)  # each rate trained once
+    assert rate(0.0031622776) == 0.00316
