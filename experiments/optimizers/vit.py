@@ -159,8 +159,7 @@ def select(runs: Runs, ds, name, args, data, size, channels) -> dict:
         return runs.get(ds, name, lr, hp, SELECT_SEED, args, data, size, channels)["val_loss"]
 
     best, grid = select_rate(score, args.grid, args.extend)
-    tried = {lr: runs.get(ds, name, lr, hp, SELECT_SEED, args, data, size, channels) for lr in grid}
-    out = {"lr": best, "grid": [dict(lr=lr, val_loss=tried[lr]["val_loss"]) for lr in grid], "sweep": []}
+    out = {"lr": best, "grid": [dict(lr=lr, val_loss=score(lr)) for lr in grid], "sweep": []}  # stored runs
     sweeps = {"muon": [("momentum", MUON_MOMENTUM)], "m3": [("alpha", M3_ALPHA), ("slow_every", M3_SLOW_EVERY)],
               "m3-ema": [("alpha", M3_ALPHA), ("slow_every", M3_SLOW_EVERY)]}.get(name, [])
     for key, values in sweeps if not args.quick else []:
