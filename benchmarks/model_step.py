@@ -40,7 +40,7 @@ from torch.utils.flop_counter import flop_registry
 from nestlearn.benchmarking import allocator, commit, preloaded, throughput, timed, write_lines  # noqa: F401
 from nestlearn.memory.write import fused
 from nestlearn.models import CausalLM, apply_overrides, from_dict, preset
-from nestlearn.models.config import BLOCKS as BLOCK_KINDS
+from nestlearn.models import BLOCKS as BLOCK_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -98,7 +98,7 @@ def parse_variant(spec: str) -> tuple[str, str, dict]:
     """``BLOCK:key=value[,key=value…]`` (dotted config keys) → (row label, block, overrides)."""
     block, _, sets = spec.partition(":")
     if block not in BLOCK_KINDS or not sets:
-        raise SystemExit(f"--variant must be BLOCK:key=value[,key=value] with BLOCK one of {BLOCK_KINDS} "
+        raise SystemExit(f"--variant must be BLOCK:key=value[,key=value] with BLOCK one of {tuple(BLOCK_KINDS)} "
                          f"(got {spec!r})")
     overrides = {}
     for item in sets.split(","):
@@ -151,7 +151,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--blocks", nargs="+", default=list(BLOCKS), choices=BLOCK_KINDS,
+    p.add_argument("--blocks", nargs="+", default=list(BLOCKS), choices=list(BLOCK_KINDS),
                    help="block kinds to measure (the Transformer, the baseline, is always measured)")
     p.add_argument("--variant", action="append", default=[],
                    help="an extra row: BLOCK:key=value[,key=value] with dotted config keys, "

@@ -38,9 +38,7 @@ class PhaseClock:
         self.total: dict[str, float] = defaultdict(float)
         self._start: dict[int, float] = {}
         for block in model.blocks:
-            for mod in (block.mixer, block.mixer2):
-                if mod is not None:
-                    self._watch(mod, mod, "mixer forward")
+            self._watch(block.mixer, block.mixer, "mixer forward")
             self._watch(block.mlp, block.mlp, "MLP / CMS forward")
         self._watch(model.embed, model.head, "pass")
 

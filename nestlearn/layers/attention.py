@@ -35,6 +35,10 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
+    def init_state(self, batch_size: int, ref: Tensor) -> KVCache:
+        empty = ref.new_zeros(batch_size, 0, self.heads, self.head_dim)
+        return KVCache(empty, empty, 0)
+
     def forward(self, x: Tensor, state: KVCache | None = None, prefix: Tensor | None = None
                 ) -> tuple[Tensor, KVCache]:
         """``prefix`` ``[P, dim]``: tokens every position attends to, outside the window and without

@@ -23,6 +23,7 @@ from ..memory import LR_BOUND, READS, MemoryState, MLPMemory, stable_eta_max
 from ..memory.mlp import STEPS as MLP_STEPS
 from ..memory.schedule import slices, spans_at
 from ..modules import RMSNorm, ShortConv
+from .attention import Attention, KVCache
 
 
 @dataclass
@@ -208,3 +209,49 @@ class TitansMAC(nn.Module):
             ck, cv = torch.cat([ck, kh, kx], dim=1), torch.cat([cv, vh, vx], dim=1)
             pos += n
         return self.proj(torch.cat(outs, dim=1)), MACState(conv, ms, ck, cv, pos)
+
+
+class HybridState(NamedTuple):
+    memory: TitansState
+    attention: KVCache
+
+
+class _Hybrid(nn.Module):
+    """The LMM beside a sliding-window attention whose prefix is the LMM's persistent tokens under the
+    block's pre-norm; called with the residual stream and that norm (``models/blocks.py``)."""
+
+    takes_residual = True
+
+    def __init__(self, dim: int, heads: int, max_seq_len: int, cfg: TitansConfig):
+        super().__init__()
+        self.memory = TitansLMM(dim, cfg)
+        self.attn = Attention(dim, heads, max_seq_len, cfg.window)
+        self.norm_mid = RMSNorm(dim)
+
+    def init_state(self, batch_size: int, ref: Tensor) -> HybridState:
+        return HybridState(self.memory.init_state(batch_size, ref), self.attn.init_state(batch_size, ref))
+
+
+class TitansMAG(_Hybrid):
+    """Memory as Gate (Titans eqs. 26–28): ``x + norm(SWA(n)) ⊙ σ(norm(LMM(n)))``, ``n = norm₁ x``; the
+    attention sees the persistent tokens as a prefix (eq. 26)."""
+
+    def __init__(self, dim: int, heads: int, max_seq_len: int, cfg: TitansConfig):
+        super().__init__(dim, heads, max_seq_len, cfg)
+        self.norm_mem = RMSNorm(dim)
+
+    def forward(self, x: Tensor, state: HybridState, norm: nn.Module) -> tuple[Tensor, HybridState]:
+        n = norm(x)
+        a, s_attn = self.attn(n, state.attention, prefix=norm(self.memory.persistent))
+        m, s_mem = self.memory(n, state.memory)
+        return self.norm_mid(a) * torch.sigmoid(self.norm_mem(m)), HybridState(s_mem, s_attn)
+
+
+class TitansMAL(_Hybrid):
+    """Memory as Layer (Titans eqs. 29–31): ``x₁ = x + LMM(norm₁ x)``, then ``x₁ + SWA(norm x₁)`` with the
+    persistent tokens as the attention's prefix (eq. 29); returns what is added to ``x``."""
+
+    def forward(self, x: Tensor, state: HybridState, norm: nn.Module) -> tuple[Tensor, HybridState]:
+        h, s_mem = self.memory(norm(x), state.memory)
+        a, s_attn = self.attn(self.norm_mid(x + h), state.attention, prefix=self.norm_mid(self.memory.persistent))
+        return h + a, HybridState(s_mem, s_attn)

@@ -5,9 +5,10 @@
     logits, loss, state = model(ids, targets=None, state=None)
 """
 
-from .config import BLOCKS, PRESETS, ModelConfig, apply_overrides, from_dict, preset, to_dict
-from .lm import Block, CausalLM, ModelState
+from .blocks import BLOCKS, MIXERS, MLPS, Block, BlockState
+from .config import PRESETS, ModelConfig, apply_overrides, from_dict, preset, to_dict
+from .lm import CausalLM, ModelState
 from .stacking import stack_levels
 
-__all__ = ["BLOCKS", "PRESETS", "Block", "CausalLM", "ModelConfig", "ModelState", "apply_overrides",
+__all__ = ["BLOCKS", "MIXERS", "MLPS", "PRESETS", "Block", "BlockState", "CausalLM", "ModelConfig", "ModelState", "apply_overrides",
            "from_dict", "preset", "stack_levels", "to_dict"]

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..layers import CMSConfig, DeltaConfig, LevelConfig, SelfModConfig, TitansConfig
-
-BLOCKS = ("hope", "hope_attention", "transformer", "titans", "titans_mac", "titans_mag", "titans_mal", "delta")
+from . import blocks
 
 
 @dataclass
@@ -28,21 +27,14 @@ class ModelConfig:
     delta: DeltaConfig = field(default_factory=DeltaConfig)
 
     def validate(self) -> None:
-        if self.block not in BLOCKS:
-            raise ValueError(f"model.block must be one of {BLOCKS} (got {self.block!r})")
+        if self.block not in blocks.BLOCKS:
+            raise ValueError(f"model.block must be one of {tuple(blocks.BLOCKS)} (got {self.block!r})")
         for name in ("vocab_size", "dim", "layers", "heads", "max_seq_len"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be a positive int (got {getattr(self, name)!r})")
         if self.dim % self.heads:
             raise ValueError(f"model.heads must divide model.dim (got dim={self.dim}, heads={self.heads})")
-        if self.block == "hope":
-            self.selfmod.validate(self.dim)
-        if self.block in ("hope", "hope_attention"):
-            self.cms.validate()
-        if self.block.startswith("titans"):
-            self.titans.validate(self.dim)
-        if self.block == "delta":
-            self.delta.validate(self.dim)
+        blocks.validate(self)
 
 
 def _build(cls, data: dict, path: str):

@@ -33,7 +33,7 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
     seq = torch.cat([state.pending, ids], dim=1) if replay else ids
     T = seq.shape[1]
     blocks, pos = state.blocks, state.pos
-    cms_blocks = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, CMS)]
+    cms_blocks = [i for i, b in enumerate(model.blocks) if b.learns_in_context]
     outs, pending = [], seq[:, :0]
     for span in slices(spans_at(pos, T, model.segment)):
         p, n = span.start, span.stop - span.start
@@ -56,7 +56,7 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
             cms = model.blocks[i].mlp
             k = len(CMS.trace_tensors(traces[i]))
             g, grads = grads[:k], grads[k:]
-            blocks[i] = (new[i][0], new[i][1], cms.step(cms.accumulate(new[i][2], traces[i], g), pos + n))
+            blocks[i] = new[i]._replace(mlp=cms.step(cms.accumulate(new[i].mlp, traces[i], g), pos + n))
         blocks = tuple(blocks)
         if not outer:  # inference: keep no graph across segments
             blocks = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, blocks)

@@ -2,15 +2,8 @@
 
     logits, loss, state = model(ids, targets=None, state=None)
 
-Blocks (pre-norm, residual):
-    transformer      x + Attn(norm x);        x + SwiGLU(norm x)           (Transformer++)
-    hope_attention   x + Attn(norm x);        x + CMS(norm x)              (NL §8.3)
-    hope             x + SelfModTitans(norm x); x + CMS(norm x)            (NL eqs. 94–97)
-    titans           x + LMM(norm x);         x + SwiGLU(norm x)           (Titans (LMM))
-    titans_mac       x + MAC(norm x);         x + SwiGLU(norm x)           (Titans eq. 21–25)
-    titans_mag       x + SWA(n) ⊙ σ(LMM(n)), n = norm x;  x + SwiGLU(norm x)   (Titans eq. 26–28)
-    titans_mal       x + LMM(norm x); x + SWA(norm x);    x + SwiGLU(norm x)   (Titans eq. 29–31)
-    delta            x + DeltaRule(norm x);   x + SwiGLU(norm x)           (linear delta rule, NL eq. 56)
+The blocks are compositions of a sequence mixer and an MLP (``blocks.py``: ``x + mixer(norm x)``, then
+``x + mlp(norm x)``); ``cfg.block`` names one of them.
 
 In-context CMS learning needs the task loss, so the model drives it through ``icl.py`` (the
 segments, the inner gradient and the levels' steps; see there). Pieces with the carried state equal
@@ -28,90 +21,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from ..layers import CMS, Attention, DeltaRule, KVCache, SelfModifyingTitans, TitansLMM, TitansMAC
-from ..modules import RMSNorm, SwiGLU
+from ..layers import CMS
+from ..modules import RMSNorm
+from .blocks import Block, BlockState
 from .config import ModelConfig
 from .icl import forward_in_context
 from .state import ModelState, cross_entropy
-
-
-def _hidden(mult: float, dim: int) -> int:
-    return max(1, int(round(mult * dim)))
-
-
-class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        kind, dim = cfg.block, cfg.dim
-        self.kind = kind
-        self.norm1, self.norm2 = RMSNorm(dim), RMSNorm(dim)
-        self.mixer2 = self.norm_mid = None
-        if kind in ("transformer", "hope_attention"):
-            self.mixer = Attention(dim, cfg.heads, cfg.max_seq_len, cfg.window)
-        elif kind == "hope":
-            self.mixer = SelfModifyingTitans(dim, cfg.selfmod)
-        elif kind == "delta":
-            self.mixer = DeltaRule(dim, cfg.delta)
-        elif kind == "titans_mac":
-            self.mixer = TitansMAC(dim, cfg.heads, cfg.titans)
-        else:
-            self.mixer = TitansLMM(dim, cfg.titans)
-            if kind in ("titans_mag", "titans_mal"):
-                self.mixer2 = Attention(dim, cfg.heads, cfg.max_seq_len, cfg.titans.window)
-                self.norm_mid = RMSNorm(dim)
-            if kind == "titans_mag":
-                self.norm_mem = RMSNorm(dim)
-        self.mlp = CMS(dim, cfg.cms) if kind in ("hope", "hope_attention") else SwiGLU(dim, _hidden(cfg.mlp_mult, dim))
-
-    def init_state(self, batch_size: int, ref: Tensor) -> tuple:
-        def mixer_state(m):
-            if isinstance(m, Attention):
-                empty = ref.new_zeros(batch_size, 0, m.heads, m.head_dim)
-                return KVCache(empty, empty, 0)
-            return m.init_state(batch_size, ref)
-
-        return (mixer_state(self.mixer), None if self.mixer2 is None else mixer_state(self.mixer2),
-                self.mlp.init_state(batch_size) if isinstance(self.mlp, CMS) else None)
-
-    def own_state(self, batch_size: int, ref: Tensor) -> tuple:
-        """``init_state`` built inside this block's forward, with every tensor owning its storage.
-
-        Fast weights start as views of parameters; under FSDP2 the unsharded parameters exist only
-        inside the block's forward (and backward), so the state is built here and copied (a copy is
-        differentiable: gradients still reach the parameters). Tensors shared within the state stay shared.
-        """
-        copies: dict[int, Tensor] = {}
-
-        def own(t):
-            if not isinstance(t, Tensor):
-                return t
-            if id(t) not in copies:
-                copies[id(t)] = t.clone()
-            return copies[id(t)]
-
-        return pytree.tree_map(own, self.init_state(batch_size, ref))
-
-    def forward(self, x: Tensor, state: tuple | None, trace: list | None = None) -> tuple[Tensor, tuple]:
-        """``trace``: with a CMS, a list that receives its level activations (``CMS.forward``)."""
-        if state is None:  # a fresh sequence (see ``own_state``)
-            state = self.own_state(x.shape[0], x)
-        s_mix, s_mix2, s_mlp = state
-        if self.kind == "titans_mag":
-            n = self.norm1(x)  # the attention sees the persistent tokens as a prefix (Titans eq. 26)
-            a, s_mix2 = self.mixer2(n, s_mix2, prefix=self.norm1(self.mixer.persistent))
-            m, s_mix = self.mixer(n, s_mix)
-            x = x + self.norm_mid(a) * torch.sigmoid(self.norm_mem(m))
-        else:
-            h, s_mix = self.mixer(self.norm1(x), s_mix)
-            x = x + h
-            if self.kind == "titans_mal":  # the attention sees the persistent tokens as a prefix (Titans eq. 29)
-                h, s_mix2 = self.mixer2(self.norm_mid(x), s_mix2, prefix=self.norm_mid(self.mixer.persistent))
-                x = x + h
-        if isinstance(self.mlp, CMS):
-            h, s_mlp = self.mlp(self.norm2(x), s_mlp, trace=trace)
-        else:
-            h = self.mlp(self.norm2(x))
-        return x + h, (s_mix, s_mix2, s_mlp)
 
 
 class CausalLM(nn.Module):
@@ -126,7 +41,7 @@ class CausalLM(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
-        cms = [b.mlp for b in self.blocks if isinstance(b.mlp, CMS)]
+        cms = [b.mlp for b in self.blocks if b.learns_in_context]
         chunks = [lv.chunk_size for c in cms for lv in c.cfg.levels if CMS.learns(lv)]
         self.segment = min(chunks) if chunks else 0  # 0: no in-context CMS learning
         self._warned: set = set()
@@ -146,8 +61,7 @@ class CausalLM(nn.Module):
         fresh = self.init_state(state.pending.shape[0])
         blocks = []
         for b, old, new in zip(self.blocks, state.blocks, fresh.blocks, strict=True):
-            cms = b.mlp.reset_for_new_sequence(old[2]) if isinstance(b.mlp, CMS) else None
-            blocks.append((new[0], new[1], cms))
+            blocks.append(BlockState(new.mixer, b.mlp.reset_for_new_sequence(old.mlp) if b.learns_in_context else None))
         return ModelState(tuple(blocks), 0, fresh.pending)
 
     # ---- forward -------------------------------------------------------------------------------
@@ -203,7 +117,7 @@ class CausalLM(nn.Module):
         """A CMS level steps just before token b = C, 2C, … is processed: trained on sequences of T ≤ C
         tokens it never steps, and is a plain MLP there. Said once per level and length (every block
         has the same levels)."""
-        cms = next((b.mlp for b in self.blocks if isinstance(b.mlp, CMS)), None)
+        cms = next((b.mlp for b in self.blocks if b.learns_in_context), None)
         for j, lv in enumerate([] if cms is None else cms.cfg.levels):
             if CMS.learns(lv) and lv.chunk_size >= T and (j, T) not in self._warned:
                 self._warned.add((j, T))

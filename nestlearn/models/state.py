@@ -12,7 +12,7 @@ from torch import Tensor
 class ModelState(NamedTuple):
     """Everything a model carries between calls (see docs/STATE.md).
 
-    blocks:  per block, the states of its parts (mixer, second mixer or None, CMS or None), as of
+    blocks:  per block, a ``BlockState(mixer, mlp)`` (the MLP's is a ``CMSState`` or None), as of
              absolute position ``pos``.
     pos:     tokens committed into ``blocks``.
     pending: token ids seen after ``pos`` whose CMS segment is not complete ([B, n], n may be 0);

@@ -29,9 +29,9 @@ def test_mag_and_mal_attention_depend_on_the_persistent_tokens():
         ids = torch.randint(0, 256, (1, 12))
         blk = model.blocks[0]
         n = torch.randn(1, 12, model.cfg.dim, dtype=torch.float64)
-        a, _ = blk.mixer2(n, None, prefix=blk.mixer.persistent)
+        a, _ = blk.mixer.attn(n, None, prefix=blk.mixer.memory.persistent)
         with torch.no_grad():
-            blk.mixer.persistent.add_(1.0)
-        b, _ = blk.mixer2(n, None, prefix=blk.mixer.persistent)
+            blk.mixer.memory.persistent.add_(1.0)
+        b, _ = blk.mixer.attn(n, None, prefix=blk.mixer.memory.persistent)
         assert not torch.allclose(a[:, -1], b[:, -1]), block
         assert torch.isfinite(model(ids)[0]).all()

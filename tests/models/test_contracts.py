@@ -79,13 +79,13 @@ def test_cms_levels_really_learn_in_context(block, ids):
     with torch.no_grad():
         _, _, s0 = model(ids[:, :1])
         _, _, s1 = model(ids)
-        w0 = s0.blocks[0][2].weights[0][0]
-        w1 = s1.blocks[0][2].weights[0][0]
+        w0 = s0.blocks[0].mlp.weights[0][0]
+        w1 = s1.blocks[0].mlp.weights[0][0]
         assert not torch.allclose(w0, w1)
         # lr 0 everywhere: the levels are plain MLPs on their parameters, no fast weights
         frozen = make_model(block, **{"cms.levels.0.lr": 0.0, "cms.levels.1.lr": 0.0})
         _, _, sf = frozen(ids)
-        assert sf.blocks[0][2].weights == (None, None) and frozen.segment == 0
+        assert sf.blocks[0].mlp.weights == (None, None) and frozen.segment == 0
 
 
 @pytest.mark.parametrize("block", BLOCKS)

@@ -146,7 +146,7 @@ def test_persistent_levels_keep_what_they_learned(ids):
         _, _, state = model(ids)
         nxt = model.new_sequence_state(state)
     fresh = model.init_state(2)
-    cms_new, cms_old, cms_fresh = nxt.blocks[0][2], state.blocks[0][2], fresh.blocks[0][2]
+    cms_new, cms_old, cms_fresh = nxt.blocks[0].mlp, state.blocks[0].mlp, fresh.blocks[0].mlp
     assert torch.equal(cms_new.weights[0][0], cms_fresh.weights[0][0])  # level 0 resets per sequence
     assert torch.equal(cms_new.weights[1][0], cms_old.weights[1][0])  # level 1 is persistent
     assert nxt.pos == 0 and nxt.pending.shape[1] == 0
