@@ -39,8 +39,8 @@ from torch.utils.flop_counter import flop_registry
 
 from nestlearn.benchmarking import allocator, commit, preloaded, throughput, timed, write_lines  # noqa: F401
 from nestlearn.memory.write import fused
-from nestlearn.models import CausalLM, apply_overrides, from_dict, preset
 from nestlearn.models import BLOCKS as BLOCK_KINDS
+from nestlearn.models import CausalLM, apply_overrides, from_dict, preset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))

@@ -4,33 +4,34 @@ and a plot of accuracy against training steps (sample efficiency)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
 
-from .models import CausalLM
+import torch
+
+from .models import CausalLM, ModelConfig
 from .train import Trainer, from_dict
 
 BASE = {
-    "model": {"dim": 32, "layers": 2, "heads": 2,
-              "selfmod": {"heads": 2, "chunk_size": 8, "chunk_size_other": 4},
-              "cms": {"levels": [{"chunk_size": 4, "lr": 0.01}, {"chunk_size": 16, "lr": 0.001}],  # 20-token sequences
-                      "hidden_mult": 4 / 3}},
+    "model": {"preset": "debug"},  # nestlearn/presets/debug.yaml: both CMS levels step in the 20-token sequences
     "data": {"source": "recall", "recall_pairs": 6, "recall_queries": 4, "recall_keys": 16, "recall_values": 16},
     "optim": {"name": "adamw", "lr": 1e-3, "schedule": "cosine"},
     "train": {"batch_size": 16, "log_every": 10, "eval_every": 50, "eval_batches": 8},
 }
 
 
-def matched_mlp_mult(target: int, model: dict) -> float:
+def matched_mlp_mult(target: int, model: ModelConfig) -> float:
     """The Transformer MLP width whose parameter count is closest to ``target`` (same size models)."""
     vocab = 1 + BASE["data"]["recall_keys"] + BASE["data"]["recall_values"]
 
     def count(mult: float) -> int:
-        cfg = from_dict({**BASE, "model": {**model, "block": "transformer", "mlp_mult": mult, "vocab_size": vocab}})
-        return CausalLM(cfg.model).num_parameters()
+        cfg = dataclasses.replace(model, block="transformer", mlp_mult=mult, vocab_size=vocab)
+        with torch.device("meta"):
+            return CausalLM(cfg).num_parameters()
 
-    dim = model["dim"]
+    dim = model.dim
     c1, c2 = count(1.0), count(2.0)  # parameters grow linearly with the MLP width
     hidden = round(dim * (1.0 + (target - c1) / (c2 - c1)))
     return max(1, hidden) / dim
@@ -41,8 +42,6 @@ EVAL_EVERY = 50
 
 def hope_params() -> int:
     """The quickstart HOPE's parameter count (built on the meta device: no memory, no time)."""
-    import torch
-
     vocab = 1 + BASE["data"]["recall_keys"] + BASE["data"]["recall_values"]
     cfg = from_dict({**BASE, "model": {**BASE["model"], "block": "hope", "vocab_size": vocab}})
     with torch.device("meta"):
@@ -94,14 +93,14 @@ def main(max_steps: int = 10_000, out: str = "runs/quickstart", blocks: tuple[st
         print(f"{name}: training (at most {max_steps:,} steps, fewer once solved)", flush=True)
         slug = name.replace(" ", "_").replace("(", "").replace(")", "")
         shutil.rmtree(root / slug, ignore_errors=True)
-        model = {**BASE["model"], "block": block}
-        if "frozen" in name:
-            model["cms"] = {**model["cms"], "levels": [{**lv, "lr": 0.0} for lv in model["cms"]["levels"]]}
-        if block == "transformer":  # the MLP width whose parameter count matches HOPE's
-            model["mlp_mult"] = matched_mlp_mult(hope_params(), BASE["model"])
-        cfg = from_dict({**BASE, "model": model, "optim": optim,
+        cfg = from_dict({**BASE, "model": {**BASE["model"], "block": block}, "optim": optim,
                          "train": {**BASE["train"], "steps": max_steps, "eval_every": EVAL_EVERY, "progress": False,
                                    "ckpt_every": max_steps, "out_dir": str(root / slug)}})
+        if "frozen" in name:
+            for lv in cfg.model.cms.levels:
+                lv.lr = 0.0
+        if block == "transformer":  # the MLP width whose parameter count matches HOPE's
+            cfg.model.mlp_mult = matched_mlp_mult(hope_params(), cfg.model)
         # the ablation runs as many steps as HOPE needed: where HOPE would be then without in-context learning
         budget = results["hope"]["steps"] if "frozen" in name and "hope" in results else max_steps
         trainer, curve, wall = _train(cfg, budget, name)

@@ -40,7 +40,8 @@ from nestlearn.data.images import load_cifar10_subset, load_fashion_mnist
 from nestlearn.experiments.protocol import rate, select_rate
 from nestlearn.experiments.synthetic import code_version
 from nestlearn.models.vit import ViT, ViTConfig
-from nestlearn.optim import M3, Optimizers, split_params
+from nestlearn.optim import build_optimizer
+from nestlearn.train import OptimConfig, RunConfig, Trainer, TrainSettings
 
 HERE = Path(__file__).parent
 GRID = (1e-4, 3.16e-4, 1e-3)  # ×√10
@@ -51,74 +52,73 @@ SELECT_SEED = 100
 OPTIMIZERS = ("adamw", "muon", "m3", "m3-ema")
 DATASETS = {"cifar10": ("cifar10_subset", load_cifar10_subset, 32, 3),
             "fashion_mnist": ("fashion_mnist", load_fashion_mnist, 28, 1)}
-DEFAULTS = {"muon": {"momentum": 0.95}, "m3": {"alpha": 0.1, "slow_every": 25},
+DEFAULTS = {"muon": {"momentum": 0.95}, "m3": {"alpha": 0.1, "slow_every": 25},  # build_optimizer's keywords
             "m3-ema": {"alpha": 0.1, "slow_every": 25}}
 
 
 def make_optimizer(name: str, model, lr: float, hp: dict, args):
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
-    mats, others = split_params(model)
-    # torch.optim.Muon takes 2-D parameters only: the patch kernel goes to AdamW for both Muon and M3
-    others += [p for p in mats if p.dim() != 2]
-    mats = [p for p in mats if p.dim() == 2]
-    rest = torch.optim.AdamW(others, lr=args.rest_lr, weight_decay=args.weight_decay)
-    if name == "muon":
-        # "match_rms_adamw" puts Muon's update on AdamW's scale
-        main = torch.optim.Muon(mats, lr=lr, momentum=hp["momentum"], weight_decay=args.weight_decay,
-                                adjust_lr_fn="match_rms_adamw")
-    else:
-        main = M3(mats, lr=lr, betas=(0.95, 0.999, 0.9), alpha=hp["alpha"], slow_every=hp["slow_every"],
-                  accumulate="sum" if name == "m3" else "ema", weight_decay=args.weight_decay)
-    return Optimizers(main, rest)
+    """AdamW at ``lr``; or Muon / M3 at ``lr`` on the 2-D matrices and AdamW at ``--rest-lr`` on the rest."""
+    return build_optimizer(model, "adamw" if name == "adamw" else name, lr=lr if name == "adamw" else args.rest_lr,
+                           matrix_lr=None if name == "adamw" else lr, weight_decay=args.weight_decay,
+                           betas=(0.9, 0.999), **hp)
 
 
+@torch.no_grad()
 def evaluate(model, x, y, batch=1000):
     model.eval()
     loss, correct = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            logits = model(x[i:i + batch])
-            loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
-            correct += (logits.argmax(-1) == y[i:i + batch]).sum().item()
+    for i in range(0, len(x), batch):
+        logits = model(x[i:i + batch])
+        loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
+        correct += (logits.argmax(-1) == y[i:i + batch]).sum().item()
     model.train()
     loss = loss / len(x)
     return (loss if math.isfinite(loss) else float("inf")), correct / len(x)
 
 
+class Epochs:
+    """Training batches as a function of the step: epoch e is a permutation drawn from (seed, e), cut into
+    ``batch``-image slices (the remainder dropped); the same batches for every optimizer."""
+
+    def __init__(self, x, y, batch: int, seed: int):
+        self.x, self.y, self.batch, self.seed, self._perm = x, y, batch, seed, (None, None)
+
+    def train(self, step: int, micro: int = 0):
+        per_epoch = len(self.x) // self.batch
+        epoch, i = divmod(step, per_epoch)
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(1_000_003 * (1000 + self.seed) + epoch)
+            self._perm = (epoch, torch.randperm(len(self.x), generator=g))
+        idx = self._perm[1][i * self.batch:(i + 1) * self.batch]
+        return self.x[idx], self.y[idx]
+
+
 def run(name, lr, hp, seed, data, args, image_size, channels):
+    """One run through ``nestlearn.train.Trainer``: constant rate, no clipping, stopped at the first
+    non-finite loss (scored as inf)."""
     x_train, y_train, x_val, y_val, x_test, y_test = data
     torch.manual_seed(seed)
     model = ViT(ViTConfig(image_size=image_size, channels=channels, patch=4, dim=args.dim, depth=args.depth,
                           heads=4, classes=10))
-    opt = make_optimizer(name, model, lr, hp, args)
-    order = torch.Generator().manual_seed(1000 + seed)  # the same batches for every optimizer
-    curve, step_times = [], []
-    n = len(x_train)
-    perm = torch.randperm(n, generator=order)
-    pos = 0
+    cfg = RunConfig(optim=OptimConfig(schedule="constant", clip=0.0), train=TrainSettings(
+        steps=args.steps, batch_size=args.batch, seed=seed, out_dir="", progress=False, log_every=args.steps,
+        eval_every=args.steps, ckpt_every=args.steps, max_bad_steps=1, on_nonfinite="stop"))
     t_start, c_start = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        if pos + args.batch > n:
-            perm, pos = torch.randperm(n, generator=order), 0
-        idx = perm[pos:pos + args.batch]
-        pos += args.batch
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step_times.append(time.perf_counter() - t0)
-        curve.append(loss.item())
-        if not math.isfinite(curve[-1]):
-            break
+    trainer = Trainer(cfg, model=model, batches=Epochs(x_train, y_train, args.batch, seed),
+                      loss=lambda x, y: F.cross_entropy(model(x), y), evaluate=lambda: {},
+                      optimizer=make_optimizer(name, model, lr, hp, args))
+    trainer.run()
+    train_s = time.perf_counter() - t_start
+    curve = trainer.losses
     tail = curve[-max(1, args.steps // 20):]
     train_loss = statistics.mean(tail) if all(map(math.isfinite, tail)) else float("inf")
     val_loss, val_acc = evaluate(model, x_val, y_val)
     test_loss, test_acc = evaluate(model, x_test, y_test)
+    if trainer.diverged_at is not None:  # the weights before the first non-finite step are not this rate's result
+        val_loss = test_loss = float("inf")
     return dict(optimizer=name, lr=lr, hp=hp, seed=seed, steps=args.steps, train_loss=train_loss,
                 val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
-                step_time=statistics.median(step_times[1:] or step_times), wall_s=time.perf_counter() - t_start,
+                step_time=train_s / max(1, trainer.step), wall_s=time.perf_counter() - t_start,
                 cpu_s=time.process_time() - c_start, curve=curve, **code_version())
 
 

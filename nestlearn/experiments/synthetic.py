@@ -34,6 +34,7 @@ import json
 import math
 import statistics
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,24 +42,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data import formal, synthetic
+from ..config import build, read_yaml
+from ..data import formal
+from ..data.registry import TASKS, task_batch, task_vocab
 from ..models import CausalLM, apply_overrides, from_dict
+from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
 from .protocol import rate, select_rate
 
 FAMILIES = ("formal", "mad", "mqar")
 MODELS = ("hope", "transformer", "titans", "delta")
 
 # generator, vocabulary size from its arguments
-_MAD = {
-    "compression": (synthetic.compression, lambda a: a.get("vocab", 16) + 2),
-    "in_context_recall": (synthetic.in_context_recall, lambda a: 1 + a.get("n_keys", 16) + a.get("n_values", 16)),
-    "noisy_in_context_recall": (synthetic.noisy_in_context_recall,
-                                lambda a: 1 + a.get("n_keys", 8) + a.get("n_values", 8) + a.get("noise_vocab", 16)),
-    "fuzzy_in_context_recall": (synthetic.fuzzy_in_context_recall, lambda a: 1 + 2 * a.get("vocab", 16)),
-    "selective_copying": (synthetic.selective_copying, lambda a: a.get("vocab", 16) + 3),
-    "memorization": (synthetic.memorization, lambda a: 1 + a.get("n_keys", 64) + a.get("n_values", 64)),
-}
-
 # the paper's numbers (docs: ../shared/paper/NOTES.md, NL Tables 4 and 5)
 PAPER_MAD = {  # Compression, ICR, Fuzzy ICR, Selective copying, Memorization
     "transformer": (49.4, 100, 47.9, 96.2, 83.7),
@@ -113,8 +107,9 @@ class Recipe:
                 raise ValueError(f"tasks.{name} must be a mapping of generator arguments (got {args!r})")
             if self.family == "formal" and name not in formal.LANGUAGES:
                 raise ValueError(f"unknown formal language {name!r}; choose from {formal.LANGUAGES}")
-            if self.family == "mad" and name not in _MAD:
-                raise ValueError(f"unknown MAD task {name!r}; choose from {tuple(_MAD)}")
+            if self.family == "mad" and getattr(TASKS.get(name), "family", None) != "mad":
+                raise ValueError(f"unknown MAD task {name!r}; choose from "
+                                 f"{tuple(n for n, t in TASKS.items() if t.family == 'mad')}")
             if self.family == "mqar" and "n_pairs" not in args:
                 raise ValueError(f"tasks.{name} needs n_pairs (an MQAR task is a number of key–value pairs)")
         for name, spec in self.variants.items():
@@ -157,52 +152,44 @@ class Recipe:
 
 
 def load_recipe(path: str | Path, quick: bool = False) -> Recipe:
-    import yaml
-
+    """The recipe in a YAML file (``nestlearn.config``: unknown keys named); ``quick`` applies its
+    ``quick`` section on top (``tasks`` there may be a list of task names: a subset)."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"recipe not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    known = set(Recipe.__dataclass_fields__)
-    for key in data:
-        if key not in known:
-            raise ValueError(f"{path}: unknown recipe key {key!r}; valid keys: {sorted(known)}")
-    recipe = Recipe(**data)
+    data = read_yaml(path, "recipe")
     if quick:
-        for key, value in recipe.quick.items():
-            if key not in known or key == "quick":
-                raise ValueError(f"{path}: unknown key quick.{key}")
-            if key == "tasks" and isinstance(value, list):  # a subset of the full tasks, by name
-                value = {name: recipe.tasks[name] for name in value}
-            setattr(recipe, key, value)
-        if "steps" in recipe.quick:  # a quick run is short for every variant
-            recipe.variants = {n: {k: v for k, v in spec.items() if k != "steps"}
-                               for n, spec in recipe.variants.items()}
+        over = data.get("quick") or {}
+        if "quick" in over:
+            raise ValueError(f"{path}: unknown key quick.quick")
+        if isinstance(over.get("tasks"), list):  # a subset of the full tasks, by name
+            over = {**over, "tasks": {name: (data.get("tasks") or {})[name] for name in over["tasks"]}}
+        data = {**data, **over}
+        if "steps" in over:  # a quick run is short for every variant
+            data["variants"] = {n: {k: v for k, v in spec.items() if k != "steps"}
+                                for n, spec in (data.get("variants") or {}).items()}
+    try:
+        recipe = build(Recipe, data)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     recipe.validate()
     return recipe
 
 
 # ---- tasks -------------------------------------------------------------------------------------
 
+def _generator(recipe: Recipe, task: str) -> str:
+    return "mqar" if recipe.family == "mqar" else task  # MQAR tasks are named by their settings
+
+
 def vocab_size(recipe: Recipe, task: str) -> int:
-    args = recipe.tasks[task]
-    if recipe.family == "formal":
-        return len(formal.SYMBOLS)
-    if recipe.family == "mqar":
-        return 1 + args.get("n_keys", 64) + args.get("n_values", 64)
-    return _MAD[task][1](args)
+    return task_vocab(_generator(recipe, task), recipe.tasks[task])
 
 
 def make_batch(recipe: Recipe, task: str, batch: int, seed: int, split: str = "train"):
     """Formal: ``(ids, multi-hot targets, mask)``; otherwise ``(ids, targets)`` with −100 off the answers."""
-    args = recipe.tasks[task]
     if recipe.family == "formal":
         bins = formal.length_bins(recipe.max_len)
-        return formal.formal_batch(task, batch, bins["bin0" if split in ("train", "val") else split], seed)
-    g = torch.Generator().manual_seed(seed)
-    if recipe.family == "mqar":
-        return synthetic.mqar(batch, generator=g, **args)
-    return _MAD[task][0](batch, generator=g, **args)
+        return task_batch(task, batch, seed, lengths=bins["bin0" if split in ("train", "val") else split])
+    return task_batch(_generator(recipe, task), batch, seed, **recipe.tasks[task])
 
 
 _VERSION: dict[str, str] = {}
@@ -345,7 +332,8 @@ def validate(model: CausalLM, recipe: Recipe, task: str) -> tuple[float, float]:
 def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | None = None,
             log=print, name: str | None = None, overrides: dict | None = None,
             trace: list | None = None) -> dict[str, Any]:
-    """Train one model from scratch and evaluate it; ``name`` labels a variant of ``block``.
+    """Train one model from scratch (``nestlearn.train.Trainer``) and evaluate it; ``name`` labels a variant
+    of ``block``.
 
     With ``eval_every`` the run validates every that many steps (the ``curve``), keeps the weights of the
     best validation loss, and with ``patience`` stops once that many validations in a row have not improved
@@ -355,83 +343,57 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     name = name or block
     torch.manual_seed(seed)
     model = CausalLM(cfg)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98))
+    run = RunConfig(model=cfg, optim=OptimConfig(
+        name="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98), schedule="cosine",
+        warmup=recipe.warmup, min_lr_ratio=0.1, clip=1.0), train=TrainSettings(
+        steps=recipe.steps, batch_size=recipe.batch_size, seed=seed, out_dir="", progress=False,
+        log_every=max(1, recipe.steps // 5), eval_every=recipe.eval_every or recipe.steps + 1,
+        ckpt_every=recipe.steps, max_bad_steps=10, on_nonfinite="stop", patience=recipe.patience,
+        min_delta=recipe.min_delta, keep_best=bool(recipe.eval_every)))
 
-    def lr_at(step: int) -> float:
-        if step < recipe.warmup:
-            return recipe.lr * (step + 1) / recipe.warmup
-        frac = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-        return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+    def loss(ids, targets, mask=None):
+        if mask is None:
+            return model(ids, targets=targets)[1]
+        return _formal_loss(model(ids)[0], targets, mask)
 
+    def validation() -> dict:
+        val_loss, val_acc = validate(model, recipe, task)
+        return {"val_loss": val_loss, "val_acc": val_acc / 100}
+
+    def progress(row: dict) -> None:
+        if log and "loss" in row and row["step"] % max(1, recipe.steps // 5) == 0:
+            log(f"  {task} {name} seed {seed} step {row['step']}/{recipe.steps} loss {row['loss']:.4f}")
+
+    batches = types.SimpleNamespace(train=lambda step, micro: make_batch(recipe, task, recipe.batch_size,
+                                                                         _train_seed(seed, step)))
     t0, c0 = time.perf_counter(), time.process_time()
-    losses, skipped, in_a_row, diverged_at = [], 0, 0, None
-    curve: list[list[float]] = []  # [step, validation loss, validation accuracy]
-    best, best_step, best_weights, stale, stopped_at = float("inf"), None, None, 0, None
-    for step in range(recipe.steps):
-        batch = make_batch(recipe, task, recipe.batch_size, _train_seed(seed, step))
-        if recipe.family == "formal":
-            ids, targets, mask = batch
-            logits, _, _ = model(ids)
-            loss = _formal_loss(logits, targets, mask)
-        else:
-            ids, targets = batch
-            _, loss, _ = model(ids, targets=targets)
-        value = float(loss.detach())  # the step's one host sync: the log and the finiteness check
-        if trace is not None:
-            trace.append(value)
-        if not math.isfinite(value):  # skipped and counted; 10 in a row end the run as diverged
-            skipped, in_a_row = skipped + 1, in_a_row + 1
-            if in_a_row >= 10:
-                diverged_at = step
-                if log:
-                    log(f"  {task} {name} seed {seed}: non-finite loss 10 steps in a row, last at step {step}")
-                break
-            continue
-        in_a_row = 0
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(value)
-        if log and (step + 1) % max(1, recipe.steps // 5) == 0:
-            log(f"  {task} {name} seed {seed} step {step + 1}/{recipe.steps} loss {losses[-1]:.4f}")
-        if recipe.eval_every and ((step + 1) % recipe.eval_every == 0 or step + 1 == recipe.steps):
-            val_loss, val_acc = validate(model, recipe, task)
-            curve.append([step + 1, val_loss, val_acc])
-            if val_acc >= 100.0 or not (val_loss < best * (1 - recipe.min_delta) or best_weights is None):
-                stale += 1  # no real gain, or the task is solved on the validation split
-            else:
-                stale = 0
-            if val_loss < best:
-                best, best_step = val_loss, step + 1
-                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if recipe.patience and stale >= recipe.patience:
-                stopped_at = step + 1
-                if log:
-                    log(f"  {task} {name} seed {seed}: validation loss flat for {stale} checks, stopped at "
-                        f"step {step + 1}")
-                break
+    trainer = Trainer(run, model=model, batches=batches, loss=loss, evaluate=validation if recipe.eval_every else
+                      (lambda: {}), log=progress)
+    trainer.run()
     train_s = time.perf_counter() - t0
-    if best_weights is not None:
-        model.load_state_dict(best_weights)
+    losses = trainer.losses
+    if trace is not None:
+        trace.extend(losses)
+    if log and trainer.diverged_at is not None:
+        log(f"  {task} {name} seed {seed}: non-finite loss 10 steps in a row, last at step {trainer.diverged_at}")
+    if log and trainer.stopped_at is not None:
+        log(f"  {task} {name} seed {seed}: validation loss flat for {recipe.patience} checks, stopped at step "
+            f"{trainer.stopped_at}")
     metrics = evaluate(model, recipe, task)
     settings = {k: getattr(recipe, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "max_len",
                                                  "eval_batches", "eval_batch_size", "eval_every", "patience",
                                                  "min_delta", "val_batches")}
+    curve = [[h["step"], h["val_loss"], 100 * h["val_acc"]] for h in trainer.history if "val_loss" in h]
     val = {}
     if curve:
-        at = next(c for c in curve if c[0] == best_step) if best_step else curve[-1]
-        val = {"val_loss": at[1], "val_acc": at[2], "best_step": best_step, "curve": curve}
+        at = next(c for c in curve if c[0] == trainer.best_step) if trainer.best_step else curve[-1]
+        val = {"val_loss": at[1], "val_acc": at[2], "best_step": trainer.best_step, "curve": curve}
+    finite = [x for x in losses if math.isfinite(x)]
     return {"task": task, "model": name, "block": block, "seed": seed, "params": model.num_parameters(),
             **code_version(), "config": dataclasses.asdict(cfg), "settings": settings,
-            "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": losses[-1] if losses else float("nan"),
-            "skipped": skipped, "diverged_at": diverged_at, "lr": recipe.lr, "stopped_at": stopped_at,
-            "steps_run": len(losses) + skipped,
+            "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": finite[-1] if finite else float("nan"),
+            "skipped": trainer.bad_total, "diverged_at": trainer.diverged_at, "lr": recipe.lr,
+            "stopped_at": trainer.stopped_at, "steps_run": trainer.step,
             "wall_s": time.perf_counter() - t0, "train_s": train_s, "cpu_s": time.process_time() - c0,
             "threads": torch.get_num_threads(),
             **val, **metrics}

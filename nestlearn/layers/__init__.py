@@ -6,6 +6,6 @@ from .delta import DeltaConfig, DeltaRule, DeltaState
 from .selfmod import SelfModConfig, SelfModifyingTitans, SelfModState
 from .titans import HybridState, MACState, TitansConfig, TitansLMM, TitansMAC, TitansMAG, TitansMAL, TitansState
 
-__all__ = ["CMS", "Attention", "CMSConfig", "CMSState", "DeltaConfig", "DeltaRule", "DeltaState", "HybridState", "KVCache",
-           "LevelConfig", "MACState", "SelfModConfig", "SelfModState", "SelfModifyingTitans", "TitansConfig",
-           "TitansLMM", "TitansMAC", "TitansMAG", "TitansMAL", "TitansState", "level_steps"]
+__all__ = ["CMS", "Attention", "CMSConfig", "CMSState", "DeltaConfig", "DeltaRule", "DeltaState", "HybridState",
+           "KVCache", "LevelConfig", "MACState", "SelfModConfig", "SelfModState", "SelfModifyingTitans",
+           "TitansConfig", "TitansLMM", "TitansMAC", "TitansMAG", "TitansMAL", "TitansState", "level_steps"]

@@ -10,5 +10,5 @@ from .config import PRESETS, ModelConfig, apply_overrides, from_dict, preset, to
 from .lm import CausalLM, ModelState
 from .stacking import stack_levels
 
-__all__ = ["BLOCKS", "MIXERS", "MLPS", "PRESETS", "Block", "BlockState", "CausalLM", "ModelConfig", "ModelState", "apply_overrides",
-           "from_dict", "preset", "stack_levels", "to_dict"]
+__all__ = ["BLOCKS", "MIXERS", "MLPS", "PRESETS", "Block", "BlockState", "CausalLM", "ModelConfig", "ModelState",
+           "apply_overrides", "from_dict", "preset", "stack_levels", "to_dict"]

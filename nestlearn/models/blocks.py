@@ -34,13 +34,17 @@ class Part:
     validate: Callable[[Any], None] = lambda cfg: None
 
 
+def _titans(c) -> None:
+    c.titans.validate(c.dim)
+
+
 MIXERS: dict[str, Part] = {
     "attention": Part(lambda c: Attention(c.dim, c.heads, c.max_seq_len, c.window)),
     "selfmod": Part(lambda c: SelfModifyingTitans(c.dim, c.selfmod), lambda c: c.selfmod.validate(c.dim)),
-    "titans_lmm": Part(lambda c: TitansLMM(c.dim, c.titans), lambda c: c.titans.validate(c.dim)),
-    "titans_mac": Part(lambda c: TitansMAC(c.dim, c.heads, c.titans), lambda c: c.titans.validate(c.dim)),
-    "titans_mag": Part(lambda c: TitansMAG(c.dim, c.heads, c.max_seq_len, c.titans), lambda c: c.titans.validate(c.dim)),
-    "titans_mal": Part(lambda c: TitansMAL(c.dim, c.heads, c.max_seq_len, c.titans), lambda c: c.titans.validate(c.dim)),
+    "titans_lmm": Part(lambda c: TitansLMM(c.dim, c.titans), _titans),
+    "titans_mac": Part(lambda c: TitansMAC(c.dim, c.heads, c.titans), _titans),
+    "titans_mag": Part(lambda c: TitansMAG(c.dim, c.heads, c.max_seq_len, c.titans), _titans),
+    "titans_mal": Part(lambda c: TitansMAL(c.dim, c.heads, c.max_seq_len, c.titans), _titans),
     "delta": Part(lambda c: DeltaRule(c.dim, c.delta), lambda c: c.delta.validate(c.dim)),
 }
 

@@ -1,12 +1,14 @@
-"""Model configuration: nested dataclasses, presets, dotted overrides."""
+"""Model configuration: nested dataclasses (read by ``nestlearn.config``), presets, dotted overrides."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ..layers import CMSConfig, DeltaConfig, LevelConfig, SelfModConfig, TitansConfig
+from .. import config
+from ..config import build, override, read_yaml
+from ..layers import CMSConfig, DeltaConfig, SelfModConfig, TitansConfig
 from . import blocks
 
 
@@ -37,94 +39,53 @@ class ModelConfig:
         blocks.validate(self)
 
 
-def _build(cls, data: dict, path: str):
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise ValueError(f"unknown config key {path}{key!r}; valid keys: {sorted(names)}")
-        kwargs[key] = value
-    obj = cls(**kwargs)
-    for sub, sub_cls in (("selfmod", SelfModConfig), ("cms", CMSConfig), ("titans", TitansConfig),
-                         ("delta", DeltaConfig)):
-        if sub in kwargs and isinstance(kwargs[sub], dict):
-            setattr(obj, sub, _build(sub_cls, kwargs[sub], f"{path}{sub}."))
-    if cls is CMSConfig and isinstance(kwargs.get("levels"), list):
-        obj.levels = [lv if isinstance(lv, LevelConfig) else _build(LevelConfig, lv, f"{path}levels[{i}].")
-                      for i, lv in enumerate(kwargs["levels"])]
-    return obj
-
-
 def from_dict(data: dict) -> ModelConfig:
-    """A ``ModelConfig`` from nested dicts (as read from YAML); unknown keys are an error."""
-    return _build(ModelConfig, data, "model.")
+    """A ``ModelConfig`` from nested dicts (as read from YAML); unknown keys are an error. A ``preset``
+    key starts from that preset's values (``nestlearn/presets/<name>.yaml``); the other keys override them."""
+    return build(ModelConfig, expand(data), "model.")
+
+
+def expand(data: dict) -> dict:
+    """A model section with its ``preset`` key (if any) replaced by the preset's values, the section's
+    other keys on top."""
+    if not isinstance(data, dict) or "preset" not in data:
+        return data
+    return _merge(_preset_data(data["preset"]), {k: v for k, v in data.items() if k != "preset"})
 
 
 def to_dict(cfg: ModelConfig) -> dict:
-    return dataclasses.asdict(cfg)
+    return config.to_dict(cfg)
 
 
 def apply_overrides(cfg: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
     """Set dotted keys (``"selfmod.rule": "gd"``, ``"cms.levels.1.lr": 0``) on a copy of ``cfg``."""
-    cfg = from_dict(to_dict(cfg))
     for dotted, value in overrides.items():
-        obj, parts = cfg, dotted.split(".")
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(obj, list):
-                if not part.isdigit() or int(part) >= len(obj):
-                    raise ValueError(f"config key {dotted!r}: {part!r} is not an index of a list of {len(obj)}")
-                if last:
-                    obj[int(part)] = value
-                else:
-                    obj = obj[int(part)]
-                continue
-            if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
-                raise ValueError(f"unknown config key {dotted!r} (no field {part!r})")
-            if last:
-                setattr(obj, part, value)
-            else:
-                obj = getattr(obj, part)
-    return from_dict(to_dict(cfg))
+        cfg = override(cfg, dotted, value, "model.")
+    return cfg
 
 
-# CMS presets use two levels of half the Transformer's MLP width: equal MLP parameters.
-_PRESETS: dict[str, dict] = {  # deviation D12
-    # trains in seconds on a laptop CPU
-    "debug": dict(vocab_size=256, dim=32, layers=2, heads=2, max_seq_len=1024,
-                  selfmod=dict(heads=2, chunk_size=8, chunk_size_other=4),
-                  cms=dict(levels=[dict(chunk_size=8, lr=1e-2), dict(chunk_size=32, lr=1e-3)], hidden_mult=4 / 3),
-                  titans=dict(heads=2, chunk_size=8, persistent_tokens=2, window=32),
-                  delta=dict(heads=2, chunk_size=8)),
-    "tiny": dict(vocab_size=512, dim=64, layers=2, heads=4, max_seq_len=2048,
-                 selfmod=dict(heads=4, chunk_size=16, chunk_size_other=8),
-                 cms=dict(levels=[dict(chunk_size=16, lr=1e-2), dict(chunk_size=64, lr=1e-3)], hidden_mult=4 / 3),
-                 titans=dict(heads=4, chunk_size=16, window=64), delta=dict(heads=4, chunk_size=16)),
-    # ~10M parameters
-    "small": dict(vocab_size=4096, dim=288, layers=8, heads=4, max_seq_len=4096,
-                  selfmod=dict(heads=4, chunk_size=64, chunk_size_other=16),
-                  cms=dict(levels=[dict(chunk_size=32, lr=1e-3), dict(chunk_size=256, lr=1e-4)], hidden_mult=4 / 3),
-                  titans=dict(heads=4, chunk_size=32, window=256), delta=dict(heads=4, chunk_size=32)),
-    # paper-shaped (NL Table 2: ~760M / ~1.3B; widths are not in the paper, these follow Titans-era shapes)
-    "hope-760m": dict(vocab_size=32000, dim=1536, layers=24, heads=16, max_seq_len=4096,
-                      selfmod=dict(heads=16, chunk_size=64, chunk_size_other=8),
-                      cms=dict(levels=[dict(chunk_size=16, lr=1e-4), dict(chunk_size=512, lr=1e-5)],
-                               hidden_mult=4 / 3),
-                      titans=dict(heads=16, chunk_size=64, window=512), delta=dict(heads=16, chunk_size=64)),
-    "hope-1.3b": dict(vocab_size=32000, dim=2048, layers=24, heads=16, max_seq_len=4096,
-                      selfmod=dict(heads=16, chunk_size=64, chunk_size_other=8),
-                      cms=dict(levels=[dict(chunk_size=16, lr=1e-4), dict(chunk_size=512, lr=1e-5)],
-                               hidden_mult=4 / 3),
-                      titans=dict(heads=16, chunk_size=64, window=512), delta=dict(heads=16, chunk_size=64)),
-}
-PRESETS = tuple(_PRESETS)
+PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
+PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+
+
+def _preset_data(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
+    return read_yaml(PRESET_DIR / f"{name}.yaml", "preset")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, mappings merged key by key (lists are replaced whole)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def preset(name: str, block: str = "hope", **overrides: Any) -> ModelConfig:
-    """A named configuration for any block kind; ``overrides`` may use dotted keys."""
-    if name not in _PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
-    cfg = from_dict({**_PRESETS[name], "block": block})
+    """A named configuration (``nestlearn/presets/<name>.yaml``) for any block kind; ``overrides`` may use
+    dotted keys."""
+    cfg = from_dict({**_preset_data(name), "block": block})
     cfg = apply_overrides(cfg, overrides) if overrides else cfg
     cfg.validate()
     return cfg

@@ -6,16 +6,13 @@ The resolved configuration is written into the run folder.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from ..models.config import ModelConfig, apply_overrides
-from ..models.config import from_dict as model_from_dict
-from ..models.config import to_dict as model_to_dict
+from .. import config
+from ..config import build, override, parse_override, read_yaml
+from ..models.config import ModelConfig, expand
+from ..optim import OPTIMIZERS
 
 
 @dataclass
@@ -35,7 +32,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # adamw, muon, m3, dgd
+    name: str = "adamw"  # nestlearn.optim.OPTIMIZERS: adamw, muon, m3 (Algorithm 1 as printed), m3-ema (D15), dgd
     lr: float = 3e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
@@ -45,6 +42,9 @@ class OptimConfig:
     decay_fraction: float = 0.2  # wsd: the last fraction of steps decays
     clip: float = 1.0
     matrix_lr: float | None = None  # muon / m3 / dgd: their own lr (default: lr)
+    momentum: float = 0.95  # muon
+    alpha: float = 0.1  # m3: the slow momentum's weight
+    slow_every: int = 100  # m3: the slow momentum's period (steps)
 
 
 @dataclass
@@ -53,12 +53,16 @@ class TrainSettings:
     batch_size: int = 16
     grad_accum: int = 1
     seed: int = 0
-    out_dir: str = "runs/debug"
+    out_dir: str = "runs/debug"  # "": write nothing (no config, metrics or checkpoints)
     log_every: int = 10
     eval_every: int = 50
     eval_batches: int = 4
     ckpt_every: int = 100
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
+    on_nonfinite: str = "raise"  # after max_bad_steps: "raise" (an error naming the last checkpoint) or "stop"
+    patience: int = 0  # stop after this many evaluations without a min_delta gain, or at accuracy 1 (0: never)
+    min_delta: float = 0.01  # a gain is a validation loss below (1 − min_delta) × the best so far
+    keep_best: bool = False  # end the run with the weights of the best validation loss
     device: str = "cpu"
     parallel: str = "ddp"  # under torchrun: "ddp" or "fsdp" (fully_shard per block)
     compile: bool = False
@@ -73,85 +77,25 @@ class RunConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
 
 
-_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainSettings}
-
-
-def _number(key: str, value: Any, annotation: str) -> Any:
-    """YAML 1.1 reads ``1e-4`` as a string: turn numeric strings of float fields into floats."""
-    if isinstance(value, str) and annotation.startswith("float"):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"{key} must be a number (got {value!r})") from None
-    if isinstance(value, int) and not isinstance(value, bool) and annotation.startswith("float"):
-        return float(value)
-    return value
-
-
-def _section(cls, data: dict, name: str):
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            raise ValueError(f"unknown config key '{name}.{key}'; valid keys: {sorted(known)}")
-    data = {k: _number(f"{name}.{k}", v, str(known[k].type)) for k, v in data.items()}
-    obj = cls(**data)
-    if cls is OptimConfig:
-        obj.betas = tuple(obj.betas)
-    return obj
-
-
 def from_dict(data: dict) -> RunConfig:
-    for key in data:
-        if key not in ("model", *_SECTIONS):
-            raise ValueError(f"unknown config section '{key}'; valid: model, data, optim, train")
-    cfg = RunConfig(model=model_from_dict(data.get("model", {})),
-                    **{k: _section(c, data.get(k, {}) or {}, k) for k, c in _SECTIONS.items()})
+    """A ``RunConfig`` from nested dicts; unknown keys are named. The model section may start from a
+    ``preset`` (``nestlearn/presets``)."""
+    if isinstance(data, dict) and "model" in data:
+        data = {**data, "model": expand(data["model"] or {})}
+    cfg = build(RunConfig, data)
     validate(cfg)
     return cfg
 
 
 def to_dict(cfg: RunConfig) -> dict:
-    out = {"model": model_to_dict(cfg.model)}
-    out.update({k: dataclasses.asdict(getattr(cfg, k)) for k in _SECTIONS})
-    out["optim"]["betas"] = list(out["optim"]["betas"])
-    return out
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    if "=" not in item:
-        raise ValueError(f"override {item!r} must look like key=value (e.g. model.dim=128)")
-    key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    return config.to_dict(cfg)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
     """Defaults < YAML file < ``key=value`` overrides (``model.dim=128``, ``train.steps=20``)."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config is a mapping of sections (model, data, optim, train)")
-    cfg = from_dict(data)
-    model_over = {}
+    cfg = from_dict({} if path is None else read_yaml(path))
     for item in overrides:
-        key, value = parse_override(item)
-        section, _, rest = key.partition(".")
-        if section == "model":
-            model_over[rest] = value
-            continue
-        if section not in _SECTIONS or not rest:
-            raise ValueError(f"unknown config key '{key}'; keys start with model., data., optim. or train.")
-        obj = getattr(cfg, section)
-        if rest not in {f.name for f in dataclasses.fields(obj)}:
-            raise ValueError(f"unknown config key '{key}'; valid keys: "
-                             f"{sorted(f.name for f in dataclasses.fields(obj))}")
-        field_type = str(next(f.type for f in dataclasses.fields(obj) if f.name == rest))
-        setattr(obj, rest, tuple(value) if rest == "betas" else _number(key, value, field_type))
-    if model_over:
-        cfg.model = apply_overrides(cfg.model, model_over)
+        cfg = override(cfg, *parse_override(item))
     validate(cfg)
     return cfg
 
@@ -164,8 +108,8 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError("data.train must name a text file or folder when data.source='text'")
     if d.tokenizer not in ("byte", "bpe"):
         raise ValueError(f"data.tokenizer must be 'byte' or 'bpe' (got {d.tokenizer!r})")
-    if o.name not in ("adamw", "muon", "m3", "dgd"):
-        raise ValueError(f"optim.name must be one of adamw, muon, m3, dgd (got {o.name!r})")
+    if o.name not in OPTIMIZERS:
+        raise ValueError(f"optim.name must be one of {OPTIMIZERS} (got {o.name!r})")
     if o.schedule not in ("cosine", "wsd", "constant"):
         raise ValueError(f"optim.schedule must be cosine, wsd or constant (got {o.schedule!r})")
     for name, value in (("optim.lr", o.lr), ("optim.weight_decay", o.weight_decay), ("optim.clip", o.clip),
@@ -176,6 +120,12 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(t, name)
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"train.{name} must be a positive int (got {value!r})")
+    if t.on_nonfinite not in ("raise", "stop"):
+        raise ValueError(f"train.on_nonfinite must be 'raise' or 'stop' (got {t.on_nonfinite!r})")
+    if not isinstance(t.patience, int) or t.patience < 0:
+        raise ValueError(f"train.patience must be an int ≥ 0 (got {t.patience!r})")
+    if not 0 <= t.min_delta < 1:
+        raise ValueError(f"train.min_delta must be in [0, 1) (got {t.min_delta!r})")
     if not isinstance(d.seq_len, int) or d.seq_len < 2:
         raise ValueError(f"data.seq_len must be an int ≥ 2 (got {d.seq_len!r})")
     cfg.model.validate()

@@ -22,9 +22,9 @@ import torch
 import yaml
 from torch import nn
 
-from ..data.synthetic import associative_recall
+from ..data.registry import task_batch
 from ..models import CausalLM
-from ..optim import DGD, M3, Optimizers, split_params
+from ..optim import Optimizers, build_optimizer
 from .config import RunConfig, to_dict
 from .distributed import Dist
 
@@ -33,21 +33,10 @@ def every(step: int, n: int) -> bool:
     return n > 0 and step % n == 0
 
 
-def build_optimizer(cfg: RunConfig, model: nn.Module) -> Optimizers:
+def optimizer_from_config(cfg: RunConfig, model: nn.Module) -> Optimizers:
     o = cfg.optim
-    mlr = o.lr if o.matrix_lr is None else o.matrix_lr
-    if o.name == "adamw":
-        return Optimizers(torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay))
-    if o.name == "dgd":
-        return Optimizers(DGD(model, lr=mlr, fallback="adamw", fallback_lr=o.lr, betas=o.betas))
-    mats, others = split_params(model)
-    if o.name == "muon":  # torch.optim.Muon takes 2-D parameters only
-        others += [p for p in mats if p.dim() != 2]
-        mats = [p for p in mats if p.dim() == 2]
-        main = torch.optim.Muon(mats, lr=mlr, weight_decay=o.weight_decay, adjust_lr_fn="match_rms_adamw")
-    else:
-        main = M3(mats, lr=mlr, weight_decay=o.weight_decay)  # the step as Algorithm 1 prints it
-    return Optimizers(main, torch.optim.AdamW(others, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay))
+    return build_optimizer(model, o.name, lr=o.lr, matrix_lr=o.matrix_lr, weight_decay=o.weight_decay,
+                                 betas=o.betas, momentum=o.momentum, alpha=o.alpha, slow_every=o.slow_every)
 
 
 def lr_factor(cfg: RunConfig, step: int) -> float:
@@ -97,21 +86,22 @@ class Batches:
             self.val_stream = TokenStream(self.stream.tokens[cut:])
             self.stream = TokenStream(self.stream.tokens[:cut])
 
+    def _recall(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.cfg.data
+        return task_batch("recall", self.cfg.train.batch_size, seed, n_pairs=d.recall_pairs,
+                          n_queries=d.recall_queries, n_keys=d.recall_keys, n_values=d.recall_values)
+
     def train(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         c, d = self.cfg, self.cfg.data
         index = step * c.train.grad_accum + micro
         if self.stream is None:
-            g = torch.Generator().manual_seed(c.train.seed * 1_000_003 + index)
-            return associative_recall(c.train.batch_size, d.recall_pairs, d.recall_queries, d.recall_keys,
-                                      d.recall_values, generator=g)
+            return self._recall(c.train.seed * 1_000_003 + index)
         return self.stream.batch(index, c.train.batch_size, d.seq_len, c.train.seed)
 
     def eval(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         c, d = self.cfg, self.cfg.data
         if self.val_stream is None:
-            g = torch.Generator().manual_seed(-(c.train.seed * 1_000_003 + i + 1) % (2 ** 62))
-            return associative_recall(c.train.batch_size, d.recall_pairs, d.recall_queries, d.recall_keys,
-                                      d.recall_values, generator=g)
+            return self._recall(-(c.train.seed * 1_000_003 + i + 1) % (2 ** 62))
         return self.val_stream.batch(i, c.train.batch_size, d.seq_len, seed=12345)
 
 
@@ -122,30 +112,61 @@ def _sha(path: Path) -> str:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig):
+    """The one training loop. By default it trains the causal LM of ``cfg.model`` on ``cfg.data``;
+    experiments plug in their own parts:
+
+    - ``model``: any module (the synthetic suite's models, a ViT);
+    - ``batches``: ``train(step, micro) -> batch`` (a tuple of tensors, a pure function of the step) and,
+      for the default evaluation, ``eval(i) -> batch``;
+    - ``loss``: ``loss(*batch) -> scalar`` (default: the LM's next-token loss on ``(ids, targets)``);
+    - ``evaluate``: ``evaluate() -> {"val_loss": …, "val_acc": …, …}`` (default: the LM's held-out loss and
+      accuracy on ``batches.eval``);
+    - ``optimizer``: an ``Optimizers`` (default: ``cfg.optim`` through ``nestlearn.optim.build_optimizer``);
+    - ``log``: called with every row the run logs (training and evaluation).
+
+    ``train.out_dir = ""`` writes nothing (no config, metrics or checkpoints). With ``train.patience``
+    the run stops after that many evaluations without a ``train.min_delta`` relative gain in validation
+    loss, or once the validation accuracy is 1; ``train.keep_best`` restores the weights of the best
+    validation loss at the end.
+    """
+
+    def __init__(self, cfg: RunConfig, model: nn.Module | None = None, batches=None, loss=None, evaluate=None,
+                 optimizer: Optimizers | None = None, log=None):
         self.cfg = cfg
-        self.out = Path(cfg.train.out_dir)
+        self.out = Path(cfg.train.out_dir) if cfg.train.out_dir else None
         self.device = torch.device(cfg.train.device)
         self.dist = Dist(self.device)
-        if self.dist.main:  # rank 0 prepares the folder, tokenizer and token cache; the others then read them
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.batches = Batches(cfg, self.out)
-        self.dist.barrier()
-        if not self.dist.main:
-            self.batches = Batches(cfg, self.out)
+        if batches is None:  # rank 0 prepares the folder, tokenizer and token cache; the others then read them
+            if self.dist.main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                batches = Batches(cfg, self.out)
+            self.dist.barrier()
+            if not self.dist.main:
+                batches = Batches(cfg, self.out)
+            cfg.model.vocab_size = batches.vocab_size  # the data decides the vocabulary
+        self.batches = batches
         torch.manual_seed(cfg.train.seed)
-        cfg.model.vocab_size = self.batches.vocab_size  # the data decides the vocabulary
-        if self.dist.main:
+        if self.out is not None and self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        self.model = CausalLM(cfg.model).to(self.device)
+        self.model = (CausalLM(cfg.model) if model is None else model).to(self.device)
         self.rows = self.dist.shard(cfg.train.batch_size)
         self.forward = self.dist.wrap(self.model, cfg.train.parallel)
         if cfg.train.compile:
             self.forward = torch.compile(self.forward)
-        self.opt = build_optimizer(cfg, self.model)
+        self.opt = optimizer_from_config(cfg, self.model) if optimizer is None else optimizer
+        if loss is not None:
+            self.loss = loss
+        if evaluate is not None:
+            self.evaluate = evaluate
+        self.on_log = log
         self.step = 0
         self.bad_in_a_row = 0
         self.bad_total = 0
+        self.diverged_at: int | None = None  # the step at which max_bad_steps non-finite losses ended the run
+        self.stopped_at: int | None = None  # the step at which early stopping ended the run
+        self.best_loss, self.best_step, self._best_weights, self._stale = float("inf"), None, None, 0
+        self.losses: list[float] = []  # every step's training loss, non-finite ones included
         self.last_ckpt: Path | None = None
         self.history: list[dict] = []
         self._tb = None  # a TensorBoard writer while run() is active, when tensorboard is installed
@@ -159,18 +180,22 @@ class Trainer:
             _, loss, _ = self.forward(ids, targets=targets)
         return loss
 
-    def train_step(self) -> float:
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step; returns its loss and how many tokens (or samples) it read."""
         c = self.cfg
         self.opt.set_lr_factor(lr_factor(c, self.step))
         total = torch.zeros((), device=self.device)
+        items = 0
         for micro in range(c.train.grad_accum):
-            ids, targets = self.batches.train(self.step, micro)
-            loss = self.loss(ids[self.rows], targets[self.rows]) / c.train.grad_accum
+            batch = tuple(t[self.rows] for t in self.batches.train(self.step, micro))
+            items += batch[0].numel() if not batch[0].is_floating_point() else batch[0].shape[0]
+            loss = self.loss(*batch) / c.train.grad_accum
             loss.backward()
             total += loss.detach()
         # the step's one host sync (logging, the finiteness check); every rank then sees the same
         # loss, so all skip or all step together
         total = self.dist.mean(total.item())
+        self.losses.append(total)
         if not math.isfinite(total):
             self.opt.zero_grad()
             self.bad_in_a_row += 1
@@ -178,15 +203,18 @@ class Trainer:
             print(f"step {self.step}: non-finite loss ({total}); step skipped "
                   f"({self.bad_in_a_row} in a row, {self.bad_total} in all)", flush=True)
             if self.bad_in_a_row >= c.train.max_bad_steps:
+                if c.train.on_nonfinite == "stop":
+                    self.diverged_at = self.step
+                    return total, items
                 raise RuntimeError(f"the loss was non-finite for {self.bad_in_a_row} steps in a row (last at step "
                                    f"{self.step}); stopping. Last good checkpoint: {self.last_ckpt or 'none yet'}")
-            return total
+            return total, items
         self.bad_in_a_row = 0
         if c.optim.clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip)
         self.opt.step()
         self.opt.zero_grad()
-        return total
+        return total, items
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -201,10 +229,29 @@ class Trainer:
             count += mask.sum().item()
         return {"val_loss": sum(losses) / len(losses), "val_acc": correct / max(1, count)}
 
+    def _watch(self, row: dict) -> bool:
+        """Early stopping and the best weights, after an evaluation; True when the run should stop."""
+        t = self.cfg.train
+        val, acc = row.get("val_loss"), row.get("val_acc", 0.0)
+        if val is None:
+            return False
+        gained = self.best_step is None or val < self.best_loss * (1 - t.min_delta)
+        self._stale = 0 if gained and acc < 1.0 else self._stale + 1  # no real gain, or solved
+        if val < self.best_loss:
+            self.best_loss, self.best_step = val, self.step
+            if t.keep_best:
+                self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if t.patience and self._stale >= t.patience:
+            self.stopped_at = self.step
+            return True
+        return False
+
     # ---- checkpoints -------------------------------------------------------------------------
     def save(self) -> Path | None:
         from safetensors.torch import save_file
 
+        if self.out is None:  # train.out_dir = "": a run that writes nothing
+            return None
         weights, optim = self.dist.full_state(self.model, list(self.opt.opts), self.cfg.train.parallel)
         if not self.dist.main:
             self.dist.barrier()
@@ -260,8 +307,9 @@ class Trainer:
         """Train to ``train.steps`` (or stop after step ``until``, as an interruption would)."""
         c = self.cfg.train
         stop = c.steps if until is None else min(until, c.steps)
-        metrics = open(self.out / "metrics.jsonl", "a") if self.dist.main else open(os.devnull, "w")
-        self._tb = _tensorboard(self.out) if self.dist.main else None
+        files = self.out is not None and self.dist.main
+        metrics = open(self.out / "metrics.jsonl", "a") if files else open(os.devnull, "w")
+        self._tb = _tensorboard(self.out) if files else None
         bar = None
         if c.progress and self.dist.main:
             from tqdm import tqdm
@@ -270,9 +318,11 @@ class Trainer:
         t0, tokens = time.perf_counter(), 0
         try:
             while self.step < stop:
-                loss = self.train_step()
+                loss, items = self.train_step()
                 self.step += 1
-                tokens += c.batch_size * c.grad_accum * self._seq_len()
+                tokens += items
+                if self.diverged_at is not None:
+                    break
                 if every(self.step, c.log_every) or self.step == c.steps:
                     rate = tokens / max(1e-9, time.perf_counter() - t0)
                     row = {"step": self.step, "loss": loss, "lr": self.opt.opts[0].param_groups[0]["lr"],
@@ -280,14 +330,22 @@ class Trainer:
                     self._log(metrics, row)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{rate:,.0f}")
+                stop_early = False
                 if every(self.step, c.eval_every) or self.step == c.steps:
-                    self._log(metrics, {"step": self.step, **self.evaluate()})
-                if every(self.step, c.ckpt_every) or self.step == c.steps:
+                    row = {"step": self.step, **self.evaluate()}
+                    self._log(metrics, row)
+                    stop_early = self._watch(row)
+                if every(self.step, c.ckpt_every) or self.step == c.steps or stop_early:
                     self.save()
                 if bar is not None:
                     bar.update(1)
+                if stop_early:
+                    break
+            if self._best_weights is not None and (self.step >= c.steps or self.stopped_at is not None
+                                                   or self.diverged_at is not None):
+                self.model.load_state_dict(self._best_weights)  # the run is over: keep its best weights
         except KeyboardInterrupt:
-            path = self.save()
+            path = self.save() or "nowhere (train.out_dir is empty)"
             print(f"\ninterrupted at step {self.step}: checkpoint written to {path}; resume with --resume")
             raise
         finally:
@@ -299,12 +357,10 @@ class Trainer:
                 bar.close()
         return self.history
 
-    def _seq_len(self) -> int:
-        d = self.cfg.data
-        return 2 * (d.recall_pairs + d.recall_queries) if d.source == "recall" else d.seq_len
-
     def _log(self, fh, row: dict) -> None:
         self.history.append(row)
+        if self.on_log is not None:
+            self.on_log(row)
         if self.dist.main:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
@@ -328,7 +384,8 @@ def train(cfg: RunConfig, resume: bool = False) -> Trainer:
     trainer = Trainer(cfg)
     if resume:
         trainer.load()
-    elif (trainer.out / "checkpoints" / "latest").is_file() and os.environ.get("NESTLEARN_OVERWRITE") != "1":
+    elif (trainer.out is not None and (trainer.out / "checkpoints" / "latest").is_file()
+          and os.environ.get("NESTLEARN_OVERWRITE") != "1"):
         raise FileExistsError(f"{trainer.out} already holds a run; pass --resume to continue it, or choose "
                               f"another train.out_dir")
     trainer.run()

@@ -136,7 +136,7 @@ def test_rows_record_their_code_and_a_table_refuses_to_mix_versions(tmp_path):
 def test_bad_recipes_are_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("family: mad\ntasks: {compression: {}}\nlearning_rate: 1\n")
-    with pytest.raises(ValueError, match="unknown recipe key 'learning_rate'"):
+    with pytest.raises(ValueError, match="bad.yaml: unknown config key 'learning_rate'"):
         S.load_recipe(path)
     path.write_text("family: mad\ntasks: {nonsense: {}}\n")
     with pytest.raises(ValueError, match="unknown MAD task 'nonsense'"):
@@ -144,7 +144,7 @@ def test_bad_recipes_are_named(tmp_path):
     path.write_text("family: mqar\ntasks: {a: {seq_len: 8}}\n")
     with pytest.raises(ValueError, match="needs n_pairs"):
         S.load_recipe(path)
-    with pytest.raises(ValueError, match="recipe not found"):
+    with pytest.raises(FileNotFoundError, match="recipe file not found"):
         S.load_recipe(tmp_path / "missing.yaml")
     assert main(["synthetic", str(tmp_path / "missing.yaml"), "--quick"]) == 2
 

@@ -75,9 +75,9 @@ def test_presets_build_for_every_block(name, capsys):
 def test_config_overrides_and_unknown_keys():
     cfg = preset("debug", block="hope", **{"selfmod.rule": "gd", "cms.levels.1.lr": 0.0, "dim": 48})
     assert cfg.selfmod.rule == "gd" and cfg.cms.levels[1].lr == 0.0 and cfg.dim == 48
-    with pytest.raises(ValueError, match="unknown config key 'selfmod.rul'"):
+    with pytest.raises(ValueError, match="unknown config key 'model.selfmod.rul'"):
         apply_overrides(cfg, {"selfmod.rul": "gd"})
-    with pytest.raises(ValueError, match=r"unknown config key model.cms.levels\[0\].'lrr'"):
+    with pytest.raises(ValueError, match=r"unknown config key 'model.cms.levels.0.lrr'"):
         from_dict({"cms": {"levels": [{"lrr": 1}]}})
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")

@@ -221,3 +221,74 @@ def test_cli_generate_streams_text_from_a_text_run(tmp_path, capsys):
     prompt = tok.encode("the cat")
     out, _ = trainer.model.eval().generate(torch.tensor([prompt]), 7, temperature=0)
     assert line == "the cat" + "".join(tok.decode([t]) for t in out[0, len(prompt):].tolist())
+
+
+def _plugin_trainer(tmp_path, losses, **train):
+    """A Trainer on a one-weight model with plug-in batches, loss and evaluation (``losses[step]``
+    scales the loss; the validation loss is the weight's distance to 3)."""
+    from types import SimpleNamespace
+
+    from nestlearn.train import OptimConfig, RunConfig, TrainSettings
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    cfg = RunConfig(optim=OptimConfig(lr=0.1, schedule="constant", clip=0.0),
+                    train=TrainSettings(steps=len(losses), batch_size=1, out_dir="", progress=False, log_every=1,
+                                        eval_every=1, **train))
+    batches = SimpleNamespace(train=lambda step, micro: (torch.tensor([[float(step)]]),))
+    vals = []
+
+    def evaluate():
+        vals.append(abs(3.0 - model.weight.item()))
+        return {"val_loss": vals[-1], "val_acc": 0.0}
+
+    def loss(x):
+        return (model.weight.sum() - 3.0) ** 2 * losses[int(x.item())]
+
+    from nestlearn.optim import Optimizers
+
+    sgd = Optimizers(torch.optim.SGD(model.parameters(), lr=0.1))  # no momentum: a zero loss stops the weight
+    return Trainer(cfg, model=model, batches=batches, loss=loss, evaluate=evaluate, optimizer=sgd), vals
+
+
+def test_plugins_early_stopping_best_weights_and_no_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # the loss vanishes after step 3: the validation loss goes flat and the run stops after `patience` checks
+    trainer, vals = _plugin_trainer(tmp_path, [1.0] * 3 + [0.0] * 20, patience=2, keep_best=True)
+    trainer.run()
+    assert trainer.stopped_at == 5 and trainer.step == 5 and trainer.best_step == 3
+    assert abs(3.0 - trainer.model.weight.item()) == pytest.approx(vals[2])  # the best weights are kept
+    assert list(tmp_path.iterdir()) == []  # out_dir "": nothing written
+    assert len(trainer.losses) == 5
+
+
+def test_plugins_nonfinite_stop_ends_the_run_without_raising(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer, _ = _plugin_trainer(tmp_path, [1.0, float("nan"), float("nan"), 1.0], max_bad_steps=2,
+                                 on_nonfinite="stop")
+    trainer.run()
+    assert trainer.diverged_at == 2 and trainer.step == 3 and trainer.bad_total == 2
+    import math
+
+    assert math.isnan(trainer.losses[1]) and math.isfinite(trainer.model.weight.item())
+
+
+def test_one_optimizer_builder():
+    from nestlearn.models import CausalLM, preset
+    from nestlearn.optim import M3, build_optimizer
+
+    model = CausalLM(preset("debug", block="transformer"))
+    adamw = build_optimizer(model, "adamw", lr=1e-3, weight_decay=0.1).opts[0]
+    decay, rest = adamw.param_groups
+    assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in rest["params"])
+    for name, accumulate in (("m3", "sum"), ("m3-ema", "ema")):
+        main, other = build_optimizer(model, name, lr=1e-3, matrix_lr=0.02, alpha=0.3, slow_every=7).opts
+        assert isinstance(main, M3) and main.defaults["accumulate"] == accumulate
+        assert main.defaults["lr"] == 0.02 and main.defaults["alpha"] == 0.3 and main.defaults["slow_every"] == 7
+        assert other.defaults["lr"] == 1e-3
+    muon = build_optimizer(model, "muon", momentum=0.9).opts[0]
+    assert muon.defaults["momentum"] == 0.9
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_optimizer(model, "sgd")

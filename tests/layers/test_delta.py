@@ -1,11 +1,10 @@
-"""The baselines as their papers define them: DeltaNet's write strength (β up to 1, or up to 2 for negative
-eigenvalues), the Titans LMM's bounded learning rate."""
+"""The delta-rule mixer as DeltaNet defines it: its write strength (β up to 1, or up to 2 for negative
+eigenvalues)."""
 
 import pytest
 import torch
 
-from nestlearn.layers import DeltaConfig, DeltaRule, TitansConfig
-from nestlearn.layers.selfmod import stable_eta_max
+from nestlearn.layers import DeltaConfig, DeltaRule
 from nestlearn.memory import LinearMemory
 
 
@@ -44,10 +43,3 @@ def test_delta_layer_beta_range():
         DeltaConfig(beta_max=2.5).validate(16)
     with pytest.raises(ValueError, match="delta_lr='direct' sets the delta rule's write strength"):
         LinearMemory(1, 2, 2, rule="dgd", delta_lr="direct")
-
-
-def test_titans_learning_rate_bound():
-    assert TitansConfig(chunk_size=8).resolved_max_lr() == stable_eta_max(8)
-    assert TitansConfig(max_lr=0.1).resolved_max_lr() == 0.1
-    with pytest.raises(ValueError, match=r"titans.max_lr must be in \(0, 2\] or None \(got 3.0\)"):
-        TitansConfig(max_lr=3.0).validate(16)
