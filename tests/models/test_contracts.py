@@ -81,7 +81,13 @@ def test_cms_levels_really_learn_in_context(block, ids):
         _, _, s1 = model(ids)
         w0 = s0.blocks[0].mlp.weights[0][0]
         w1 = s1.blocks[0].mlp.weights[0][0]
-        assert not torch.allclose(w0, w1)
+        init = model.blocks[0].mlp.levels[0].w_gate
+        # one token: no level has stepped, the fast weights are the meta-learned initial ones, exactly
+        assert torch.equal(w0, init.expand_as(w0))
+        # 21 tokens: level 0 (chunk 4) has stepped 5 times; each row moved, by a small step
+        moved = (w1 - w0).flatten(1).norm(dim=1) / w0.flatten(1).norm(dim=1)
+        assert (moved > 1e-5).all() and (moved < 0.5).all(), moved
+        assert not torch.allclose(w1[0], w1[1])  # and differently for the two sequences
         # lr 0 everywhere: the levels are plain MLPs on their parameters, no fast weights
         frozen = make_model(block, **{"cms.levels.0.lr": 0.0, "cms.levels.1.lr": 0.0})
         _, _, sf = frozen(ids)

@@ -51,6 +51,11 @@ def test_each_ablation_changes_the_computation(name, ids):
         b, _, _ = ablated(ids)
     assert torch.isfinite(b).all()
     assert not torch.allclose(a, b, atol=1e-6)
+    gap = (a - b).abs().amax(-1).amax(0)  # per position
+    # where the switch starts to matter: the first CMS step (token 4: level 0's chunk); the second write
+    # (the first has no past momentum); otherwise the first token's write
+    start = {"w/o CMS learning": 4, "w/o momentum": 1}.get(name, 0)
+    assert (gap[:start] < 1e-12).all() and (gap[start:] > 1e-4).all(), (name, gap)
 
 
 @pytest.mark.parametrize("name", PRESETS)
