@@ -30,11 +30,17 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
     the outer graph (``retain_graph``) so that the outer loss trains the levels' initial weights."""
     outer = torch.is_grad_enabled()
     replay = state.pending.shape[1]
+    if not outer and state.cursor is not None and spans_at(state.pos, replay + ids.shape[1], model.segment)[0] \
+            == replay + ids.shape[1]:
+        # inference inside the pending segment: the fast weights are constant there, so the new tokens run
+        # from the states after the pending ones; the segment is replayed once, by the call that completes it
+        logits, cursor = model._run(ids, state.cursor)
+        return logits, ModelState(state.blocks, state.pos, torch.cat([state.pending, ids], dim=1), cursor)
     seq = torch.cat([state.pending, ids], dim=1) if replay else ids
     T = seq.shape[1]
     blocks, pos = state.blocks, state.pos
     cms_blocks = [i for i, b in enumerate(model.blocks) if b.learns_in_context]
-    outs, pending = [], seq[:, :0]
+    outs, pending, cursor = [], seq[:, :0], None
     for span in slices(spans_at(pos, T, model.segment)):
         p, n = span.start, span.stop - span.start
         seg = seq[:, span]
@@ -42,8 +48,10 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
         with torch.enable_grad():
             logits, new = model._run(seg, blocks, traces)
         outs.append(logits)
-        if p + n == T:  # the last target is not known yet: replay this segment next time
+        if p + n == T:  # the last target is not known yet: replay this segment when it is complete
             pending = seg
+            if not outer:
+                cursor = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, new)
             break
         # the segment's next-token loss, targets up to seq[p + n] (known now), differentiated
         # against this segment's CMS activations only (deviation D10)
@@ -64,7 +72,7 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
     logits = torch.cat(outs, dim=1)[:, replay:]
     if not outer:
         logits = logits.detach()
-    return logits, ModelState(blocks, pos, pending)
+    return logits, ModelState(blocks, pos, pending, cursor)
 
 
 __all__ = ["forward_in_context"]

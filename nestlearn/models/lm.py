@@ -163,6 +163,7 @@ class CausalLM(nn.Module):
         atomically (temporary file, then rename)."""
         from safetensors.torch import save_file
 
+        state = state._replace(cursor=None)  # rebuilt by the next call's replay
         leaves, _ = pytree.tree_flatten(state)
         # clones: leaves may share storage (a chunk-start anchor is the weights themselves)
         tensors = {f"{i}": t.detach().clone().contiguous() for i, t in enumerate(leaves) if isinstance(t, Tensor)}

@@ -16,12 +16,16 @@ class ModelState(NamedTuple):
              absolute position ``pos``.
     pos:     tokens committed into ``blocks``.
     pending: token ids seen after ``pos`` whose CMS segment is not complete ([B, n], n may be 0);
-             they are replayed from ``blocks`` by the next call.
+             they are replayed from ``blocks`` by the call that completes the segment.
+    cursor:  inference only: the blocks' states after ``pending`` (or None), so that a call whose tokens
+             stay inside the pending segment runs only its own tokens (a decoded token costs one
+             token's forward); never saved, rebuilt by the next replay.
     """
 
     blocks: tuple
     pos: int
     pending: Tensor
+    cursor: tuple | None = None
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, reduction: str) -> Tensor:

@@ -131,12 +131,15 @@ def test_save_and_load_state_round_trip(block, ids, tmp_path):
         _, _, state = model(ids[:, :13])
         model.save_state(state, tmp_path / "mem.safetensors")
         loaded = model.load_state(tmp_path / "mem.safetensors")
-        a, _, _ = model(ids[:, 13:], state=state)
+        saved = state._replace(cursor=None)  # the inference cursor is not saved: the next call replays
+        a, _, _ = model(ids[:, 13:], state=saved)
         b, _, _ = model(ids[:, 13:], state=loaded)
-    for x, y in zip(pytree.tree_leaves(state), pytree.tree_leaves(loaded), strict=True):
+        c, _, _ = model(ids[:, 13:], state=state)  # from the cursor, where the model has one
+    for x, y in zip(pytree.tree_leaves(saved), pytree.tree_leaves(loaded), strict=True):
         assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
     # bitwise: the loaded tensors own fresh (aligned) storage, so both calls run the same BLAS paths
     assert torch.equal(a, b)
+    assert torch.allclose(a, c, atol=1e-10, rtol=1e-9)
     assert not (tmp_path / "mem.safetensors.tmp").exists()
     with pytest.raises(ValueError, match="state file not found"):
         model.load_state(tmp_path / "nope.safetensors")
