@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..memory import LR_BOUND, READS, LinearMemory
@@ -52,9 +51,7 @@ DeltaState = TitansState  # (conv, memory)
 
 class DeltaRule(ConvQKV):
     def __init__(self, dim: int, cfg: DeltaConfig):
-        cfg.validate(dim)
-        super().__init__(dim, cfg.heads, cfg.conv_width)
-        self.cfg = cfg
+        super().__init__(dim, cfg)
         H, Dh = self.heads, self.head_dim
         self.gates = nn.Linear(dim, 2 * H)  # β (write strength), forget (1 − α)
         with torch.no_grad():
@@ -77,6 +74,4 @@ class DeltaRule(ConvQKV):
         beta = self.cfg.beta_max * torch.sigmoid(g_lr)
         alpha = 1 - torch.sigmoid(g_forget) if self.cfg.gated else 1.0
         o, ms = self.memory.read_write(state.memory, q, k, v, beta, alpha, read=self.cfg.read, validate=False)
-        o = self.out_norm(o).reshape(B, T, self.dim)
-        y = self.proj(o * F.silu(self.gate(x)))
-        return y, DeltaState(conv, ms)
+        return self.output(o, x), DeltaState(conv, ms)

@@ -68,11 +68,13 @@ class ConvQKV(nn.Module):
     """The projections shared by the LMM and the delta-rule mixer: ``q, k, v = conv(silu(x W))``
     per head, with q and k ℓ2-normalised."""
 
-    def __init__(self, dim: int, heads: int, conv_width: int):
+    def __init__(self, dim: int, cfg: TitansConfig):  # or a DeltaConfig: heads, conv_width, validate
         super().__init__()
-        self.dim, self.heads, self.head_dim, self.conv_width = dim, heads, dim // heads, conv_width
+        cfg.validate(dim)
+        self.cfg = cfg
+        self.dim, self.heads, self.head_dim, self.conv_width = dim, cfg.heads, dim // cfg.heads, cfg.conv_width
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.conv = ShortConv(3 * dim, conv_width)
+        self.conv = ShortConv(3 * dim, cfg.conv_width)
 
     def blank_conv(self, batch_size: int, ref: Tensor) -> Tensor:
         return ref.new_zeros(batch_size, self.conv_width - 1, 3 * self.dim)
@@ -83,12 +85,15 @@ class ConvQKV(nn.Module):
         q, k, v = qkv.view(B, T, 3, self.heads, self.head_dim).unbind(2)
         return F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, conv_state
 
+    def output(self, o: Tensor, x: Tensor) -> Tensor:
+        """The memory's read ``o`` ``[B, T, H, Dh]`` through the output norm, the gate of ``x`` and the
+        projection (Titans §4.4)."""
+        return self.proj(self.out_norm(o).reshape(*x.shape[:2], self.dim) * F.silu(self.gate(x)))
+
 
 class TitansLMM(ConvQKV):
     def __init__(self, dim: int, cfg: TitansConfig):
-        cfg.validate(dim)
-        super().__init__(dim, cfg.heads, cfg.conv_width)
-        self.cfg = cfg
+        super().__init__(dim, cfg)
         H, Dh = self.heads, self.head_dim
         self.persistent = nn.Parameter(torch.randn(cfg.persistent_tokens, dim) * 0.02)
         self.gates = nn.Linear(dim, 3 * H)  # θ (lr), forget, β (momentum)
@@ -120,9 +125,7 @@ class TitansLMM(ConvQKV):
         alpha = 1 - torch.sigmoid(g_forget)
         beta = torch.sigmoid(g_mom)
         o, ms = self.memory.read_write(state.memory, q, k, v, lr, alpha, beta, read=self.cfg.read, validate=False)
-        o = self.out_norm(o).reshape(B, T, self.dim)
-        y = self.proj(o * F.silu(self.gate(x)))
-        return y, TitansState(conv, ms)
+        return self.output(o, x), TitansState(conv, ms)
 
 
 class MACState(NamedTuple):

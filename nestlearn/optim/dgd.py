@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from .param_groups import run_closure
+from .param_groups import run_closure, with_grads
 
 
 class DGD(Optimizer):
@@ -63,20 +63,17 @@ class DGD(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = run_closure(closure)
-        for group in self.param_groups:
-            for W in group["params"]:
-                if W.grad is None:
-                    continue
-                stats = self._stats.pop(id(W), None)
-                if stats is None or stats[1] == 0:
-                    raise RuntimeError("DGD has no input statistics for a layer with a gradient: run the "
-                                       "forward pass with gradients enabled before step()")
-                xbar = stats[0] / stats[1]  # deviation D18: the batch second moment
-                eta = group["lr"]
-                eta_p = eta / (1 + eta * float(xbar.diagonal().sum()))
-                if group["weight_decay"]:
-                    W.mul_(1 - eta * group["weight_decay"])
-                W.sub_(eta_p * (W @ xbar) + eta_p * W.grad)  # W (I − η′ X̄) − η′ ∇W
+        for group, W in with_grads(self.param_groups):
+            stats = self._stats.pop(id(W), None)
+            if stats is None or stats[1] == 0:
+                raise RuntimeError("DGD has no input statistics for a layer with a gradient: run the "
+                                   "forward pass with gradients enabled before step()")
+            xbar = stats[0] / stats[1]  # deviation D18: the batch second moment
+            eta = group["lr"]
+            eta_p = eta / (1 + eta * float(xbar.diagonal().sum()))
+            if group["weight_decay"]:
+                W.mul_(1 - eta * group["weight_decay"])
+            W.sub_(eta_p * (W @ xbar) + eta_p * W.grad)  # W (I − η′ X̄) − η′ ∇W
         if self.fallback is not None:
             self.fallback.step()
         self._stats.clear()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-from .param_groups import run_closure
+from .param_groups import run_closure, with_grads
 
 
 def _check(lr: float, alpha: float) -> None:
@@ -35,18 +35,15 @@ class DeltaMomentum(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = run_closure(closure)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.reshape(-1, p.shape[-1]) if p.dim() > 1 else p.grad.reshape(1, -1)
-                st = self.state[p]
-                if "m" not in st:
-                    st["m"] = torch.zeros_like(g)
-                m = st["m"]
-                k = g / g.norm().clamp(min=1e-12) if group["normalize"] else g
-                m.copy_(group["alpha"] * m - (m @ k.T) @ k - group["lr"] * g)  # m (αI − kᵀk) − η g
-                p.add_(m.view_as(p))
+        for group, p in with_grads(self.param_groups):
+            g = p.grad.reshape(-1, p.shape[-1]) if p.dim() > 1 else p.grad.reshape(1, -1)
+            st = self.state[p]
+            if "m" not in st:
+                st["m"] = torch.zeros_like(g)
+            m = st["m"]
+            k = g / g.norm().clamp(min=1e-12) if group["normalize"] else g
+            m.copy_(group["alpha"] * m - (m @ k.T) @ k - group["lr"] * g)  # m (αI − kᵀk) − η g
+            p.add_(m.view_as(p))
         return loss
 
 
@@ -76,26 +73,23 @@ class DeepMomentum(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = run_closure(closure)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                u = p.grad.reshape(-1, 1)
-                st = self.state[p]
-                if not st:
-                    gen = torch.Generator(device="cpu").manual_seed(p.numel())
-                    st["w2"] = (torch.randn(1, group["hidden"], generator=gen)).to(u)
-                    st["w1"] = torch.zeros(group["hidden"], 1).to(u)
-                    st["avg"] = torch.zeros_like(u)
-                avg = st["avg"].mul_(group["beta"]).add_(u, alpha=1 - group["beta"])
-                w1, w2 = st["w1"], st["w2"]
-                z = u @ w2
-                h = torch.tanh(z)
-                err = (u + h @ w1 - avg) / u.shape[0]  # ∂L⁽²⁾/∂m(u)
-                g1 = h.T @ err
-                g2 = u.T @ ((err @ w1.T) * (1 - h * h))
-                w1.mul_(group["alpha"]).sub_(group["inner_lr"] * g1)
-                w2.mul_(group["alpha"]).sub_(group["inner_lr"] * g2)
-                update = u + torch.tanh(u @ w2) @ w1
-                p.sub_(group["lr"] * update.view_as(p))
+        for group, p in with_grads(self.param_groups):
+            u = p.grad.reshape(-1, 1)
+            st = self.state[p]
+            if not st:
+                gen = torch.Generator(device="cpu").manual_seed(p.numel())
+                st["w2"] = (torch.randn(1, group["hidden"], generator=gen)).to(u)
+                st["w1"] = torch.zeros(group["hidden"], 1).to(u)
+                st["avg"] = torch.zeros_like(u)
+            avg = st["avg"].mul_(group["beta"]).add_(u, alpha=1 - group["beta"])
+            w1, w2 = st["w1"], st["w2"]
+            z = u @ w2
+            h = torch.tanh(z)
+            err = (u + h @ w1 - avg) / u.shape[0]  # ∂L⁽²⁾/∂m(u)
+            g1 = h.T @ err
+            g2 = u.T @ ((err @ w1.T) * (1 - h * h))
+            w1.mul_(group["alpha"]).sub_(group["inner_lr"] * g1)
+            w2.mul_(group["alpha"]).sub_(group["inner_lr"] * g2)
+            update = u + torch.tanh(u @ w2) @ w1
+            p.sub_(group["lr"] * update.view_as(p))
         return loss

@@ -45,3 +45,11 @@ def run_closure(closure):
         return None
     with torch.enable_grad():
         return closure()
+
+
+def with_grads(param_groups: list[dict]):
+    """``(group, parameter)`` for every parameter that has a gradient, group by group."""
+    for group in param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                yield group, p
