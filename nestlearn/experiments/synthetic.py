@@ -88,6 +88,8 @@ class Recipe:
     patience: int = 0  # stop after this many validations without a better validation loss, or at 100%
     #                    validation accuracy (0: never stop early)
     min_delta: float = 0.01  # an improvement is a validation loss below (1 − min_delta) × the best so far
+    solved_patience: int = 0  # stop after this many validations in a row at 100% accuracy (0: they count as
+    #                           patience)
     val_batches: int = 2  # validation batches of eval_batch_size (seeds disjoint from training and test)
     lr_grid: list[float] = field(default_factory=list)  # geometric grid, the same for every model ([]: use lr)
     lr_extend: int = 2  # points added beyond an edge of lr_grid while the best rate sits on that edge
@@ -123,7 +125,7 @@ class Recipe:
         for name in ("steps", "batch_size", "eval_batches", "eval_batch_size", "max_len", "val_batches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int (got {getattr(self, name)!r})")
-        for name in ("eval_every", "patience", "lr_extend"):
+        for name in ("eval_every", "patience", "lr_extend", "solved_patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an int ≥ 0 (got {getattr(self, name)!r})")
         if self.patience and not self.eval_every:
@@ -349,7 +351,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         steps=recipe.steps, batch_size=recipe.batch_size, seed=seed, out_dir="", progress=False,
         log_every=max(1, recipe.steps // 5), eval_every=recipe.eval_every or recipe.steps + 1,
         ckpt_every=recipe.steps, max_bad_steps=10, on_nonfinite="stop", patience=recipe.patience,
-        min_delta=recipe.min_delta, keep_best=bool(recipe.eval_every)))
+        min_delta=recipe.min_delta, solved_patience=recipe.solved_patience, keep_best=bool(recipe.eval_every)))
 
     def loss(ids, targets, mask=None):
         if mask is None:
@@ -382,7 +384,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     metrics = evaluate(model, recipe, task)
     settings = {k: getattr(recipe, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "max_len",
                                                  "eval_batches", "eval_batch_size", "eval_every", "patience",
-                                                 "min_delta", "val_batches")}
+                                                 "min_delta", "solved_patience", "val_batches")}
     curve = [[h["step"], h["val_loss"], 100 * h["val_acc"]] for h in trainer.history if "val_loss" in h]
     val = {}
     if curve:

@@ -62,6 +62,7 @@ class TrainSettings:
     on_nonfinite: str = "raise"  # after max_bad_steps: "raise" (an error naming the last checkpoint) or "stop"
     patience: int = 0  # stop after this many evaluations without a min_delta gain, or at accuracy 1 (0: never)
     min_delta: float = 0.01  # a gain is a validation loss below (1 − min_delta) × the best so far
+    solved_patience: int = 0  # stop after this many evaluations in a row at accuracy 1 (0: they count as patience)
     keep_best: bool = False  # end the run with the weights of the best validation loss
     device: str = "cpu"
     parallel: str = "ddp"  # under torchrun: "ddp" or "fsdp" (fully_shard per block)
@@ -122,6 +123,8 @@ def validate(cfg: RunConfig) -> None:
             raise ValueError(f"train.{name} must be a positive int (got {value!r})")
     if t.on_nonfinite not in ("raise", "stop"):
         raise ValueError(f"train.on_nonfinite must be 'raise' or 'stop' (got {t.on_nonfinite!r})")
+    if not isinstance(t.solved_patience, int) or t.solved_patience < 0:
+        raise ValueError(f"train.solved_patience must be an int ≥ 0 (got {t.solved_patience!r})")
     if not isinstance(t.patience, int) or t.patience < 0:
         raise ValueError(f"train.patience must be an int ≥ 0 (got {t.patience!r})")
     if not 0 <= t.min_delta < 1:

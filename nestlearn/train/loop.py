@@ -165,7 +165,7 @@ class Trainer:
         self.bad_total = 0
         self.diverged_at: int | None = None  # the step at which max_bad_steps non-finite losses ended the run
         self.stopped_at: int | None = None  # the step at which early stopping ended the run
-        self.best_loss, self.best_step, self._best_weights, self._stale = float("inf"), None, None, 0
+        self.best_loss, self.best_step, self._best_weights, self._stale, self._solved = float("inf"), None, None, 0, 0
         self.losses: list[float] = []  # every step's training loss, non-finite ones included
         self.last_ckpt: Path | None = None
         self.history: list[dict] = []
@@ -241,7 +241,8 @@ class Trainer:
             self.best_loss, self.best_step = val, self.step
             if t.keep_best:
                 self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if t.patience and self._stale >= t.patience:
+        self._solved = self._solved + 1 if acc >= 1.0 else 0
+        if (t.patience and self._stale >= t.patience) or (t.solved_patience and self._solved >= t.solved_patience):
             self.stopped_at = self.step
             return True
         return False

@@ -292,3 +292,11 @@ def test_one_optimizer_builder():
     assert muon.defaults["momentum"] == 0.9
     with pytest.raises(ValueError, match="optimizer must be one of"):
         build_optimizer(model, "sgd")
+
+
+def test_plugins_a_solved_task_stops_after_solved_patience(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer, _ = _plugin_trainer(tmp_path, [1.0] * 10, patience=50, solved_patience=3)
+    trainer.evaluate = lambda: {"val_loss": 1.0 / (trainer.step + 1), "val_acc": 1.0 if trainer.step >= 4 else 0.5}
+    trainer.run()
+    assert trainer.stopped_at == 6  # accuracy 1 at steps 4, 5 and 6
