@@ -5,6 +5,7 @@
     nestlearn generate RUN_DIR --prompt TEXT   # streams tokens, carrying the model's state
     nestlearn quickstart                       # HOPE vs Transformer on generated data, table + plot
     nestlearn synthetic RECIPE [--quick]       # formal languages / MAD / MQAR, every model × seed → RESULTS.md
+    nestlearn optimizers [--quick]             # M3 vs AdamW vs Muon on a ViT (Fig. 11) → experiments/optimizers
     nestlearn bench                            # a quick throughput check of every block kind
     nestlearn demo                             # memories learning key→value pairs in context
 """
@@ -30,8 +31,14 @@ def _run_trainer(run_dir: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["optimizers"]:  # its own argument parser (nestlearn/experiments/optimizers.py)
+        from .experiments.optimizers import main as optimizers
+
+        return optimizers(words[1:])
     parser = argparse.ArgumentParser(prog="nestlearn", description="Nested Learning in PyTorch")
     sub = parser.add_subparsers(dest="verb", required=True)
+    sub.add_parser("optimizers", help="M3 vs AdamW vs Muon on a small ViT (Fig. 11); --help lists its options")
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", help="a YAML file (configs/debug.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.dim=128 train.steps=20")

@@ -1,21 +1,21 @@
-"""The optimizer experiment's quick mode (experiments/optimizers/vit.py): the protocol's selection on a
-validation split, every optimizer, resumable runs."""
+"""The optimizer experiment's quick mode (`nestlearn optimizers`, nestlearn/experiments/optimizers.py): the
+protocol's selection on a validation split, every optimizer, resumable runs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from nestlearn.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 
 
 def _vit():
-    spec = importlib.util.spec_from_file_location("vit_experiment", ROOT / "experiments" / "optimizers" / "vit.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from nestlearn.experiments import optimizers
+
+    return optimizers
 
 
 @pytest.mark.skipif(not (DATA / "fashion_mnist").is_dir(), reason="../shared/data/fashion_mnist is not here")
@@ -34,5 +34,5 @@ def test_quick_mode_selects_on_validation_and_resumes(tmp_path, capsys):
         assert v["lr"] == min(scores, key=scores.get) and v["runs"][0]["lr"] == v["lr"]
     text = (tmp_path / "RESULTS-quick.md").read_text()
     assert all(f"| {n} |" in text for n in vit.OPTIMIZERS)
-    assert vit.main(args) == 0  # resumes: nothing is run again
+    assert main(["optimizers", *args]) == 0  # resumes (through the CLI verb): nothing is run again
     assert len((tmp_path / "runs-quick.jsonl").read_text().splitlines()) == len(rows)

@@ -1,0 +1,297 @@
+"""M3 against AdamW and Muon on a small ViT (NL §9.7, Fig. 11, at CPU scale), under the protocol of
+experiments/synthetic/README.md.
+
+    nestlearn optimizers                      # both datasets, the protocol (hours; resumable)
+    nestlearn optimizers --quick              # a smoke run (minutes)
+    nestlearn optimizers --dataset cifar10 --steps 3000
+
+(``python experiments/optimizers/vit.py`` runs the same.) Run from the repository root: the defaults read
+``../shared/data`` and write to ``experiments/optimizers/``.
+
+Every optimizer trains the same ViT (patch 4) for the same number of steps on the same batches.
+The last ``--val`` of the training images are a validation split (never trained on); the test set
+is used for the reported numbers only.
+1. **Learning rate**: each optimizer trains once per rate of one geometric grid at a selection seed
+   (100, not a reported seed) and takes the rate of the lowest final validation loss; while that rate
+   is on an edge of the grid the grid grows by one rate past that edge (at most ``--extend`` per edge).
+2. **Its own hyperparameters**, at that rate and on the same split: Muon's momentum; M3's α (the slow
+   momentum's weight) and its slow frequency f, as many points each as Muon's momentum.
+3. **Seeds** 0 … n−1 train at the selected settings; the table gives mean ± std.
+Optimizers: ``adamw``; ``muon`` (torch.optim.Muon, its rate on AdamW's scale, ``match_rms_adamw``);
+``m3`` (Algorithm 1 as printed: plain accumulators, ``accumulate="sum"``, the rate as given) and
+``m3-ema`` (deviation D15: moving averages with Adam's bias correction). Muon and M3 update the 2-D
+matrices (attention, MLP); AdamW at ``--rest-lr`` updates everything else. Newton–Schulz runs in
+float32 on a CPU (``ns_dtype="auto"``). Every finished run is a line of ``runs.jsonl`` (with its commit
+and code version), so a stopped run resumes; RESULTS.md, results.json and curves.png are rewritten
+from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.images import load_cifar10_subset, load_fashion_mnist
+from ..models.vit import ViT, ViTConfig
+from ..optim import build_optimizer
+from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
+from .protocol import rate, select_rate
+from .synthetic import code_version
+
+GRID = (1e-4, 3.16e-4, 1e-3)  # ×√10
+MUON_MOMENTUM = (0.9, 0.95, 0.98)
+M3_ALPHA = (0.05, 0.1, 0.3)  # as many points as Muon's momentum
+M3_SLOW_EVERY = (10, 25, 100)
+SELECT_SEED = 100
+OPTIMIZERS = ("adamw", "muon", "m3", "m3-ema")
+DATASETS = {"cifar10": ("cifar10_subset", load_cifar10_subset, 32, 3),
+            "fashion_mnist": ("fashion_mnist", load_fashion_mnist, 28, 1)}
+DEFAULTS = {"muon": {"momentum": 0.95}, "m3": {"alpha": 0.1, "slow_every": 25},  # build_optimizer's keywords
+            "m3-ema": {"alpha": 0.1, "slow_every": 25}}
+
+
+def make_optimizer(name: str, model, lr: float, hp: dict, args):
+    """AdamW at ``lr``; or Muon / M3 at ``lr`` on the 2-D matrices and AdamW at ``--rest-lr`` on the rest."""
+    return build_optimizer(model, "adamw" if name == "adamw" else name, lr=lr if name == "adamw" else args.rest_lr,
+                           matrix_lr=None if name == "adamw" else lr, weight_decay=args.weight_decay,
+                           betas=(0.9, 0.999), **hp)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch=1000):
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(x), batch):
+        logits = model(x[i:i + batch])
+        loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
+        correct += (logits.argmax(-1) == y[i:i + batch]).sum().item()
+    model.train()
+    loss = loss / len(x)
+    return (loss if math.isfinite(loss) else float("inf")), correct / len(x)
+
+
+class Epochs:
+    """Training batches as a function of the step: epoch e is a permutation drawn from (seed, e), cut into
+    ``batch``-image slices (the remainder dropped); the same batches for every optimizer."""
+
+    def __init__(self, x, y, batch: int, seed: int):
+        self.x, self.y, self.batch, self.seed, self._perm = x, y, batch, seed, (None, None)
+
+    def train(self, step: int, micro: int = 0):
+        per_epoch = len(self.x) // self.batch
+        epoch, i = divmod(step, per_epoch)
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(1_000_003 * (1000 + self.seed) + epoch)
+            self._perm = (epoch, torch.randperm(len(self.x), generator=g))
+        idx = self._perm[1][i * self.batch:(i + 1) * self.batch]
+        return self.x[idx], self.y[idx]
+
+
+def run(name, lr, hp, seed, data, args, image_size, channels):
+    """One run through ``nestlearn.train.Trainer``: constant rate, no clipping, stopped at the first
+    non-finite loss (scored as inf)."""
+    x_train, y_train, x_val, y_val, x_test, y_test = data
+    torch.manual_seed(seed)
+    model = ViT(ViTConfig(image_size=image_size, channels=channels, patch=4, dim=args.dim, depth=args.depth,
+                          heads=4, classes=10))
+    cfg = RunConfig(optim=OptimConfig(schedule="constant", clip=0.0), train=TrainSettings(
+        steps=args.steps, batch_size=args.batch, seed=seed, out_dir="", progress=False, log_every=args.steps,
+        eval_every=args.steps, ckpt_every=args.steps, max_bad_steps=1, on_nonfinite="stop"))
+    t_start, c_start = time.perf_counter(), time.process_time()
+    trainer = Trainer(cfg, model=model, batches=Epochs(x_train, y_train, args.batch, seed),
+                      loss=lambda x, y: F.cross_entropy(model(x), y), evaluate=lambda: {},
+                      optimizer=make_optimizer(name, model, lr, hp, args))
+    trainer.run()
+    train_s = time.perf_counter() - t_start
+    curve = trainer.losses
+    tail = curve[-max(1, args.steps // 20):]
+    train_loss = statistics.mean(tail) if all(map(math.isfinite, tail)) else float("inf")
+    val_loss, val_acc = evaluate(model, x_val, y_val)
+    test_loss, test_acc = evaluate(model, x_test, y_test)
+    if trainer.diverged_at is not None:  # the weights before the first non-finite step are not this rate's result
+        val_loss = test_loss = float("inf")
+    return dict(optimizer=name, lr=lr, hp=hp, seed=seed, steps=args.steps, train_loss=train_loss,
+                val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
+                step_time=train_s / max(1, trainer.step), wall_s=time.perf_counter() - t_start,
+                cpu_s=time.process_time() - c_start, curve=curve, **code_version())
+
+
+class Runs:
+    """Finished runs in ``runs.jsonl``: a run is done when a line with its dataset, optimizer, rate,
+    hyperparameters, seed, steps and code version is there."""
+
+    def __init__(self, path: Path, version: str):
+        self.path, self.version, self.rows = path, version, []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    self.rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a crash: that run is redone
+                    continue
+
+    def get(self, ds, name, lr, hp, seed, args, data, size, channels):
+        key = (ds, name, rate(lr), json.dumps(hp, sort_keys=True), seed, args.steps)
+        for r in self.rows:
+            if r.get("code") == self.version and (r["dataset"], r["optimizer"], rate(r["lr"]),
+                                                   json.dumps(r["hp"], sort_keys=True), r["seed"], r["steps"]) == key:
+                return r
+        r = {"dataset": ds, **run(name, lr, hp, seed, data, args, size, channels)}
+        with self.path.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        self.rows.append(r)
+        print(f"{ds} {name} lr={lr:g} {hp} seed {seed}: train {r['train_loss']:.3f} val {r['val_loss']:.3f} "
+              f"test acc {r['test_acc']:.3f}", flush=True)
+        return r
+
+
+def select(runs: Runs, ds, name, args, data, size, channels) -> dict:
+    """Rate, then the optimizer's own hyperparameters, each by the lowest validation loss at the selection
+    seed; returns ``{"lr", "hp", "grid": [...], "sweep": [...]}``."""
+    hp = dict(DEFAULTS.get(name, {}))
+
+    def score(lr):
+        return runs.get(ds, name, lr, hp, SELECT_SEED, args, data, size, channels)["val_loss"]
+
+    best, grid = select_rate(score, args.grid, args.extend)
+    out = {"lr": best, "grid": [dict(lr=lr, val_loss=score(lr)) for lr in grid], "sweep": []}  # stored runs
+    sweeps = {"muon": [("momentum", MUON_MOMENTUM)], "m3": [("alpha", M3_ALPHA), ("slow_every", M3_SLOW_EVERY)],
+              "m3-ema": [("alpha", M3_ALPHA), ("slow_every", M3_SLOW_EVERY)]}.get(name, [])
+    for key, values in sweeps if not args.quick else []:
+        scores = {}
+        for v in values:
+            r = runs.get(ds, name, best, {**hp, key: v}, SELECT_SEED, args, data, size, channels)
+            scores[v] = r["val_loss"]
+            out["sweep"].append(dict(key=key, value=v, val_loss=r["val_loss"]))
+        hp[key] = min(values, key=lambda v: scores[v])
+    out["hp"] = hp
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=[*DATASETS, "both"], default="both")
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+    p.add_argument("--steps", type=int, default=2000, help="the budget of every run (default 2,000)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--grid", default=",".join(str(g) for g in GRID), help="a geometric grid of rates")
+    p.add_argument("--extend", type=int, default=3, help="rates added past an edge while the best is on it")
+    p.add_argument("--val", type=float, default=0.1, help="share of the training images held out for selection")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--rest-lr", type=float, default=1e-3, help="AdamW lr of the non-matrix parameters (Muon, M3)")
+    p.add_argument("--quick", action="store_true", help="10 steps, 1 seed, a 3-point grid, no extension or sweeps")
+    p.add_argument("--out", default="experiments/optimizers")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.quick:
+        args.steps, args.seeds, args.extend = 10, 1, 0
+    args.grid = [float(g) for g in (args.grid.split(",") if isinstance(args.grid, str) else args.grid)]
+    names = args.optimizers.split(",")
+    bad = [n for n in names if n not in OPTIMIZERS]
+    if bad or len(args.grid) < 3 or not 0 < args.val < 1:
+        raise SystemExit(f"--optimizers from {OPTIMIZERS} (got {bad}); --grid needs ≥ 3 rates; --val in (0, 1)")
+    sets = list(DATASETS) if args.dataset == "both" else [args.dataset]
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = Runs(out / ("runs-quick.jsonl" if args.quick else "runs.jsonl"), code_version()["code"])
+    results = {}
+    for ds in sets:
+        folder, loader, size, channels = DATASETS[ds]
+        x_tr, y_tr, x_te, y_te = loader(Path(args.data_root) / folder)
+        if args.quick:
+            x_tr, y_tr, x_te, y_te = x_tr[:600], y_tr[:600], x_te[:200], y_te[:200]
+        cut = len(x_tr) - int(args.val * len(x_tr))
+        data = (x_tr[:cut], y_tr[:cut], x_tr[cut:], y_tr[cut:], x_te, y_te)
+        results[ds] = {}
+        for name in names:
+            chosen = select(runs, ds, name, args, data, size, channels)
+            seeds = [runs.get(ds, name, chosen["lr"], chosen["hp"], s, args, data, size, channels)
+                     for s in range(args.seeds)]
+            results[ds][name] = {**chosen, "runs": seeds}
+    write_results(results, args, names)
+    return 0
+
+
+def _ms(xs):
+    return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def write_results(results, args, names):
+    out = Path(args.out)
+    cmd = "nestlearn optimizers " + " ".join(args.argv)
+    rows = [r for per in results.values() for v in per.values() for r in v["runs"]]
+    commits = sorted({r.get("commit", "unrecorded") for r in rows})
+    lines = ["# M3 vs AdamW vs Muon on a small ViT", "",
+             f"Command: `{cmd.strip()}`  ",
+             f"ViT dim {args.dim}, depth {args.depth}, 4 heads, patch 4; batch {args.batch}; {args.steps} steps per "
+             f"run; {int(args.val * 100)}% of the training images held out for selection. Rate from the grid "
+             f"{args.grid} (grown by up to {args.extend} past an edge), then Muon's momentum {list(MUON_MOMENTUM)} / "
+             f"M3's α {list(M3_ALPHA)} and f {list(M3_SLOW_EVERY)}, each by the final validation loss at seed "
+             f"{SELECT_SEED}; seeds 0–{args.seeds - 1} at the selected settings (mean ± std). AdamW at lr "
+             f"{args.rest_lr:g} updates the non-matrix parameters for Muon and M3. CPU, float32. Commit "
+             f"{', '.join(commits)}.", ""]
+    for ds, per in results.items():
+        mu = _ms([r["step_time"] for r in per["muon"]["runs"]])[0] if "muon" in per else None
+        lines += [f"## {ds}", "",
+                  "| optimizer | lr | settings | final train loss | validation loss | test loss | test accuracy | "
+                  "time/step vs Muon |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+        for name in names:
+            v = per[name]
+            runs = v["runs"]
+            tl, vl, te, acc = (_ms([r[k] for r in runs]) for k in ("train_loss", "val_loss", "test_loss", "test_acc"))
+            st = _ms([r["step_time"] for r in runs])[0]
+            edge = " †" if v["lr"] in (v["grid"][0]["lr"], v["grid"][-1]["lr"]) else ""
+            lines.append(f"| {name} | {v['lr']:g}{edge} | {json.dumps(v['hp']) if v['hp'] else '–'} | "
+                         f"{tl[0]:.3f} ± {tl[1]:.3f} | {vl[0]:.3f} ± {vl[1]:.3f} | {te[0]:.3f} ± {te[1]:.3f} | "
+                         f"{100 * acc[0]:.1f} ± {100 * acc[1]:.1f}% | {f'{st / mu:.2f}×' if mu else '–'} |")
+        lines += ["", "Selection (validation loss at seed 100; † = the selected rate is on an edge of the grown grid): "
+                  + "; ".join(f"{n}: " + ", ".join(f"{g['lr']:g} → {g['val_loss']:.3f}" for g in per[n]["grid"])
+                              + "".join(f"; {s['key']} {s['value']} → {s['val_loss']:.3f}" for s in per[n]["sweep"])
+                              for n in names), ""]
+    cpu = sum(r.get("cpu_s", 0.0) for r in {id(r): r for r in rows}.values())
+    lines += [f"CPU time of the reported runs: {cpu / 3600:.2f} h (selection runs in runs.jsonl).", "",
+              "![training curves](curves.png)", ""]
+    (out / ("RESULTS-quick.md" if args.quick else "RESULTS.md")).write_text("\n".join(lines))
+    slim = {ds: {n: {**{k: v[k] for k in ("lr", "hp", "grid", "sweep")},
+                     "runs": [{k: r[k] for k in r if k != "curve"} for r in v["runs"]]} for n, v in per.items()}
+            for ds, per in results.items()}
+    (out / ("results-quick.json" if args.quick else "results.json")).write_text(json.dumps(slim, indent=1))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install -e '.[plot]'): no plot written")
+        return
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, (ds, per) in zip(axes[0], results.items(), strict=True):
+        for name in names:
+            curves = torch.tensor([r["curve"] for r in per[name]["runs"] if len(r["curve"]) == args.steps])
+            if len(curves) == 0:
+                continue
+            k = max(1, args.steps // 50)
+            smooth = curves.mean(0).unfold(0, k, k).mean(-1)
+            ax.plot(torch.arange(len(smooth)) * k, smooth, label=f"{name} (lr {per[name]['lr']:g})")
+        ax.set_title(ds)
+        ax.set_xlabel("step")
+        ax.set_ylabel("train loss (mean over seeds)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / ("curves-quick.png" if args.quick else "curves.png"), dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
