@@ -41,10 +41,6 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     return data
 
 
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """``value`` as type ``tp``: dataclasses from mappings, lists and tuples element by element, floats
     from ints and numeric strings; anything else is passed through for the class to validate."""
@@ -84,7 +80,7 @@ def build(cls: type[T], data: dict, path: str = "") -> T:
     the key's dotted path and the valid keys."""
     if not isinstance(data, dict):
         raise ValueError(f"{path.rstrip('.') or cls.__name__} must be a mapping (got {data!r})")
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     for key in data:
         if key not in names:

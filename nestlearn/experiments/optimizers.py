@@ -60,7 +60,7 @@ DEFAULTS = {"muon": {"momentum": 0.95}, "m3": {"alpha": 0.1, "slow_every": 25}, 
 
 def make_optimizer(name: str, model, lr: float, hp: dict, args):
     """AdamW at ``lr``; or Muon / M3 at ``lr`` on the 2-D matrices and AdamW at ``--rest-lr`` on the rest."""
-    return build_optimizer(model, "adamw" if name == "adamw" else name, lr=lr if name == "adamw" else args.rest_lr,
+    return build_optimizer(model, name, lr=lr if name == "adamw" else args.rest_lr,
                            matrix_lr=None if name == "adamw" else lr, weight_decay=args.weight_decay,
                            betas=(0.9, 0.999), **hp)
 
