@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[dev,plot]"
+python -m pip install --quiet -e ".[dev,plot,hf,eval]"
 # Build the fused CPU chunk kernel now (about 30 s, once per machine), not inside the first run.
 # A failure is not fatal: the library warns and uses PyTorch ops.
 python -c "from nestlearn.memory.write import fused; fused.kernel()" || true

@@ -39,7 +39,7 @@ def _titans(c) -> None:
 
 
 MIXERS: dict[str, Part] = {
-    "attention": Part(lambda c: Attention(c.dim, c.heads, c.max_seq_len, c.window)),
+    "attention": Part(lambda c: Attention(c.dim, c.heads, c.max_seq_len, c.window, c.rope_base)),
     "selfmod": Part(lambda c: SelfModifyingTitans(c.dim, c.selfmod), lambda c: c.selfmod.validate(c.dim)),
     "titans_lmm": Part(lambda c: TitansLMM(c.dim, c.titans), _titans),
     "titans_mac": Part(lambda c: TitansMAC(c.dim, c.heads, c.titans), _titans),
@@ -85,7 +85,7 @@ class Block(nn.Module):
         super().__init__()
         mixer, mlp = BLOCKS[cfg.block]
         self.kind = cfg.block
-        self.norm1, self.norm2 = RMSNorm(cfg.dim), RMSNorm(cfg.dim)
+        self.norm1, self.norm2 = RMSNorm(cfg.dim, cfg.norm_eps), RMSNorm(cfg.dim, cfg.norm_eps)
         self.mixer = MIXERS[mixer].build(cfg)
         self.mlp = MLPS[mlp].build(cfg)
         self.learns_in_context = isinstance(self.mlp, CMS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,13 @@ class ModelConfig:
     mlp_mult: float = 8 / 3  # SwiGLU hidden = mlp_mult · dim (transformer, titans)
     window: int | None = None  # sliding-window attention for transformer / hope_attention
     tie_embeddings: bool = True
+    rope_base: float = 10000.0  # rotary base of the attention mixer (a Llama's rope_theta)
+    norm_eps: float = 1e-6  # the blocks' and the final RMSNorm's epsilon
     selfmod: SelfModConfig = field(default_factory=SelfModConfig)
     cms: CMSConfig = field(default_factory=lambda: CMSConfig(hidden_mult=8 / 3))
     titans: TitansConfig = field(default_factory=TitansConfig)
     delta: DeltaConfig = field(default_factory=DeltaConfig)
+    layer_cms: list[CMSConfig] = field(default_factory=list)  # one CMS section per layer ([]: every layer uses cms)
 
     def validate(self) -> None:
         if self.block not in blocks.BLOCKS:
@@ -36,7 +39,25 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be a positive int (got {getattr(self, name)!r})")
         if self.dim % self.heads:
             raise ValueError(f"model.heads must divide model.dim (got dim={self.dim}, heads={self.heads})")
-        blocks.validate(self)
+        if self.layer_cms and len(self.layer_cms) != self.layers:
+            raise ValueError(f"model.layer_cms must list one CMS section per layer ({self.layers}) or none "
+                             f"(got {len(self.layer_cms)})")
+        for i in range(self.layers if self.layer_cms else 0):
+            try:
+                blocks.validate(self.for_layer(i))
+            except ValueError as e:
+                raise ValueError(f"model.layer_cms[{i}]: {e}") from e
+        if not self.layer_cms:
+            blocks.validate(self)
+        chunks = sorted({lv.chunk_size for c in (self.layer_cms or [self.cms]) for lv in c.levels
+                         if lv.chunk_size > 0 and lv.lr > 0})
+        if any(c % chunks[0] for c in chunks):
+            raise ValueError(f"every learning CMS chunk_size must be a multiple of the model's smallest one "
+                             f"({chunks[0]}), which sets the in-context segment (got {chunks})")
+
+    def for_layer(self, i: int) -> ModelConfig:
+        """The configuration layer ``i`` is built from (its own CMS section when ``layer_cms`` is set)."""
+        return replace(self, cms=self.layer_cms[i], layer_cms=[]) if self.layer_cms else self
 
 
 def from_dict(data: dict) -> ModelConfig:

@@ -27,6 +27,56 @@ def test_stacking_with_zero_lr_reproduces_the_transformer(variant, ids):
     assert not torch.allclose(a[:, 8:], c[:, 8:])  # after it, the levels have learned in context
 
 
+
+@pytest.mark.parametrize("init", ["split", "copy"])
+def test_stacking_split_and_copy_reproduce_the_transformer_and_every_level_learns(init, ids):
+    """D29: the independent variant with levels made from the source MLP (its hidden units dealt out, or
+    copies weighted 1/k) computes the source at lr 0; with lr > 0 every level moves at its first step."""
+    from nestlearn.models.stacking import stacked_cms
+
+    torch.manual_seed(0)
+    src = CausalLM(preset("debug", block="transformer", mlp_mult=4.0)).double()
+    stacked = stack_levels(src, [LevelConfig(4, 0.0), LevelConfig(8, 0.0)], init=init)
+    assert stacked.blocks[0].mlp.cfg.variant == "independent"
+    width = stacked.blocks[0].mlp.levels[0].w_gate.shape[1]
+    assert width == (64 if init == "split" else 128)
+    with torch.no_grad():
+        a, _, _ = src(ids)
+        torch.testing.assert_close(stacked(ids)[0], a, rtol=0, atol=1e-12)
+        learning = stack_levels(src, [LevelConfig(4, 0.05), LevelConfig(8, 0.05)], init=init)
+        _, _, state = learning(ids[:, :9])
+    for i in range(2):  # both levels stepped by token 8, from their stacked start
+        moved = state.blocks[0].mlp.weights[i][0] - learning.blocks[0].mlp.levels[i].w_gate
+        assert moved.abs().max() > 1e-6
+    with pytest.raises(ValueError, match="needs cms variant 'independent'"):
+        stack_levels(src, [LevelConfig(4, 0.0)], variant="sequential", init="split")
+    with pytest.raises(ValueError, match="init must be one of"):
+        stacked_cms(src.blocks[0].mlp, stacked.cfg.cms, init="random")
+
+
+def test_per_layer_cms_levels(ids):
+    from nestlearn.layers import CMSConfig
+
+    layer_cms = [CMSConfig(levels=[LevelConfig(4, 0.01)]),
+                 CMSConfig(levels=[LevelConfig(8, 0.01), LevelConfig(16, 0.0)])]
+    model = CausalLM(preset("debug", block="hope_attention", layer_cms=layer_cms))
+    assert [[lv.chunk_size for lv in b.mlp.cfg.levels] for b in model.blocks] == [[4], [8, 16]]
+    assert model.segment == 4
+    _, _, state = model(ids)
+    assert len(state.blocks[1].mlp.weights) == 2 and state.blocks[1].mlp.weights[1] is None  # lr 0: frozen
+    with pytest.raises(ValueError, match="one CMS section per layer"):
+        preset("debug", block="hope_attention", layer_cms=layer_cms[:1])
+    with pytest.raises(ValueError, match=r"multiple of the model's smallest one \(4\)"):
+        preset("debug", block="hope_attention", layer_cms=[layer_cms[0], CMSConfig(levels=[LevelConfig(6, 0.01)])])
+    with pytest.raises(ValueError, match=r"model.layer_cms\[1\]: cms.levels\[0\].lr must be"):
+        preset("debug", block="hope_attention", layer_cms=[layer_cms[0], CMSConfig(levels=[LevelConfig(8, -1.0)])])
+
+
+def test_rope_base_and_norm_eps_reach_the_modules():
+    model = CausalLM(preset("debug", block="transformer", rope_base=5e5, norm_eps=1e-5))
+    assert model.blocks[0].mixer.rope_base == 5e5
+    assert {m.eps for m in model.modules() if type(m).__name__ == "RMSNorm"} == {1e-5}
+
 ABLATIONS = {  # NL Table 6 rows
     "w/o DGD": {"selfmod.rule": "gd"},
     "w/o momentum": {"selfmod.momentum": False},
