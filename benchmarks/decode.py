@@ -118,6 +118,8 @@ def main() -> int:
         cmd += " --contexts " + " ".join(map(str, args.contexts))
     if args.blocks != list(BLOCKS):
         cmd += " --blocks " + " ".join(args.blocks)
+    if args.out:
+        cmd += f" --out {args.out}"
     lines = ["# Streaming decode against context length", "",
              f"Command: `{cmd}`  ",
              f"Shape `{shape}`: {SHAPES[shape][3]}; batch 1, float32, CPU, {torch.get_num_threads()} threads; "
