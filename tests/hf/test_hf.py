@@ -272,3 +272,17 @@ def test_persistent_levels_carry_one_document_into_the_next():
     with torch.no_grad():
         torch.testing.assert_close(model(doc2, cache=model.next_document(model(doc1).cache)).logits,
                                    model(doc2).logits, rtol=0, atol=0)
+
+
+def test_transformers_trainer_fine_tunes_a_nestlearn_model(tmp_path):
+    pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (pip install 'nestlearn[hf]')")
+    model = hf_model("hope")
+    seqs = ids(4, 24, seed=5)
+    data = [{"input_ids": seqs[i % 4], "labels": seqs[i % 4]} for i in range(80)]
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=20, per_device_train_batch_size=4,
+                                          learning_rate=1e-2, logging_steps=5, report_to=[], save_strategy="no",
+                                          use_cpu=True, disable_tqdm=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=data)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 4 and losses[-1] < losses[0] - 1.0, losses
