@@ -52,3 +52,17 @@ def load_fashion_mnist(root: str | Path) -> tuple[Tensor, Tensor, Tensor, Tensor
     x_train, x_test = _normalise(torch.from_numpy(xtr.copy()).float().unsqueeze(1) / 255,
                                  torch.from_numpy(xte.copy()).float().unsqueeze(1) / 255)
     return x_train, torch.from_numpy(ytr.astype(np.int64)), x_test, torch.from_numpy(yte.astype(np.int64))
+
+
+def stratified_split(y: Tensor, share: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Indices ``(rest, held)``: a seeded random ``share`` of every class held out (so both parts hold
+    every class in its proportion, whatever the order of the file), each in the original order."""
+    g = torch.Generator().manual_seed(seed)
+    held = []
+    for c in torch.unique(y):
+        idx = (y == c).nonzero().squeeze(1)
+        held.append(idx[torch.randperm(len(idx), generator=g)][:round(share * len(idx))])
+    held_idx = torch.cat(held).sort().values
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[held_idx] = False
+    return keep.nonzero().squeeze(1), held_idx

@@ -9,10 +9,11 @@ experiments/synthetic/README.md.
 ``../shared/data`` and write to ``experiments/optimizers/``.
 
 Every optimizer trains the same ViT (patch 4) for the same number of steps on the same batches.
-The last ``--val`` of the training images are a validation split (never trained on); the test set
-is used for the reported numbers only.
+A seeded ``--val`` share of every class of the training images is a validation split (never trained on;
+stratified, since a file may be sorted by class); the test set is used for the reported numbers only.
 1. **Learning rate**: each optimizer trains once per rate of one geometric grid at a selection seed
-   (100, not a reported seed) and takes the rate of the lowest final validation loss; while that rate
+   (100, not a reported seed) and takes the rate of the lowest validation loss (the best of a validation
+   every ``--eval-every`` steps; those weights are kept and tested); while that rate
    is on an edge of the grid the grid grows by one rate past that edge (at most ``--extend`` per edge).
 2. **Its own hyperparameters**, at that rate and on the same split: Muon's momentum; M3's α (the slow
    momentum's weight) and its slow frequency f, as many points each as Muon's momentum.
@@ -39,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data.images import load_cifar10_subset, load_fashion_mnist
+from ..data.images import load_cifar10_subset, load_fashion_mnist, stratified_split
 from ..models.vit import ViT, ViTConfig
 from ..optim import build_optimizer
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
@@ -97,31 +98,41 @@ class Epochs:
 
 def run(name, lr, hp, seed, data, args, image_size, channels):
     """One run through ``nestlearn.train.Trainer``: constant rate, no clipping, stopped at the first
-    non-finite loss (scored as inf)."""
+    non-finite loss (scored as inf). The validation loss is measured every ``--eval-every`` steps and the
+    weights of the best one are kept and tested (a small training set is overfitted within the budget:
+    the final weights would rank the optimizers by how fast they overfit)."""
     x_train, y_train, x_val, y_val, x_test, y_test = data
     torch.manual_seed(seed)
     model = ViT(ViTConfig(image_size=image_size, channels=channels, patch=4, dim=args.dim, depth=args.depth,
                           heads=4, classes=10))
     cfg = RunConfig(optim=OptimConfig(schedule="constant", clip=0.0), train=TrainSettings(
         steps=args.steps, batch_size=args.batch, seed=seed, out_dir="", progress=False, log_every=args.steps,
-        eval_every=args.steps, ckpt_every=args.steps, max_bad_steps=1, on_nonfinite="stop"))
+        eval_every=min(args.eval_every, args.steps), ckpt_every=args.steps, max_bad_steps=1, on_nonfinite="stop",
+        keep_best=True))
+
+    def validation() -> dict:
+        loss, acc = evaluate(model, x_val, y_val)
+        return {"val_loss": loss, "val_acc": acc}
+
     t_start, c_start = time.perf_counter(), time.process_time()
     trainer = Trainer(cfg, model=model, batches=Epochs(x_train, y_train, args.batch, seed),
-                      loss=lambda x, y: F.cross_entropy(model(x), y), evaluate=lambda: {},
+                      loss=lambda x, y: F.cross_entropy(model(x), y), evaluate=validation,
                       optimizer=make_optimizer(name, model, lr, hp, args))
     trainer.run()
     train_s = time.perf_counter() - t_start
     curve = trainer.losses
     tail = curve[-max(1, args.steps // 20):]
     train_loss = statistics.mean(tail) if all(map(math.isfinite, tail)) else float("inf")
-    val_loss, val_acc = evaluate(model, x_val, y_val)
+    val_curve = [[h["step"], h["val_loss"], h["val_acc"]] for h in trainer.history if "val_loss" in h]
+    val_loss, val_acc = evaluate(model, x_val, y_val)  # the kept (best) weights
     test_loss, test_acc = evaluate(model, x_test, y_test)
     if trainer.diverged_at is not None:  # the weights before the first non-finite step are not this rate's result
         val_loss = test_loss = float("inf")
     return dict(optimizer=name, lr=lr, hp=hp, seed=seed, steps=args.steps, train_loss=train_loss,
                 val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
+                best_step=trainer.best_step, final_val_loss=val_curve[-1][1] if val_curve else float("inf"),
                 step_time=train_s / max(1, trainer.step), wall_s=time.perf_counter() - t_start,
-                cpu_s=time.process_time() - c_start, curve=curve, **code_version())
+                cpu_s=time.process_time() - c_start, curve=curve, val_curve=val_curve, **code_version())
 
 
 class Runs:
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", default=",".join(str(g) for g in GRID), help="a geometric grid of rates")
     p.add_argument("--extend", type=int, default=3, help="rates added past an edge while the best is on it")
     p.add_argument("--val", type=float, default=0.1, help="share of the training images held out for selection")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between validations (the best weights are kept)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--weight-decay", type=float, default=0.0)
@@ -210,10 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     for ds in sets:
         folder, loader, size, channels = DATASETS[ds]
         x_tr, y_tr, x_te, y_te = loader(Path(args.data_root) / folder)
-        if args.quick:
-            x_tr, y_tr, x_te, y_te = x_tr[:600], y_tr[:600], x_te[:200], y_te[:200]
-        cut = len(x_tr) - int(args.val * len(x_tr))
-        data = (x_tr[:cut], y_tr[:cut], x_tr[cut:], y_tr[cut:], x_te, y_te)
+        if args.quick:  # a stratified sample: the files may be sorted by class (the CIFAR-10 subset is)
+            tr, te = stratified_split(y_tr, 600 / len(y_tr), seed=1)[1], stratified_split(y_te, 200 / len(y_te), 1)[1]
+            x_tr, y_tr, x_te, y_te = x_tr[tr], y_tr[tr], x_te[te], y_te[te]
+        fit, val = stratified_split(y_tr, args.val)
+        data = (x_tr[fit], y_tr[fit], x_tr[val], y_tr[val], x_te, y_te)
         results[ds] = {}
         for name in names:
             chosen = select(runs, ds, name, args, data, size, channels)
@@ -238,14 +251,15 @@ def write_results(results, args, names):
              f"ViT dim {args.dim}, depth {args.depth}, 4 heads, patch 4; batch {args.batch}; {args.steps} steps per "
              f"run; {int(args.val * 100)}% of the training images held out for selection. Rate from the grid "
              f"{args.grid} (grown by up to {args.extend} past an edge), then Muon's momentum {list(MUON_MOMENTUM)} / "
-             f"M3's α {list(M3_ALPHA)} and f {list(M3_SLOW_EVERY)}, each by the final validation loss at seed "
-             f"{SELECT_SEED}; seeds 0–{args.seeds - 1} at the selected settings (mean ± std). AdamW at lr "
+             f"M3's α {list(M3_ALPHA)} and f {list(M3_SLOW_EVERY)}, each by the best validation loss (measured every "
+             f"{args.eval_every} steps; the weights of the best one are kept and tested) at seed {SELECT_SEED}; "
+             f"seeds 0–{args.seeds - 1} at the selected settings (mean ± std). AdamW at lr "
              f"{args.rest_lr:g} updates the non-matrix parameters for Muon and M3. CPU, float32. Commit "
              f"{', '.join(commits)}.", ""]
     for ds, per in results.items():
         mu = _ms([r["step_time"] for r in per["muon"]["runs"]])[0] if "muon" in per else None
         lines += [f"## {ds}", "",
-                  "| optimizer | lr | settings | final train loss | validation loss | test loss | test accuracy | "
+                  "| optimizer | lr | settings | final train loss | best validation loss | test loss | test accuracy | "
                   "time/step vs Muon |", "|---|---:|---|---:|---:|---:|---:|---:|"]
         for name in names:
             v = per[name]
@@ -256,7 +270,7 @@ def write_results(results, args, names):
             lines.append(f"| {name} | {v['lr']:g}{edge} | {json.dumps(v['hp']) if v['hp'] else '–'} | "
                          f"{tl[0]:.3f} ± {tl[1]:.3f} | {vl[0]:.3f} ± {vl[1]:.3f} | {te[0]:.3f} ± {te[1]:.3f} | "
                          f"{100 * acc[0]:.1f} ± {100 * acc[1]:.1f}% | {f'{st / mu:.2f}×' if mu else '–'} |")
-        lines += ["", "Selection (validation loss at seed 100; † = the selected rate is on an edge of the grown grid): "
+        lines += ["", "Selection (best validation loss at seed 100; † = the selected rate is on an edge of the grown grid): "
                   + "; ".join(f"{n}: " + ", ".join(f"{g['lr']:g} → {g['val_loss']:.3f}" for g in per[n]["grid"])
                               + "".join(f"; {s['key']} {s['value']} → {s['val_loss']:.3f}" for s in per[n]["sweep"])
                               for n in names), ""]

@@ -28,6 +28,7 @@ def test_quick_mode_selects_on_validation_and_resumes(tmp_path, capsys):
     select = [r for r in rows if r["seed"] == vit.SELECT_SEED]
     assert len(select) == 3 * len(vit.OPTIMIZERS) and len(rows) == 4 * len(vit.OPTIMIZERS)  # 3 rates + seed 0
     assert all("val_loss" in r and r["commit"] for r in rows)
+    assert all(r["val_curve"] and r["val_acc"] > 0 for r in rows)  # every class is in the validation split
     result = json.loads((tmp_path / "results-quick.json").read_text())["fashion_mnist"]
     for name, v in result.items():  # the rate of the lowest validation loss at the selection seed
         scores = {r["lr"]: r["val_loss"] for r in select if r["optimizer"] == name}
