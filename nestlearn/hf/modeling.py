@@ -76,6 +76,12 @@ class MemoryCache:
         self.state = pytree.tree_map(pick, self.state)
 
 
+REMOTE_CODE = (
+    '"""A nestlearn model (pip install "nestlearn[hf]"): the classes come from the installed package."""\n'
+    "from nestlearn.hf import NestlearnConfig, NestlearnForCausalLM  # noqa: F401\n"
+)
+
+
 class NestlearnForCausalLM(PreTrainedModel, GenerationMixin):
     """Any nestlearn block kind as a ``transformers`` causal LM; ``self.model`` is the ``CausalLM``.
 
@@ -96,6 +102,16 @@ class NestlearnForCausalLM(PreTrainedModel, GenerationMixin):
         self.model = model if model is not None else CausalLM(config.nestlearn)
         self._tied_weights_keys = {"model.head.weight": "model.embed.weight"} if config.tie_word_embeddings else {}
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, plus a one-line ``nestlearn_hf.py`` and the config's
+        ``auto_map`` naming it, so that tools which cannot import ``nestlearn.hf`` first (lm-eval's command
+        line, ``pipeline``) load the folder with ``trust_remote_code=True``: the code it runs is the
+        installed nestlearn's."""
+        self.config.auto_map = {"AutoConfig": "nestlearn_hf.NestlearnConfig",
+                                "AutoModelForCausalLM": "nestlearn_hf.NestlearnForCausalLM"}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        Path(save_directory, "nestlearn_hf.py").write_text(REMOTE_CODE)
 
     def _init_weights(self, module) -> None:
         """nestlearn's modules initialise themselves; ``from_pretrained`` loads every parameter."""

@@ -286,3 +286,25 @@ def test_transformers_trainer_fine_tunes_a_nestlearn_model(tmp_path):
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 4 and losses[-1] < losses[0] - 1.0, losses
+
+
+def test_a_saved_folder_loads_in_a_process_that_never_imported_nestlearn(tmp_path):
+    """save_pretrained writes nestlearn_hf.py and the config's auto_map, so tools that cannot import
+    nestlearn.hf first (lm-eval's command line) load the folder with trust_remote_code=True."""
+    import subprocess
+    import sys
+
+    model = hf_model("hope")
+    model.save_pretrained(tmp_path)
+    x = ids(1, 20)
+    with torch.no_grad():
+        torch.save({"x": x, "logits": model(x).logits}, tmp_path / "ref.pt")
+    code = ("import sys, torch\n"
+            "from transformers import AutoModelForCausalLM\n"
+            "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+            "ref = torch.load(sys.argv[1] + '/ref.pt')\n"
+            "assert torch.equal(m(ref['x']).logits, ref['logits']), 'logits differ'\n"
+            "print(type(m).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "NestlearnForCausalLM"
