@@ -37,3 +37,11 @@ def test_quick_mode_selects_on_validation_and_resumes(tmp_path, capsys):
     assert all(f"| {n} |" in text for n in vit.OPTIMIZERS)
     assert main(["optimizers", *args]) == 0  # resumes (through the CLI verb): nothing is run again
     assert len((tmp_path / "runs-quick.jsonl").read_text().splitlines()) == len(rows)
+    # rows of another code version count when their fingerprint equals this code's; a row whose
+    # fingerprint differs is run again
+    rows[0]["fingerprint"] = [x + 1.0 for x in rows[0]["fingerprint"]]
+    (tmp_path / "runs-quick.jsonl").write_text("".join(json.dumps({**r, "code": "another"}) + "\n" for r in rows))
+    assert vit.main(args) == 0
+    again = [json.loads(x) for x in (tmp_path / "runs-quick.jsonl").read_text().splitlines()]
+    assert len(again) == len(rows) + 1 and again[-1]["optimizer"] == rows[0]["optimizer"]
+    assert again[-1]["lr"] == rows[0]["lr"] and again[-1]["seed"] == rows[0]["seed"]
