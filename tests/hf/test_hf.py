@@ -195,6 +195,29 @@ def test_llama_that_cannot_convert_exactly_is_refused():
         nh.llama_to_nestlearn(src)
 
 
+def test_llama_family_mistral_with_a_sliding_window_and_qwen2_refused():
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=100, max_position_embeddings=256)
+    torch.manual_seed(0)
+    mistral = MistralForCausalLM(MistralConfig(sliding_window=8, **shape)).eval()
+    x = ids(2, 30, vocab=100)
+    converted = nh.llama_to_nestlearn(mistral)
+    assert converted.cfg.window == 8
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x)[0], mistral(x).logits, rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match=r"biases on \['q_proj', 'k_proj', 'v_proj'\]"):
+        nh.llama_to_nestlearn(Qwen2ForCausalLM(Qwen2Config(**shape)))
+
+
+def test_a_conversion_that_would_not_be_exact_is_refused():
+    src = llama()
+    src.config.rms_norm_eps = 0.5  # the config no longer says what the modules compute
+    with pytest.raises(ValueError, match="does not convert exactly"):
+        nh.llama_to_nestlearn(src)
+
+
 @pytest.mark.parametrize("init", ["split", "copy", "zero"])
 def test_stacked_llama_equals_its_source_at_lr_0_and_learns_in_context(init):
     src = llama()
