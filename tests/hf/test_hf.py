@@ -331,3 +331,13 @@ def test_a_saved_folder_loads_in_a_process_that_never_imported_nestlearn(tmp_pat
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "NestlearnForCausalLM"
+
+
+def test_from_pretrained_in_bfloat16_generates(tmp_path):
+    model = hf_model("hope")
+    model.save_pretrained(tmp_path)
+    half = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert next(half.parameters()).dtype == torch.bfloat16
+    out = half.generate(ids(1, 12), max_new_tokens=6, do_sample=False)
+    own, _ = half.model.generate(ids(1, 12), 6, temperature=0)
+    assert torch.equal(out, own)

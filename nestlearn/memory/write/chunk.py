@@ -85,6 +85,14 @@ class ChunkCoefficients:
             self.T = b.unsqueeze(-1) * (kk * self.g.gshift)
 
 
+def _unit_lower_solve(T: Tensor, rhs: Tensor) -> Tensor:
+    """``(I + strict lower T)⁻¹ rhs``; half-precision inputs are solved in float32 (no triangular solve
+    for them in PyTorch) and the result returned in their dtype."""
+    dtype = torch.promote_types(T.dtype, rhs.dtype)
+    work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    return torch.linalg.solve_triangular(T.to(work), rhs.to(work), upper=False, unitriangular=True).to(dtype)
+
+
 def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients, KS: Tensor | None = None,
                Q: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Advance ``S`` (and momentum ``m``) over one chunk of writes ``W`` ``[..., n, Dv]``.
@@ -106,7 +114,7 @@ def chunk_step(S: Tensor, m: Tensor | None, W: Tensor, co: ChunkCoefficients, KS
         if m is not None:
             rhs = rhs + (co.b * g.rho_prev).unsqueeze(-1) * (K @ m)
         # −U[t] = b_t S_{t−1}ᵀ k_t, the preconditioner's part of each update (UT transform)
-        U = torch.linalg.solve_triangular(co.T, rhs, upper=False, unitriangular=True)
+        U = _unit_lower_solve(co.T, rhs)
         write = write - g.glast.unsqueeze(-1) * U
     Y = None
     if Q is not None:  # q_t S_t = γ_t q_t S₀ + ρ_t q_t m₀ + Σ_{i≤t} (q_t·k_i)(G[t,i] w_i − Γ[t,i] U_i)
