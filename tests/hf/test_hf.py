@@ -238,6 +238,25 @@ def test_stacked_llama_equals_its_source_at_lr_0_and_learns_in_context(init):
     assert ((out[:, 4:] - ref[:, 4:]).abs().amax(-1) > 1e-4).all()
 
 
+def test_stacked_llama_learns_a_repeated_sequence_in_context():
+    """A random sequence read twice: the stacked model's CMS levels take gradient steps on the first copy,
+    so its next-token loss on the second copy falls below the Llama's. Split levels learn from the first
+    segment on (about 0.33 nats lower at these settings, over 4 seeds); zero-initialised ones (D8) barely
+    (about 0.05)."""
+    src = llama()
+    r = ids(8, 32, vocab=100, seed=3)
+    x = torch.cat([r, r], 1)
+
+    def repeat_loss(logits):
+        return -torch.log_softmax(logits[:, 32:-1].double(), -1).gather(-1, x[:, 33:, None]).mean().item()
+
+    levels = [LevelConfig(4, 0.1), LevelConfig(16, 0.025)]
+    with torch.no_grad():
+        base = repeat_loss(src(x).logits)
+        split, zero = (repeat_loss(nh.stack_llama(src, levels, init=i)(x).logits) for i in ("split", "zero"))
+    assert split < base - 0.2 and split < zero - 0.1, (base, split, zero)
+
+
 def test_split_stacking_deals_the_mlp_out_to_every_level():
     src = llama()
     hope = nh.stack_llama(src, [LevelConfig(4, 0.0), LevelConfig(16, 0.0)], init="split")
