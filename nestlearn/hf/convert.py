@@ -83,8 +83,8 @@ def from_run(run_dir: str | Path, step: int | None = None
 
 def export_run(model: NestlearnForCausalLM | CausalLM, out_dir: str | Path,
                tokenizer: PreTrainedTokenizerFast | None = None) -> Path:
-    """Write a nestlearn run folder (config.yaml, a step-0 checkpoint, tokenizer.json) holding ``model``;
-    ``nestlearn`` reads it like any run (``from_run``, ``nestlearn train … --resume`` with a data section)."""
+    """Write a nestlearn run folder (config.yaml with the model section, a step-0 checkpoint of the weights and
+    a fresh optimizer, tokenizer.json) holding ``model``; ``from_run`` reads it back."""
     from ..train.config import RunConfig
     from ..train.loop import Trainer
 
