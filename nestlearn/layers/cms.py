@@ -172,8 +172,8 @@ class CMS(nn.Module):
             x, a, b, h, y = tr
             da, db, dy = (torch.zeros_like(t) if g is None else g.detach() for t, g in zip((a, b, y), (next(it),
                           next(it), next(it)), strict=True))
-            new = (x.detach(), da, db, h.detach(), dy)
-            accs[i] = tuple(torch.cat([old, n], dim=1) for old, n in zip(accs[i], new, strict=True))
+            new = (x.detach(), da, db, h.detach(), dy)  # in the fast weights' dtype (autocast computes lower)
+            accs[i] = tuple(torch.cat([old, n.to(old.dtype)], dim=1) for old, n in zip(accs[i], new, strict=True))
         return CMSState(state.weights, tuple(accs))
 
     def step(self, state: CMSState, pos: int) -> CMSState:
@@ -185,9 +185,11 @@ class CMS(nn.Module):
                 continue
             x, da, db, h, dy = accs[i]
             wg, wu, wd = ws[i]
-            # θ ← θ − η Σ_t ∇θ ℓ_t, the sum as one product of the factors
-            ws[i] = (torch.baddbmm(wg, x.mT, da, alpha=-lv.lr), torch.baddbmm(wu, x.mT, db, alpha=-lv.lr),
-                     torch.baddbmm(wd, h.mT, dy, alpha=-lv.lr))
+            # θ ← θ − η Σ_t ∇θ ℓ_t, the sum as one product of the factors, in the fast weights' precision
+            # (under autocast too: the level's weights stay in their dtype)
+            with torch.autocast(wg.device.type, enabled=False):
+                ws[i] = (torch.baddbmm(wg, x.mT, da, alpha=-lv.lr), torch.baddbmm(wu, x.mT, db, alpha=-lv.lr),
+                         torch.baddbmm(wd, h.mT, dy, alpha=-lv.lr))
             accs[i] = self._empty_acc(ws[i])
             stepped.append(i)
         if self.cfg.variant == "nested" and stepped:

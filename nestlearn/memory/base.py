@@ -8,6 +8,7 @@ paper's matrix is ``M = Sᵀ``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -16,6 +17,27 @@ from torch import Tensor, nn
 from .schedule import slices, spans
 from .state import MemoryState
 from .write import write_chunked, write_reference
+
+def _state_precision(fn):
+    """Under autocast a memory runs in its state's dtype: lower-precision inputs (q, k, v, gates) are cast
+    up to it and autocast is off inside, so that the fast weights and the chunk recurrence stay in full
+    precision whatever the surrounding layers compute in. Without autocast a dtype mismatch stays an error."""
+
+    @functools.wraps(fn)
+    def wrapped(self, state, *args, **kwargs):
+        ref = state.weights[0] if isinstance(state, MemoryState) else None
+        if ref is None or not torch.is_autocast_enabled(ref.device.type):
+            return fn(self, state, *args, **kwargs)
+
+        def up(t):
+            low = isinstance(t, Tensor) and t.is_floating_point() and t.itemsize < ref.itemsize
+            return t.to(ref.dtype) if low else t
+
+        with torch.autocast(ref.device.type, enabled=False):
+            return fn(self, state, *map(up, args), **{key: up(v) for key, v in kwargs.items()})
+
+    return wrapped
+
 
 RULES = ("gd", "dgd", "delta")
 READS = ("token", "chunk_start")  # where a sequence mixer's memory is read: see ``Memory.read_write``
@@ -64,6 +86,7 @@ class Memory(nn.Module):
         return MemoryState(w, w, mom, 0)
 
     # ---- read / write -------------------------------------------------------------------------
+    @_state_precision
     def read(self, state: MemoryState, q: Tensor, at: str = "current") -> Tensor:
         """``y = M(q)``: q ``[B, T, H, Din]`` → ``[B, T, H, Dout]``, no write.
 
@@ -76,6 +99,7 @@ class Memory(nn.Module):
         self._check_seq("q", q, state, self.dim_in)
         return self._map(weights, q.transpose(1, 2)).transpose(1, 2)
 
+    @_state_precision
     def read_write(self, state: MemoryState, q: Tensor, k: Tensor, v: Tensor, lr: Tensor | float,
                    decay: Tensor | float | None = None, momentum: Tensor | float | None = None,
                    read: str = "token", impl: str = "chunk", validate: bool = True) -> tuple[Tensor, MemoryState]:
@@ -103,6 +127,7 @@ class Memory(nn.Module):
         state, y = self._run(state, k, v, lr, decay, momentum, impl, validate, q=q)
         return y.transpose(1, 2), state
 
+    @_state_precision
     def write(self, state: MemoryState, k: Tensor, v: Tensor, lr: Tensor | float,
               decay: Tensor | float | None = None, momentum: Tensor | float | None = None,
               impl: str = "chunk", validate: bool = True) -> MemoryState:
