@@ -18,6 +18,7 @@ from .schedule import slices, spans
 from .state import MemoryState
 from .write import write_chunked, write_reference
 
+
 def _state_precision(fn):
     """Under autocast a memory runs in its state's dtype: lower-precision inputs (q, k, v, gates) are cast
     up to it and autocast is off inside, so that the fast weights and the chunk recurrence stay in full
