@@ -153,6 +153,11 @@ class Trainer:
         self.rows = self.dist.shard(cfg.train.batch_size)
         self.forward = self.dist.wrap(self.model, cfg.train.parallel)
         if cfg.train.compile:
+            # the in-context learning driver takes inner gradients with retain_graph=True inside the forward,
+            # which compiled backwards with donated buffers refuse
+            import torch._functorch.config as functorch_config
+
+            functorch_config.donated_buffer = False
             self.forward = torch.compile(self.forward)
         self.opt = optimizer_from_config(cfg, self.model) if optimizer is None else optimizer
         if loss is not None:

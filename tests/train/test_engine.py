@@ -300,3 +300,13 @@ def test_plugins_a_solved_task_stops_after_solved_patience(tmp_path, monkeypatch
     trainer.evaluate = lambda: {"val_loss": 1.0 / (trainer.step + 1), "val_acc": 1.0 if trainer.step >= 4 else 0.5}
     trainer.run()
     assert trainer.stopped_at == 6  # accuracy 1 at steps 4, 5 and 6
+
+
+def test_compiled_training_of_hope_runs(tmp_path):
+    """``train.compile`` with in-context CMS learning: the driver's inner ``autograd.grad`` keeps the graph
+    (retain_graph), which a compiled backward with donated buffers refused (a RuntimeError at the first step)."""
+    cfg = load_config(DEBUG, [f"train.out_dir={tmp_path}", "train.steps=2", "train.compile=true",
+                               "train.progress=false", "model.block=hope", "model.layers=1",
+                               "train.eval_every=2", "train.eval_batches=1"])
+    trainer = train(cfg)
+    assert trainer.step == 2 and all(np.isfinite(trainer.losses))
