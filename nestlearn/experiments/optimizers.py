@@ -99,8 +99,8 @@ class Epochs:
 def run(name, lr, hp, seed, data, args, image_size, channels):
     """One run through ``nestlearn.train.Trainer``: constant rate, no clipping, stopped at the first
     non-finite loss (scored as inf). The validation loss is measured every ``--eval-every`` steps and the
-    weights of the best one are kept and tested (a small training set is overfitted within the budget:
-    the final weights would rank the optimizers by how fast they overfit)."""
+    weights of the best one are kept and tested (9,000 training images can be overfitted within the
+    budget: the final weights would then rank the optimizers by how fast they overfit)."""
     x_train, y_train, x_val, y_val, x_test, y_test = data
     torch.manual_seed(seed)
     model = ViT(ViTConfig(image_size=image_size, channels=channels, patch=4, dim=args.dim, depth=args.depth,
