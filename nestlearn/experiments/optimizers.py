@@ -44,8 +44,7 @@ from ..data.images import load_cifar10_subset, load_fashion_mnist, stratified_sp
 from ..models.vit import ViT, ViTConfig
 from ..optim import build_optimizer
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
-from .protocol import rate, select_rate
-from .synthetic import code_version, same_behaviour
+from .protocol import code_version, rate, same_behaviour, select_rate
 
 GRID = (1e-4, 3.16e-4, 1e-3)  # ×√10
 MUON_MOMENTUM = (0.9, 0.95, 0.98)

@@ -1,9 +1,12 @@
-"""The selection rule of the fair protocol (experiments/synthetic/README.md), shared by every experiment
-that tunes a learning rate: a geometric grid, grown past an edge while the best rate sits on it."""
+"""What the fair protocol (experiments/synthetic/README.md) shares between experiments: the selection
+rule (a geometric grid, grown past an edge while the best rate sits on it) and the provenance of a row
+(the code version it ran, and whether two fingerprints are the same computation)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def rate(x: float) -> float:
@@ -36,4 +39,47 @@ def select_rate(score: Callable[[float], float], grid: Sequence[float], extend: 
             return best, grid
 
 
-__all__ = ["rate", "select_rate"]
+_VERSION: dict[str, str] = {}
+
+
+def code_version() -> dict[str, str]:
+    """``{"commit": …, "code": …}``: the checkout's commit, and a hash of the library's sources as this
+    process runs them (``nestlearn/`` at the commit plus any uncommitted change), so that a docs-only
+    commit keeps the code version and an uncommitted change makes a new one. ``unknown`` outside git.
+    Read once per process (at import): edits made while a suite runs do not change what it runs."""
+    if not _VERSION:
+        _VERSION.update(_read_version())
+    return dict(_VERSION)
+
+
+def _read_version() -> dict[str, str]:
+    import hashlib
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        tree = git("rev-parse", "HEAD:nestlearn").strip()
+        diff = git("diff", "HEAD", "--", "nestlearn")
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "code": "unknown"}
+    code = tree[:12] if not diff else tree[:12] + "+" + hashlib.sha1(diff.encode()).hexdigest()[:8]
+    return {"commit": commit[:12] + ("+dirty" if diff else ""), "code": code}
+
+
+code_version()  # the sources as this process imported them
+
+
+def same_behaviour(a: list[float] | None, b: list[float] | None) -> bool:
+    """Fingerprints equal to rounding (relative 1e-4): thread counts and summation order may differ."""
+    if a is None or b is None or len(a) != len(b):
+        return False
+    return all((math.isnan(x) and math.isnan(y)) or x == y or abs(x - y) <= 1e-6 + 1e-4 * abs(y)
+               for x, y in zip(a, b, strict=True))
+
+
+__all__ = ["code_version", "rate", "same_behaviour", "select_rate"]

@@ -47,7 +47,7 @@ from ..data import formal
 from ..data.registry import TASKS, task_batch, task_vocab
 from ..models import CausalLM, apply_overrides, from_dict
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
-from .protocol import rate, select_rate
+from .protocol import code_version, rate, same_behaviour, select_rate
 
 FAMILIES = ("formal", "mad", "mqar")
 MODELS = ("hope", "transformer", "titans", "delta")
@@ -194,39 +194,6 @@ def make_batch(recipe: Recipe, task: str, batch: int, seed: int, split: str = "t
     return task_batch(_generator(recipe, task), batch, seed, **recipe.tasks[task])
 
 
-_VERSION: dict[str, str] = {}
-
-
-def code_version() -> dict[str, str]:
-    """``{"commit": …, "code": …}``: the checkout's commit, and a hash of the library's sources as this
-    process runs them (``nestlearn/`` at the commit plus any uncommitted change), so that a docs-only
-    commit keeps the code version and an uncommitted change makes a new one. ``unknown`` outside git.
-    Read once per process (at import): edits made while a suite runs do not change what it runs."""
-    if not _VERSION:
-        _VERSION.update(_read_version())
-    return dict(_VERSION)
-
-
-def _read_version() -> dict[str, str]:
-    import hashlib
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").strip()
-        tree = git("rev-parse", "HEAD:nestlearn").strip()
-        diff = git("diff", "HEAD", "--", "nestlearn")
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown", "code": "unknown"}
-    code = tree[:12] if not diff else tree[:12] + "+" + hashlib.sha1(diff.encode()).hexdigest()[:8]
-    return {"commit": commit[:12] + ("+dirty" if diff else ""), "code": code}
-
-
-code_version()  # the sources as this process imported them
 
 
 def _train_seed(seed: int, step: int) -> int:
@@ -415,14 +382,6 @@ def fingerprint(recipe: Recipe, task: str, block: str, mlp_mult: float | None = 
     r = run_one(tiny, task, block, 0, mlp_mult, log=None, overrides=overrides, trace=trace)
     curve = [v for c in r.get("curve", []) for v in c[1:]]
     return trace + curve + [float(r[k]) for k in ("acc", *FORMAL_BINS) if k in r]
-
-
-def same_behaviour(a: list[float] | None, b: list[float] | None) -> bool:
-    """Fingerprints equal to rounding (relative 1e-4): thread counts and summation order may differ."""
-    if a is None or b is None or len(a) != len(b):
-        return False
-    return all((math.isnan(x) and math.isnan(y)) or x == y or abs(x - y) <= 1e-6 + 1e-4 * abs(y)
-               for x, y in zip(a, b, strict=True))
 
 
 def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, report_only: bool = False) -> list[dict]:

@@ -58,25 +58,18 @@ def from_run(run_dir: str | Path, step: int | None = None
     from safetensors.torch import load_file
 
     from ..train.config import load_config
+    from ..train.loop import check_weights, latest_checkpoint
 
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise ValueError(f"{run} is not a nestlearn run folder (no config.yaml)")
-    root = run / "checkpoints"
-    if step is not None:
-        ckpt = root / f"step_{step:07d}"
-    elif (root / "latest").is_file():
-        ckpt = root / (root / "latest").read_text().strip()
-    else:
-        raise ValueError(f"{run} has no checkpoint (no {root / 'latest'})")
+    ckpt = run / "checkpoints" / f"step_{step:07d}" if step is not None else latest_checkpoint(run)
     if not (ckpt / "model.safetensors").is_file():
         raise ValueError(f"no weights at {ckpt / 'model.safetensors'}")
     model = CausalLM(load_config(run / "config.yaml").model)
     weights = load_file(str(ckpt / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or set(missing) - ({"head.weight"} if model.cfg.tie_embeddings else set()):
-        raise ValueError(f"{ckpt} does not match its config: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
+    check_weights(model, weights, ckpt, model.cfg.tie_embeddings)
+    model.load_state_dict(weights, strict=False)  # a tied head comes with the embedding
     tok_file = run / "tokenizer.json"
     return from_nestlearn(model.eval()), tokenizer_for(tok_file) if tok_file.is_file() else None
 

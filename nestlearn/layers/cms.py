@@ -210,27 +210,3 @@ class CMS(nn.Module):
         ws = [fresh.weights[i] if state.weights[i] is None or lv.reset == "sequence"
               else tuple(t.detach() for t in state.weights[i]) for i, lv in enumerate(self.cfg.levels)]
         return CMSState(tuple(ws), fresh.acc)
-
-    @classmethod
-    def from_mlps(cls, mlps: list[SwiGLU], cfg: CMSConfig) -> CMS:
-        """Ad-hoc level stacking (NL §7.3): levels start from existing MLPs' weights.
-
-        ``mlps[i]`` initialises level ``i``; levels beyond ``len(mlps)`` start with a zero output
-        projection, so with every level's learning rate 0 the CMS computes exactly ``mlps[0]``
-        (sequential and nested variants; deviation D8).
-        """
-        if cfg.variant == "independent":
-            raise ValueError("ad-hoc level stacking needs cms.variant 'sequential' or 'nested'")
-        if not mlps:
-            raise ValueError("from_mlps needs at least one MLP")
-        dim, hidden = mlps[0].w_gate.shape
-        cfg = CMSConfig(levels=list(cfg.levels), variant=cfg.variant, hidden_mult=hidden / dim)
-        cms = cls(dim, cfg)
-        with torch.no_grad():
-            for i, lvl in enumerate(cms.levels):
-                if i < len(mlps):
-                    for name in ("w_gate", "w_up", "w_down"):
-                        getattr(lvl, name).copy_(getattr(mlps[i], name))
-                else:
-                    lvl.w_down.zero_()
-        return cms

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import config
 from ..config import build, override, read_yaml
-from ..layers import CMSConfig, DeltaConfig, SelfModConfig, TitansConfig
+from ..layers import CMS, CMSConfig, DeltaConfig, SelfModConfig, TitansConfig
 from . import blocks
 
 
@@ -42,15 +42,14 @@ class ModelConfig:
         if self.layer_cms and len(self.layer_cms) != self.layers:
             raise ValueError(f"model.layer_cms must list one CMS section per layer ({self.layers}) or none "
                              f"(got {len(self.layer_cms)})")
-        for i in range(self.layers if self.layer_cms else 0):
+        for i in range(len(self.layer_cms) or 1):
             try:
                 blocks.validate(self.for_layer(i))
             except ValueError as e:
+                if not self.layer_cms:
+                    raise
                 raise ValueError(f"model.layer_cms[{i}]: {e}") from e
-        if not self.layer_cms:
-            blocks.validate(self)
-        chunks = sorted({lv.chunk_size for c in (self.layer_cms or [self.cms]) for lv in c.levels
-                         if lv.chunk_size > 0 and lv.lr > 0})
+        chunks = sorted({lv.chunk_size for c in (self.layer_cms or [self.cms]) for lv in c.levels if CMS.learns(lv)})
         if any(c % chunks[0] for c in chunks):
             raise ValueError(f"every learning CMS chunk_size must be a multiple of the model's smallest one "
                              f"({chunks[0]}), which sets the in-context segment (got {chunks})")

@@ -25,30 +25,38 @@ from .lm import CausalLM
 INITS = ("split", "copy", "zero")
 
 
-def stacked_cms(mlp: SwiGLU, cfg: CMSConfig, init: str = "zero") -> CMS:
-    """A CMS whose levels start from one pre-trained SwiGLU MLP (see the module's docstring)."""
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS} (got {init!r})")
-    if init == "zero":
-        return CMS.from_mlps([mlp], cfg)
-    if cfg.variant != "independent":
-        raise ValueError(f"init={init!r} sums the levels, so it needs cms variant 'independent' (eq. 74); "
-                         f"got {cfg.variant!r} (init='zero' stacks sequential or nested levels)")
-    k = len(cfg.levels)
+def _section(mlp: SwiGLU, levels: list[LevelConfig], variant: str, init: str) -> CMSConfig:
+    """The CMS section a block gets: its levels, and each level's width as the initialisation needs it."""
     dim, hidden = mlp.w_gate.shape
-    if init == "split" and hidden % k:
-        raise ValueError(f"init='split' deals the MLP's {hidden} hidden units out to {k} levels: "
-                         f"{hidden} is not divisible by {k}")
-    width = hidden // k if init == "split" else hidden
-    cms = CMS(dim, CMSConfig(levels=list(cfg.levels), variant="independent", hidden_mult=width / dim))
-    with torch.no_grad():
-        for i, lvl in enumerate(cms.levels):
-            cols = slice(i * width, (i + 1) * width) if init == "split" else slice(None)
-            lvl.w_gate.copy_(mlp.w_gate[:, cols])
-            lvl.w_up.copy_(mlp.w_up[:, cols])
-            lvl.w_down.copy_(mlp.w_down[cols])
-        cms.mix.fill_(1.0 if init == "split" else 1.0 / k)
-    return cms.to(mlp.w_gate)
+    if init == "zero":
+        if variant == "independent":
+            raise ValueError("init='zero' stacks sequential or nested levels (D8); init='split' or 'copy' sum "
+                             "independent ones")
+    elif variant != "independent":
+        raise ValueError(f"init={init!r} sums the levels, so it needs cms variant 'independent' (eq. 74); "
+                         f"got {variant!r} (init='zero' stacks sequential or nested levels)")
+    elif init == "split" and hidden % len(levels):
+        raise ValueError(f"init='split' deals the MLP's {hidden} hidden units out to {len(levels)} levels: "
+                         f"{hidden} is not divisible by {len(levels)}")
+    width = hidden // len(levels) if init == "split" else hidden
+    return CMSConfig(levels=list(levels), variant=variant, hidden_mult=width / dim)
+
+
+@torch.no_grad()
+def _start_levels(cms: CMS, mlp: SwiGLU, init: str) -> None:
+    """Level weights from the pre-trained MLP (see the module's docstring); ``zero`` leaves later levels'
+    input weights at their initialisation and zeroes their output projection."""
+    width = cms.levels[0].w_gate.shape[1]
+    for i, lvl in enumerate(cms.levels):
+        if init == "zero" and i > 0:
+            lvl.w_down.zero_()
+            continue
+        cols = slice(i * width, (i + 1) * width) if init == "split" else slice(None)
+        lvl.w_gate.copy_(mlp.w_gate[:, cols])
+        lvl.w_up.copy_(mlp.w_up[:, cols])
+        lvl.w_down.copy_(mlp.w_down[cols])
+    if init != "zero":
+        cms.mix.fill_(1.0 if init == "split" else 1.0 / len(cms.levels))
 
 
 def stack_levels(source: CausalLM, levels: list, variant: str | None = None, init: str = "zero") -> CausalLM:
@@ -61,20 +69,20 @@ def stack_levels(source: CausalLM, levels: list, variant: str | None = None, ini
     """
     if source.cfg.block != "transformer":
         raise ValueError(f"ad-hoc level stacking starts from a 'transformer' model (got {source.cfg.block!r})")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS} (got {init!r})")
     variant = variant or ("sequential" if init == "zero" else "independent")
     per_layer = [list(lv) for lv in levels] if levels and not isinstance(levels[0], LevelConfig) else None
     if per_layer is not None and len(per_layer) != source.cfg.layers:
         raise ValueError(f"levels lists {len(per_layer)} layers; the source model has {source.cfg.layers}")
-    sections = [CMSConfig(levels=lv, variant=variant, hidden_mult=source.cfg.mlp_mult)
-                for lv in (per_layer or [list(levels)] * source.cfg.layers)]
-    cmss = [stacked_cms(b.mlp, c, init) for b, c in zip(source.blocks, sections, strict=True)]
-    sections = [c.cfg for c in cmss]  # the widths the initialisation chose
+    sections = [_section(b.mlp, lv, variant, init)
+                for b, lv in zip(source.blocks, per_layer or [list(levels)] * source.cfg.layers, strict=True)]
     cfg = apply_overrides(source.cfg, {"block": "hope_attention", "cms": sections[0],
                                        "layer_cms": sections if per_layer is not None else []})
     target = CausalLM(cfg).to(dtype=source.embed.weight.dtype, device=source.embed.weight.device)
     state = {k: v for k, v in source.state_dict().items() if ".mlp." not in k}
     missing, unexpected = target.load_state_dict(state, strict=False)
     assert not unexpected and all(".mlp." in k for k in missing), (missing, unexpected)
-    for cms, dst in zip(cmss, target.blocks, strict=True):
-        dst.mlp.load_state_dict(cms.state_dict())
+    for src, dst in zip(source.blocks, target.blocks, strict=True):
+        _start_levels(dst.mlp, src.mlp, init)
     return target

@@ -286,10 +286,7 @@ class Trainer:
         from safetensors.torch import load_file
 
         root = self.out / "checkpoints"
-        if ckpt is None:
-            if not (root / "latest").is_file():
-                raise FileNotFoundError(f"no checkpoint to resume from in {root}")
-            ckpt = root / (root / "latest").read_text().strip()
+        ckpt = latest_checkpoint(self.out) if ckpt is None else ckpt
         try:
             weights = load_file(str(ckpt / "model.safetensors"))
             extra = torch.load(ckpt / "optim.pt", weights_only=False)
@@ -298,11 +295,7 @@ class Trainer:
             others = sorted(p.name for p in root.glob("step_*") if p != ckpt)
             raise ValueError(f"checkpoint {ckpt} is unreadable ({type(e).__name__}: {e}); the other checkpoints "
                              f"are untouched: {others or 'none'}") from e
-        own = set(self.model.state_dict())
-        missing, unexpected = own - set(weights) - {"head.weight"}, set(weights) - own
-        if missing or unexpected:
-            raise ValueError(f"checkpoint {ckpt} does not match the model: missing {sorted(missing)}, "
-                             f"unexpected {sorted(unexpected)}")
+        check_weights(self.model, weights, ckpt, self.cfg.model.tie_embeddings)
         self.dist.load_full_state(self.model, list(self.opt.opts), weights, extra["optim"], self.cfg.train.parallel)
         torch.set_rng_state(extra["rng"])
         self.step, self.bad_total, self.bad_in_a_row = state["step"], state["bad_total"], state["bad_in_a_row"]
@@ -374,6 +367,24 @@ class Trainer:
             for key, value in row.items():
                 if key != "step":
                     self._tb.add_scalar(key, value, row["step"])
+
+
+def latest_checkpoint(out_dir: Path) -> Path:
+    """The checkpoint folder ``out_dir/checkpoints/latest`` names."""
+    root = Path(out_dir) / "checkpoints"
+    if not (root / "latest").is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from in {root}")
+    return root / (root / "latest").read_text().strip()
+
+
+def check_weights(model: nn.Module, weights: dict, ckpt: Path, tied: bool) -> None:
+    """A checkpoint's weights have exactly the model's keys; ``tied``: the head is the embedding and is not
+    saved (``Trainer.save``)."""
+    own = set(model.state_dict())
+    missing, unexpected = own - set(weights) - ({"head.weight"} if tied else set()), set(weights) - own
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {ckpt} does not match the model: missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)}")
 
 
 def _tensorboard(out: Path):

@@ -32,8 +32,6 @@ def test_stacking_with_zero_lr_reproduces_the_transformer(variant, ids):
 def test_stacking_split_and_copy_reproduce_the_transformer_and_every_level_learns(init, ids):
     """D29: the independent variant with levels made from the source MLP (its hidden units dealt out, or
     copies weighted 1/k) computes the source at lr 0; with lr > 0 every level moves at its first step."""
-    from nestlearn.models.stacking import stacked_cms
-
     torch.manual_seed(0)
     src = CausalLM(preset("debug", block="transformer", mlp_mult=4.0)).double()
     stacked = stack_levels(src, [LevelConfig(4, 0.0), LevelConfig(8, 0.0)], init=init)
@@ -51,7 +49,7 @@ def test_stacking_split_and_copy_reproduce_the_transformer_and_every_level_learn
     with pytest.raises(ValueError, match="needs cms variant 'independent'"):
         stack_levels(src, [LevelConfig(4, 0.0)], variant="sequential", init="split")
     with pytest.raises(ValueError, match="init must be one of"):
-        stacked_cms(src.blocks[0].mlp, stacked.cfg.cms, init="random")
+        stack_levels(src, [LevelConfig(4, 0.0)], init="random")
 
 
 def test_per_layer_cms_levels(ids):
