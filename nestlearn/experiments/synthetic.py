@@ -97,6 +97,7 @@ class Recipe:
     model: dict[str, Any] = field(default_factory=dict)
     out: str = "results"  # the output folder, relative to the recipe's folder (--out overrides it)
     variants: dict[str, dict] = field(default_factory=dict)
+    order: str = "task"  # "task": every model on a task before the next task; "model": every task per model
     quick: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -128,6 +129,8 @@ class Recipe:
         for name in ("eval_every", "patience", "lr_extend", "solved_patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an int ≥ 0 (got {getattr(self, name)!r})")
+        if self.order not in ("task", "model"):
+            raise ValueError(f"order must be 'task' or 'model' (got {self.order!r})")
         if self.patience and not self.eval_every:
             raise ValueError("patience needs eval_every > 0: early stopping watches the validation loss")
         if not 0 <= self.min_delta < 1:
@@ -404,27 +407,29 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
                 except json.JSONDecodeError:  # a line cut short by a crash: that run is redone
                     continue
     ctx = _Suite(recipe, done)
-    for task in ([] if report_only else recipe.tasks):
-        for name in recipe.models:
-            lr = _select(ctx, task, name, path, log) if recipe.lr_grid else None
-            for seed in recipe.seeds:
-                sub = ctx.settings(name, lr)
-                if ctx.find(task, name, "final", seed, sub) is not None:
-                    continue
-                r = ctx.run(sub, task, name, seed, log)
-                if r["diverged_at"] is not None:  # one retry at half the learning rate, recorded as such
-                    first = r
-                    r = ctx.run(dataclasses.replace(sub, lr=sub.lr / 2), task, name, seed, log)
-                    r["first_try_diverged_at"] = first["diverged_at"]
-                    r["lr"] = sub.lr  # the rate the run was asked for; settings.lr and retry_lr: what ran
-                    r["retry_lr"] = sub.lr / 2
-                    r["wall_s"] += first["wall_s"]
-                    r["cpu_s"] += first["cpu_s"]
-                _append(path, r, done)
-                if log:
-                    log(f"{task} {name} seed {seed}: " + ", ".join(
-                        f"{k} {r[k]:.1f}" for k in ("acc", *FORMAL_BINS) if k in r) + f" ({r['wall_s']:.0f} s)")
-                _report(recipe, ctx, out, command)  # the tables so far, after every run
+    pairs = [(t, m) for t in recipe.tasks for m in recipe.models]
+    if recipe.order == "model":
+        pairs = [(t, m) for m in recipe.models for t in recipe.tasks]
+    for task, name in ([] if report_only else pairs):
+        lr = _select(ctx, task, name, path, log) if recipe.lr_grid else None
+        for seed in recipe.seeds:
+            sub = ctx.settings(name, lr)
+            if ctx.find(task, name, "final", seed, sub) is not None:
+                continue
+            r = ctx.run(sub, task, name, seed, log)
+            if r["diverged_at"] is not None:  # one retry at half the learning rate, recorded as such
+                first = r
+                r = ctx.run(dataclasses.replace(sub, lr=sub.lr / 2), task, name, seed, log)
+                r["first_try_diverged_at"] = first["diverged_at"]
+                r["lr"] = sub.lr  # the rate the run was asked for; settings.lr and retry_lr: what ran
+                r["retry_lr"] = sub.lr / 2
+                r["wall_s"] += first["wall_s"]
+                r["cpu_s"] += first["cpu_s"]
+            _append(path, r, done)
+            if log:
+                log(f"{task} {name} seed {seed}: " + ", ".join(
+                    f"{k} {r[k]:.1f}" for k in ("acc", *FORMAL_BINS) if k in r) + f" ({r['wall_s']:.0f} s)")
+            _report(recipe, ctx, out, command)  # the tables so far, after every run
     return _report(recipe, ctx, out, command)
 
 

@@ -33,6 +33,35 @@ def test_quick_mode_runs_every_model_and_writes_results(name, tmp_path):
         assert (tmp_path / "mqar.png").is_file()
 
 
+@pytest.mark.parametrize("order", ["task", "model"])
+def test_suite_order_is_task_major_or_model_major(tmp_path, monkeypatch, order):
+    path = tmp_path / "r.yaml"
+    path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}, "
+                    "p3: {n_pairs: 3, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+                    f"models: [transformer, delta]\norder: {order}\nseeds: [0]\nsteps: 1\nwarmup: 1\n"
+                    "eval_batches: 1\neval_batch_size: 4\nbatch_size: 4\n"
+                    "model: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    calls = []
+    real = S.run_one
+
+    def recording(*args, **kwargs):
+        if kwargs.get("trace") is None:
+            calls.append((args[1], args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S, "run_one", recording)
+    S.run_suite(S.load_recipe(path), tmp_path / "out", log=None)
+    if order == "task":
+        assert calls == [("p2", "transformer"), ("p2", "delta"), ("p3", "transformer"), ("p3", "delta")]
+    else:
+        assert calls == [("p2", "transformer"), ("p3", "transformer"), ("p2", "delta"), ("p3", "delta")]
+
+
+def test_recipe_order_must_be_task_or_model(tmp_path):
+    with pytest.raises(ValueError, match="order must be 'task' or 'model'"):
+        S.Recipe(family="mqar", tasks={"p": {"n_pairs": 2}}, order="seed").validate()
+
+
 def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     path = tmp_path / "r.yaml"
     path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
