@@ -349,8 +349,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     if log and trainer.diverged_at is not None:
         log(f"  {task} {name} seed {seed}: non-finite loss 10 steps in a row, last at step {trainer.diverged_at}")
     if log and trainer.stopped_at is not None:
-        log(f"  {task} {name} seed {seed}: validation loss flat for {recipe.patience} checks, stopped at step "
-            f"{trainer.stopped_at}")
+        log(f"  {task} {name} seed {seed}: {trainer.stop_reason}, stopped at step {trainer.stopped_at}")
     metrics = evaluate(model, recipe, task)
     settings = {k: getattr(recipe, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "max_len",
                                                  "eval_batches", "eval_batch_size", "eval_every", "patience",

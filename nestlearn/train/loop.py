@@ -170,6 +170,7 @@ class Trainer:
         self.bad_total = 0
         self.diverged_at: int | None = None  # the step at which max_bad_steps non-finite losses ended the run
         self.stopped_at: int | None = None  # the step at which early stopping ended the run
+        self.stop_reason: str | None = None  # why early stopping ended it
         self.best_loss, self.best_step, self._best_weights, self._stale, self._solved = float("inf"), None, None, 0, 0
         self.losses: list[float] = []  # every step's training loss, non-finite ones included
         self.last_ckpt: Path | None = None
@@ -247,8 +248,11 @@ class Trainer:
             if t.keep_best:
                 self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self._solved = self._solved + 1 if acc >= 1.0 else 0
-        if (t.patience and self._stale >= t.patience) or (t.solved_patience and self._solved >= t.solved_patience):
-            self.stopped_at = self.step
+        if t.solved_patience and self._solved >= t.solved_patience:
+            self.stopped_at, self.stop_reason = self.step, f"100% validation accuracy for {self._solved} checks"
+            return True
+        if t.patience and self._stale >= t.patience:
+            self.stopped_at, self.stop_reason = self.step, f"validation loss flat for {self._stale} checks"
             return True
         return False
 

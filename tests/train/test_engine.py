@@ -258,6 +258,7 @@ def test_plugins_early_stopping_best_weights_and_no_files(tmp_path, monkeypatch)
     trainer, vals = _plugin_trainer(tmp_path, [1.0] * 3 + [0.0] * 20, patience=2, keep_best=True)
     trainer.run()
     assert trainer.stopped_at == 5 and trainer.step == 5 and trainer.best_step == 3
+    assert trainer.stop_reason == "validation loss flat for 2 checks"
     assert abs(3.0 - trainer.model.weight.item()) == pytest.approx(vals[2])  # the best weights are kept
     assert list(tmp_path.iterdir()) == []  # out_dir "": nothing written
     assert len(trainer.losses) == 5
@@ -300,6 +301,7 @@ def test_plugins_a_solved_task_stops_after_solved_patience(tmp_path, monkeypatch
     trainer.evaluate = lambda: {"val_loss": 1.0 / (trainer.step + 1), "val_acc": 1.0 if trainer.step >= 4 else 0.5}
     trainer.run()
     assert trainer.stopped_at == 6  # accuracy 1 at steps 4, 5 and 6
+    assert trainer.stop_reason == "100% validation accuracy for 3 checks"
 
 
 def test_compiled_training_of_hope_runs(tmp_path):
