@@ -5,6 +5,7 @@ from .registry import LOADERS, TASKS, task_batch, task_vocab
 from .synthetic import (
                         associative_recall,
                         compression,
+                        compression_lm,
                         fuzzy_in_context_recall,
                         in_context_recall,
                         memorization,
@@ -14,5 +15,6 @@ from .synthetic import (
 )
 
 __all__ = ["LANGUAGES", "LOADERS", "TASKS", "task_batch", "task_vocab", "associative_recall", "compression",
+           "compression_lm",
            "formal_batch", "fuzzy_in_context_recall", "in_context_recall", "length_bins", "memorization", "mqar",
            "next_symbols", "noisy_in_context_recall", "sample_string", "selective_copying"]

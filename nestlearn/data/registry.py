@@ -28,6 +28,7 @@ class Task:
     make: Callable[..., tuple]  # make(batch, generator=…, **args) (formal: make(batch, lengths, seed))
     vocab: Callable[[dict], int]  # the vocabulary size the task's arguments imply
     family: str  # "recall", "mqar", "mad" or "formal"
+    readout: str = "lm"  # "lm": the causal LM's logits; "last": decoded from the last position (MAD compression)
 
 
 def _formal(lang: str) -> Task:
@@ -39,7 +40,8 @@ TASKS: dict[str, Task] = {
     "recall": Task(synthetic.associative_recall, lambda a: 1 + a.get("n_keys", 16) + a.get("n_values", 16), "recall"),
     "mqar": Task(synthetic.mqar, lambda a: 1 + a.get("n_keys", 64) + a.get("n_values", 64), "mqar"),
     # MAD (Poli et al. 2024)
-    "compression": Task(synthetic.compression, lambda a: a.get("vocab", 16) + 2, "mad"),
+    "compression": Task(synthetic.compression, lambda a: a.get("vocab", 15) + 2, "mad", readout="last"),
+    "compression_lm": Task(synthetic.compression_lm, lambda a: a.get("vocab", 16) + 2, "mad"),  # D19
     "in_context_recall": Task(synthetic.in_context_recall, lambda a: 1 + a.get("n_keys", 16) + a.get("n_values", 16),
                               "mad"),
     "noisy_in_context_recall": Task(synthetic.noisy_in_context_recall,

@@ -151,10 +151,24 @@ def selective_copying(batch: int, seq_len: int, n_tokens: int, vocab: int = 16,
     return ids, targets
 
 
-def compression(batch: int, seq_len: int, vocab: int = 16,
+def compression(batch: int, seq_len: int, vocab: int = 15,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """MAD compression, as a language-model task (deviation D19): random tokens (``1…vocab``), a compression token
-    (``vocab+1``), then the same tokens again; the target is the sequence, read back after the marker."""
+    """MAD compression: ``seq_len − 1`` random tokens (``1…vocab``, with repetition), then a compression token
+    (``vocab+1``); the target is the whole sequence, compression token included. The model reads it and must
+    reconstruct every position from the last position's hidden state alone (``LastTokenAutoencoder``: the
+    task's ``readout="last"``). MAD's base setting: 32 tokens, a vocabulary of 16 with the compression token."""
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be ≥ 2: some tokens and the compression token (got {seq_len})")
+    seq = torch.randint(1, vocab + 1, (batch, seq_len - 1), generator=generator)
+    ids = torch.cat([seq, torch.full((batch, 1), vocab + 1)], dim=1)
+    return ids, ids.clone()
+
+
+def compression_lm(batch: int, seq_len: int, vocab: int = 16,
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Compression posed as a language-model task (deviation D19, the earlier form of ``compression``): random
+    tokens (``1…vocab``), a compression token (``vocab+1``), then the same tokens again; the target is the
+    sequence, read back after the marker (attention can copy it; MAD's task forbids that)."""
     seq = torch.randint(1, vocab + 1, (batch, seq_len), generator=generator)
     ids = torch.cat([seq, torch.full((batch, 1), vocab + 1), seq], dim=1)
     targets = torch.full_like(ids, -100)

@@ -46,6 +46,7 @@ from ..config import build, read_yaml
 from ..data import formal
 from ..data.registry import TASKS, task_batch, task_vocab
 from ..models import CausalLM, apply_overrides, from_dict
+from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
 from .protocol import code_version, rate, same_behaviour, select_rate
 
@@ -315,6 +316,8 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     name = name or block
     torch.manual_seed(seed)
     model = CausalLM(cfg)
+    if recipe.family != "formal" and TASKS[_generator(recipe, task)].readout == "last":  # MAD compression
+        model = LastTokenAutoencoder(model)
     run = RunConfig(model=cfg, optim=OptimConfig(
         name="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98), schedule="cosine",
         warmup=recipe.warmup, min_lr_ratio=0.1, clip=1.0), train=TrainSettings(

@@ -19,7 +19,7 @@ def test_a_task_batch_is_its_generator_at_that_seed():
 
 def test_every_generated_task_fits_its_vocabulary():
     args = {"recall": {"n_pairs": 4, "n_queries": 2}, "mqar": {"n_pairs": 4, "seq_len": 32},
-            "compression": {"seq_len": 16}, "in_context_recall": {"seq_len": 32},
+            "compression": {"seq_len": 16}, "compression_lm": {"seq_len": 8}, "in_context_recall": {"seq_len": 32},
             "noisy_in_context_recall": {"seq_len": 32}, "fuzzy_in_context_recall": {"seq_len": 32},
             "selective_copying": {"seq_len": 32, "n_tokens": 8}, "memorization": {"seq_len": 16}}
     for name, task in TASKS.items():

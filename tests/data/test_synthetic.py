@@ -9,6 +9,7 @@ import torch
 from nestlearn.data.formal import LANGUAGES, SYMBOLS, formal_batch, length_bins, next_symbols, sample_string
 from nestlearn.data.synthetic import (
     compression,
+    compression_lm,
     fuzzy_in_context_recall,
     in_context_recall,
     memorization,
@@ -152,8 +153,11 @@ def test_copy_and_memorization_tasks():
         content = [x for x in row[:20] if x != 1]
         assert len(content) == 5 and row[20] == 18 and row[21:] == content
         assert [x for x in tr if x != -100] == content
-    ids, t = compression(3, 6, generator=g)
+    ids, t = compression_lm(3, 6, generator=g)  # D19: read back after the marker
     assert torch.equal(ids[:, :6], ids[:, 7:]) and torch.equal(t[:, 6:12], ids[:, :6])
+    ids, t = compression(3, 6, vocab=15, generator=g)  # MAD: 5 tokens and the compression token, all targets
+    assert ids.shape == (3, 6) and torch.equal(t, ids) and (ids[:, -1] == 16).all()
+    assert 1 <= int(ids[:, :-1].min()) and int(ids[:, :-1].max()) <= 15
     a, _ = memorization(2, 10, generator=torch.Generator().manual_seed(1))
     b, _ = memorization(2, 10, generator=torch.Generator().manual_seed(2))
     keys = torch.cat([a[:, 0::2], b[:, 0::2]]).flatten().tolist()
