@@ -96,6 +96,7 @@ class NestlearnForCausalLM(PreTrainedModel, GenerationMixin):
     _is_stateful = True
     _no_split_modules = ["Block"]
     _supports_cache_class = False
+    supports_gradient_checkpointing = True  # Block.gradient_checkpointing (the mixer alone in a CMS block)
 
     def __init__(self, config: NestlearnConfig, model: CausalLM | None = None):
         super().__init__(config)

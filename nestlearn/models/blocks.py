@@ -15,12 +15,15 @@ the persistent tokens under the block's norm) sets ``takes_residual = True`` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
+from torch.utils.checkpoint import checkpoint
 
 from ..layers import CMS, Attention, DeltaRule, SelfModifyingTitans, TitansLMM, TitansMAC, TitansMAG, TitansMAL
 from ..modules import RMSNorm, SwiGLU
@@ -81,6 +84,17 @@ class BlockState(NamedTuple):
 
 
 class Block(nn.Module):
+    """``x + mixer(norm x)``, then ``x + mlp(norm x)``.
+
+    ``gradient_checkpointing = True`` (``CausalLM.activation_checkpointing``, ``train.activation_checkpointing``,
+    or transformers' ``gradient_checkpointing_enable``) recomputes the block in the backward instead of keeping
+    its activations: the whole block for a SwiGLU block, the mixer alone for a CMS block (the CMS hands its
+    activations to the in-context learning driver, which differentiates them inside the forward). The
+    gradients are the same; the mixer's state at each call's start is still kept (docs/PERFORMANCE.md)."""
+
+    gradient_checkpointing = False
+    _gradient_checkpointing_func = staticmethod(functools.partial(checkpoint, use_reentrant=False))
+
     def __init__(self, cfg):
         super().__init__()
         mixer, mlp = BLOCKS[cfg.block]
@@ -116,16 +130,27 @@ class Block(nn.Module):
         """``trace``: with a CMS, a list that receives its level activations (``CMS.forward``)."""
         if state is None:  # a fresh sequence (see ``own_state``)
             state = self.own_state(x.shape[0], x)
-        if getattr(self.mixer, "takes_residual", False):
-            h, s_mix = self.mixer(x, state.mixer, norm=self.norm1)
-        else:
-            h, s_mix = self.mixer(self.norm1(x), state.mixer)
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            if not self.learns_in_context:
+                return self._gradient_checkpointing_func(self._forward, x, state)
+            return self._forward(x, state, trace, recompute_mixer=True)
+        return self._forward(x, state, trace)
+
+    def _forward(self, x: Tensor, state: BlockState, trace: list | None = None,
+                 recompute_mixer: bool = False) -> tuple[Tensor, BlockState]:
+        mix = functools.partial(self._gradient_checkpointing_func, self._mix) if recompute_mixer else self._mix
+        h, s_mix = mix(x, state.mixer)
         x = x + h
         if self.learns_in_context:
             h, s_mlp = self.mlp(self.norm2(x), state.mlp, trace=trace)
         else:
             h, s_mlp = self.mlp(self.norm2(x)), None
         return x + h, BlockState(s_mix, s_mlp)
+
+    def _mix(self, x: Tensor, state):
+        if getattr(self.mixer, "takes_residual", False):
+            return self.mixer(x, state, norm=self.norm1)
+        return self.mixer(self.norm1(x), state)
 
 
 __all__ = ["BLOCKS", "MIXERS", "MLPS", "Block", "BlockState", "Part", "validate"]

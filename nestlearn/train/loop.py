@@ -150,6 +150,11 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.model = (CausalLM(cfg.model) if model is None else model).to(self.device)
+        if cfg.train.activation_checkpointing:
+            if not isinstance(self.model, CausalLM):
+                raise ValueError("train.activation_checkpointing needs a CausalLM model (its blocks recompute); "
+                                 f"got {type(self.model).__name__}")
+            self.model.activation_checkpointing()
         self.rows = self.dist.shard(cfg.train.batch_size)
         self.forward = self.dist.wrap(self.model, cfg.train.parallel)
         if cfg.train.compile:

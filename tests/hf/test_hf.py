@@ -330,6 +330,27 @@ def test_transformers_trainer_fine_tunes_a_nestlearn_model(tmp_path):
     assert len(losses) == 4 and losses[-1] < losses[0] - 1.0, losses
 
 
+@pytest.mark.parametrize("block", ["transformer", "hope"])
+def test_activation_checkpointing_enable_recomputes_the_blocks_with_the_same_gradients(block):
+    """transformers' activation checkpointing switch reaches every block (the mixer alone in a CMS block) and
+    changes no gradient; off again, the blocks keep their activations."""
+    model = hf_model(block).double().train()
+    x = ids(2, 24, seed=3)
+    grads = []
+    for on in (False, True):
+        if on:
+            model.activation_checkpointing_enable()  # gradient_checkpointing_enable: its deprecated alias
+        model(x, labels=x).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    assert all(b.gradient_checkpointing for b in model.model.blocks)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12, msg=name)
+    model.activation_checkpointing_disable()
+    assert not any(b.gradient_checkpointing for b in model.model.blocks)
+
+
 def test_a_saved_folder_loads_in_a_process_that_never_imported_nestlearn(tmp_path):
     """save_pretrained writes nestlearn_hf.py and the config's auto_map, so tools that cannot import
     nestlearn.hf first (lm-eval's command line) load the folder with trust_remote_code=True."""

@@ -1,11 +1,15 @@
 """Blocks by composition (nestlearn/models/blocks.py): a new mixer is one module and one registry line."""
 
+import pytest
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from nestlearn.layers import KVCache
 from nestlearn.models import BLOCKS, MIXERS, Block, BlockState, CausalLM, preset
 from nestlearn.models.blocks import Part
+
+from .conftest import make_model
 
 
 class CumulativeMean(nn.Module):
@@ -47,3 +51,37 @@ def test_block_state_is_named():
     assert isinstance(blk, BlockState) and isinstance(blk.mixer, KVCache) and blk.mlp is not None
     assert isinstance(model.blocks[0], Block) and model.blocks[0].learns_in_context
     assert CausalLM(preset("debug", block="transformer")).init_state(1).blocks[0].mlp is None
+
+
+@pytest.mark.parametrize("block", list(BLOCKS))
+def test_activation_checkpointing_gives_the_same_loss_gradients_and_state(block, ids, monkeypatch):
+    """Recomputing each block in the backward (the mixer alone in a CMS block) changes no number, with the
+    state carried from a first piece into a second."""
+    model = make_model(block)
+    calls = []
+    real = Block._gradient_checkpointing_func
+
+    def counting(fn, *args):
+        calls.append(fn.__name__)
+        return real(fn, *args)
+
+    monkeypatch.setattr(Block, "_gradient_checkpointing_func", staticmethod(counting))
+    results = []
+    for on in (False, True):
+        model.activation_checkpointing(on)
+        _, _, state = model(ids[:, :9], targets=ids[:, :9])
+        _, loss, state = model(ids[:, 9:], targets=ids[:, 9:], state=state)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+                        [t.detach() for t in pytree.tree_leaves(state) if isinstance(t, torch.Tensor)]))
+        model.zero_grad(set_to_none=True)
+    (l0, g0, s0), (l1, g1, s1) = results
+    assert all(b.gradient_checkpointing for b in model.blocks)
+    expected = "_mix" if model.blocks[0].learns_in_context else "_forward"
+    assert calls and set(calls) == {expected}  # every recomputed call went through checkpoint
+    torch.testing.assert_close(l1, l0, rtol=1e-12, atol=1e-12)
+    assert g0.keys() == g1.keys() and len(g0) > 0
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-10, atol=1e-12, msg=name)
+    for a, b in zip(s0, s1, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

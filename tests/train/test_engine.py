@@ -61,6 +61,19 @@ def test_resume_equals_uninterrupted_bitwise(tmp_path):
     assert losses(full)[3:] == losses(resumed)
 
 
+def test_activation_checkpointing_setting_trains_the_same_run(tmp_path):
+    """train.activation_checkpointing recomputes the blocks in the backward: the run's losses are unchanged
+    (float32, the same ops in the same order), and a model that is not a CausalLM is refused by name."""
+    plain = train(cfg_for(tmp_path / "plain", steps=3))
+    recomputed = train(cfg_for(tmp_path / "recompute", "train.activation_checkpointing=true", steps=3))
+    assert all(b.gradient_checkpointing for b in recomputed.model.blocks)
+    losses = lambda t: [h["loss"] for h in t.history if "loss" in h]  # noqa: E731
+    assert losses(recomputed) == pytest.approx(losses(plain), rel=1e-6)
+    with pytest.raises(ValueError, match="activation_checkpointing needs a CausalLM model"):
+        Trainer(cfg_for(tmp_path / "linear", "train.activation_checkpointing=true", "train.out_dir="),
+                model=torch.nn.Linear(2, 2), batches=object())
+
+
 def test_corrupted_checkpoint_is_reported_and_the_previous_one_kept(tmp_path):
     train(cfg_for(tmp_path))
     ckpts = sorted((tmp_path / "checkpoints").glob("step_*"))
