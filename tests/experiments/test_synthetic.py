@@ -14,6 +14,15 @@ from nestlearn.experiments import synthetic as S
 RECIPES = Path(__file__).resolve().parents[2] / "experiments" / "synthetic"
 
 
+@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(RECIPES)))
+def test_every_committed_recipe_loads_in_full_and_quick_mode(path):
+    """Every recipe in experiments/synthetic (budget runs included) is valid as committed; the quick tests
+    below run four of them end to end."""
+    for quick in (False, True):
+        recipe = S.load_recipe(path, quick=quick)
+        assert recipe.tasks and recipe.models and recipe.seeds
+
+
 @pytest.mark.parametrize("name", ["formal", "mad", "mqar", "formal-sweep"])
 def test_quick_mode_runs_every_model_and_writes_results(name, tmp_path):
     recipe = S.load_recipe(RECIPES / f"{name}.yaml", quick=True)
