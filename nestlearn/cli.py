@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                         "runs already in it are kept, so an interrupted suite resumes")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from the runs already done")
+    p.add_argument("--models", nargs="+", default=None, dest="only_models",
+                   help="run only these of the recipe's models (processes sharing a suite take disjoint parts)")
+    p.add_argument("--tasks", nargs="+", default=None, dest="only_tasks", help="run only these of its tasks")
     sub.add_parser("bench", help="training tokens/s of every block kind (debug preset), vs the Transformer")
     p = sub.add_parser("demo", help="memories learning key→value pairs in context, as a table")
     p.add_argument("--passes", type=int, default=6, help="passes over the pairs (default 6)")
@@ -95,10 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "synthetic":
             from .experiments.synthetic import main as synthetic
 
-            words = [w for w in (argv if argv is not None else sys.argv[1:]) if w != "--report"]
-            command = "nestlearn " + " ".join(words)  # the command that runs (and resumes) the suite
+            command = "nestlearn " + " ".join(_suite_words(argv if argv is not None else sys.argv[1:]))
             synthetic(args.recipe, quick=args.quick, out=args.out, threads=args.threads, command=command,
-                      report_only=args.report)
+                      report_only=args.report, only_models=args.only_models, only_tasks=args.only_tasks)
         elif args.verb == "bench":
             _bench()
         elif args.verb == "demo":
@@ -111,6 +113,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _suite_words(words: list[str]) -> list[str]:
+    """The command line that runs (and resumes) the whole suite: without --report, --models and --tasks."""
+    out, skipping = [], False
+    for w in words:
+        if w.startswith("--"):
+            key = w.split("=", 1)[0]
+            skipping = key in ("--models", "--tasks") and "=" not in w  # their values follow
+            if key in ("--models", "--tasks", "--report"):
+                continue
+        elif skipping:
+            continue
+        out.append(w)
+    return out
 
 
 def _generate(args) -> None:

@@ -30,6 +30,7 @@ answer positions, scored as the accuracy of the argmax there.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
 import statistics
@@ -389,29 +390,32 @@ def fingerprint(recipe: Recipe, task: str, block: str, mlp_mult: float | None = 
     return trace + curve + [float(r[k]) for k in ("acc", *FORMAL_BINS) if k in r]
 
 
-def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, report_only: bool = False) -> list[dict]:
+def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, report_only: bool = False,
+              only_models: list[str] | None = None, only_tasks: list[str] | None = None) -> list[dict]:
     """Run every (task, model, seed) not yet in ``out``; ``report_only`` just rewrites the tables.
 
     With ``lr_grid``, each (task, model) first trains once per grid rate at ``select_seed`` (the selection
     runs) and takes the rate of the lowest validation loss; while that rate is on an edge of the grid the
     grid grows by one rate past that edge (at most ``lr_extend`` times per edge). The reported seeds then
     train at the selected rate. A row of another code version is reused when its fingerprint equals this
-    code's (:func:`fingerprint`)."""
+    code's (:func:`fingerprint`).
+
+    ``only_models`` / ``only_tasks`` run a part of the suite, so that several processes (one per core or per
+    machine with a shared folder) can share one: give them disjoint parts. Rows are appended under a file
+    lock, and every process re-reads the file after each of its runs, so the tables hold every process's rows."""
+    for name, only, known in (("models", only_models, recipe.models), ("tasks", only_tasks, list(recipe.tasks))):
+        unknown = sorted(set(only or ()) - set(known))
+        if unknown:
+            raise ValueError(f"--{name} {unknown} not in the recipe's {name} {known}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{recipe.family}.jsonl"
-    done = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                try:
-                    done.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a crash: that run is redone
-                    continue
-    ctx = _Suite(recipe, done)
+    ctx = _Suite(recipe, _read_rows(path))
     pairs = [(t, m) for t in recipe.tasks for m in recipe.models]
     if recipe.order == "model":
         pairs = [(t, m) for m in recipe.models for t in recipe.tasks]
+    pairs = [(t, m) for t, m in pairs if (only_tasks is None or t in only_tasks)
+             and (only_models is None or m in only_models)]
     for task, name in ([] if report_only else pairs):
         lr = _select(ctx, task, name, path, log) if recipe.lr_grid else None
         for seed in recipe.seeds:
@@ -427,7 +431,7 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
                 r["retry_lr"] = sub.lr / 2
                 r["wall_s"] += first["wall_s"]
                 r["cpu_s"] += first["cpu_s"]
-            _append(path, r, done)
+            _append(path, r, ctx.done)
             if log:
                 log(f"{task} {name} seed {seed}: " + ", ".join(
                     f"{k} {r[k]:.1f}" for k in ("acc", *FORMAL_BINS) if k in r) + f" ({r['wall_s']:.0f} s)")
@@ -491,10 +495,26 @@ class _Suite:
         return r
 
 
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a crash: that run is redone
+                    continue
+    return rows
+
+
 def _append(path: Path, r: dict, done: list[dict]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(r) + "\n")
-    done.append(r)
+    """Append one finished run under an exclusive lock, then take in every row the file holds (other
+    processes sharing the suite append theirs to the same file)."""
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with path.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        done[:] = _read_rows(path)
 
 
 def _select(ctx: _Suite, task: str, name: str, path: Path, log) -> float:
@@ -735,13 +755,15 @@ def _plot_mqar(recipe: Recipe, rows: list[dict], path: Path) -> bool:
 
 
 def main(recipe_path: str, quick: bool = False, out: str | None = None, threads: int | None = None,
-         command: str = "", report_only: bool = False) -> list[dict]:
+         command: str = "", report_only: bool = False, only_models: list[str] | None = None,
+         only_tasks: list[str] | None = None) -> list[dict]:
     if threads:
         torch.set_num_threads(threads)
     recipe = load_recipe(recipe_path, quick=quick)
     if out is None:
         out = "runs/synthetic-quick" if quick else str(Path(recipe_path).parent / recipe.out)
-    return run_suite(recipe, out, command=command, report_only=report_only)
+    return run_suite(recipe, out, command=command, report_only=report_only, only_models=only_models,
+                     only_tasks=only_tasks)
 
 
 __all__ = ["FAMILIES", "MODELS", "Recipe", "evaluate", "load_recipe", "main", "make_batch", "run_one",

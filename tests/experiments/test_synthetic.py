@@ -71,6 +71,40 @@ def test_recipe_order_must_be_task_or_model(tmp_path):
         S.Recipe(family="mqar", tasks={"p": {"n_pairs": 2}}, order="seed").validate()
 
 
+def test_processes_share_a_suite_by_disjoint_parts(tmp_path):
+    """Two processes run disjoint models of one recipe at the same time into one folder: every run is a
+    row once, and the table holds both processes' rows."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.yaml"
+    path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}, "
+                    "p3: {n_pairs: 3, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+                    "models: [transformer, delta]\nseeds: [0, 1]\nsteps: 2\nwarmup: 1\neval_batches: 1\n"
+                    "eval_batch_size: 4\nbatch_size: 4\nmodel: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "nestlearn", "synthetic", str(path), "--out", str(out), "--threads", "1", "--models"]
+    procs = [subprocess.Popen([*cmd, m], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for m in ("transformer", "delta")]
+    for p in procs:
+        assert p.wait(timeout=600) == 0, p.stdout.read()
+    rows = [json.loads(line) for line in (out / "mqar.jsonl").read_text().splitlines()]
+    keys = sorted((r["task"], r["model"], r["seed"]) for r in rows)
+    assert keys == sorted((t, m, s) for t in ("p2", "p3") for m in ("transformer", "delta") for s in (0, 1))
+    S.run_suite(S.load_recipe(path), out, log=None, report_only=True)
+    table = (out / "mqar.md").read_text()
+    assert "| transformer |" in table and "| delta |" in table
+    with pytest.raises(ValueError, match=r"--models \['hope'\] not in the recipe's models"):
+        S.run_suite(S.load_recipe(path), out, log=None, only_models=["hope"])
+
+
+def test_the_recorded_command_runs_the_whole_suite():
+    from nestlearn.cli import _suite_words
+
+    words = ["synthetic", "r.yaml", "--models", "hope", "delta", "--threads", "1", "--report", "--tasks=parity"]
+    assert _suite_words(words) == ["synthetic", "r.yaml", "--threads", "1"]
+
+
 def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     path = tmp_path / "r.yaml"
     path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
