@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The long experiments, in the background, resumable: each finished run is a line of its suite's .jsonl,
+# and a loop commits those lines every 5 minutes (README files are left to their authors' commits), so a
+# session that ends loses at most the runs in progress.
+#
+#   bash scripts/experiments.sh start [SUITE…]   # default: formal optimizers (one thread each, one per core)
+#   bash scripts/experiments.sh pause            # SIGSTOP every suite (for CI or a benchmark); note the times
+#   bash scripts/experiments.sh resume           # SIGCONT
+#   bash scripts/experiments.sh status           # what runs, and the last lines of each log
+#   bash scripts/experiments.sh stop
+#
+# Suites: formal, mad, mqar, mqar-d128 (experiments/synthetic/*.yaml) and optimizers (the ViT experiment).
+# Logs: runs/experiments/<suite>.log. A suite already running is not started twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOGS=runs/experiments
+mkdir -p "$LOGS"
+PATTERN="nestlearn (synthetic experiments/synthetic/|optimizers)"
+
+command_of() {
+  case "$1" in
+    optimizers) echo "nestlearn optimizers" ;;
+    formal|mad|mqar|mqar-d128) echo "nestlearn synthetic experiments/synthetic/$1.yaml --threads 1" ;;
+    *) echo "unknown suite '$1' (formal, mad, mqar, mqar-d128, optimizers)" >&2; return 1 ;;
+  esac
+}
+
+commit_loop() {
+  while true; do
+    sleep 300
+    for d in experiments/synthetic/results experiments/synthetic/budget experiments/synthetic/eta experiments/optimizers; do
+      if [ -n "$(git status --porcelain -- "$d" ":(exclude)$d/README.md")" ]; then
+        git add -- "$d" ":(exclude)$d/README.md" 2>/dev/null || true
+        git commit -q -m "experiments: finished runs so far ($d)" -- "$d" ":(exclude)$d/README.md" \
+          >> "$LOGS/commits.log" 2>&1 || echo "commit failed $(date -u)" >> "$LOGS/commits.log"
+      fi
+    done
+  done
+}
+
+case "${1:-status}" in
+  start)
+    shift
+    suites=("$@")
+    [ ${#suites[@]} -eq 0 ] && suites=(formal optimizers)
+    for s in "${suites[@]}"; do
+      cmd=$(command_of "$s")
+      if pgrep -f "$cmd" > /dev/null; then echo "$s: already running"; continue; fi
+      OMP_NUM_THREADS=1 nohup $cmd >> "$LOGS/$s.log" 2>&1 &
+      echo "$s: started ($cmd), log $LOGS/$s.log"
+    done
+    if ! pgrep -f "scripts/experiments.sh commit-loop" > /dev/null; then
+      nohup bash "$0" commit-loop > /dev/null 2>&1 &
+      echo "commit loop: started (every 5 minutes)"
+    fi
+    ;;
+  commit-loop) commit_loop ;;
+  pause) pkill -STOP -f "$PATTERN" && echo "paused at $(date -u +%H:%M) UTC" || echo "nothing running" ;;
+  resume) pkill -CONT -f "$PATTERN" && echo "resumed at $(date -u +%H:%M) UTC" || echo "nothing running" ;;
+  stop)
+    pkill -f "$PATTERN" || true
+    pkill -f "scripts/experiments.sh commit-loop" || true
+    echo "stopped (finished runs are in the .jsonl files; a restart resumes them)"
+    ;;
+  status)
+    pgrep -af "$PATTERN" || echo "no suite running"
+    for f in "$LOGS"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 3 "$f"; }; done
+    ;;
+  *) echo "usage: $0 start [SUITE…] | pause | resume | status | stop" >&2; exit 2 ;;
+esac
