@@ -44,7 +44,7 @@ from ..data.images import load_cifar10_subset, load_fashion_mnist, stratified_sp
 from ..models.vit import ViT, ViTConfig
 from ..optim import build_optimizer
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
-from .protocol import code_version, rate, same_behaviour, select_rate
+from .protocol import append_row, code_version, rate, read_rows, same_behaviour, select_rate
 
 GRID = (1e-4, 3.16e-4, 1e-3)  # ×√10
 MUON_MOMENTUM = (0.9, 0.95, 0.98)
@@ -143,13 +143,7 @@ class Runs:
     SETTINGS = ("steps", "batch", "dim", "depth", "weight_decay", "rest_lr", "val", "eval_every")
 
     def __init__(self, path: Path, version: str):
-        self.path, self.version, self.rows, self._fp = path, version, [], {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    self.rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a crash: that run is redone
-                    continue
+        self.path, self.version, self.rows, self._fp = path, version, read_rows(path), {}
 
     def fingerprint(self, ds, name, data, args, size, channels) -> list[float]:
         if (ds, name) not in self._fp:
@@ -170,9 +164,7 @@ class Runs:
                 return r
         r = {"dataset": ds, **run(name, lr, hp, seed, data, args, size, channels), "settings": settings,
              "fingerprint": self.fingerprint(ds, name, data, args, size, channels)}
-        with self.path.open("a") as f:
-            f.write(json.dumps(r) + "\n")
-        self.rows.append(r)
+        self.rows = append_row(self.path, r)
         print(f"{ds} {name} lr={lr:g} {hp} seed {seed}: train {r['train_loss']:.3f} val {r['val_loss']:.3f} "
               f"test acc {r['test_acc']:.3f}", flush=True)
         return r

@@ -1,9 +1,12 @@
 """What the fair protocol (experiments/synthetic/README.md) shares between experiments: the selection
 rule (a geometric grid, grown past an edge while the best rate sits on it) and the provenance of a row
-(the code version it ran, and whether two fingerprints are the same computation)."""
+(the code version it ran, and whether two fingerprints are the same computation), and the store of finished
+runs (one JSON line per run, appended under a file lock)."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -83,3 +86,29 @@ def same_behaviour(a: list[float] | None, b: list[float] | None) -> bool:
 
 
 __all__ = ["code_version", "rate", "same_behaviour", "select_rate"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The finished runs in a ``.jsonl`` file (none if it does not exist); a line cut short by a crash is
+    skipped, so that run is redone."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return rows
+
+
+def append_row(path: Path, row: dict) -> list[dict]:
+    """Append one finished run under an exclusive lock and return every row the file then holds (processes
+    that share the file append theirs too)."""
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with path.open("ab+") as f:
+            f.seek(0, 2)
+            cut = f.tell() > 0 and (f.seek(-1, 2), f.read(1))[1] != b"\n"  # a line cut short by a crash
+            f.write((("\n" if cut else "") + json.dumps(row) + "\n").encode())
+        return read_rows(path)

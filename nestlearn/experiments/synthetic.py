@@ -30,7 +30,6 @@ answer positions, scored as the accuracy of the argmax there.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import math
 import statistics
@@ -49,7 +48,7 @@ from ..data.registry import TASKS, task_batch, task_vocab
 from ..models import CausalLM, apply_overrides, from_dict
 from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
-from .protocol import code_version, rate, same_behaviour, select_rate
+from .protocol import append_row, code_version, rate, read_rows, same_behaviour, select_rate
 
 FAMILIES = ("formal", "mad", "mqar")
 MODELS = ("hope", "transformer", "titans", "delta")
@@ -410,7 +409,7 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{recipe.family}.jsonl"
-    ctx = _Suite(recipe, _read_rows(path))
+    ctx = _Suite(recipe, read_rows(path))
     pairs = [(t, m) for t in recipe.tasks for m in recipe.models]
     if recipe.order == "model":
         pairs = [(t, m) for m in recipe.models for t in recipe.tasks]
@@ -495,26 +494,8 @@ class _Suite:
         return r
 
 
-def _read_rows(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a crash: that run is redone
-                    continue
-    return rows
-
-
 def _append(path: Path, r: dict, done: list[dict]) -> None:
-    """Append one finished run under an exclusive lock, then take in every row the file holds (other
-    processes sharing the suite append theirs to the same file)."""
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with path.open("a") as f:
-            f.write(json.dumps(r) + "\n")
-        done[:] = _read_rows(path)
+    done[:] = append_row(path, r)  # every row in the file: processes sharing the suite append theirs too
 
 
 def _select(ctx: _Suite, task: str, name: str, path: Path, log) -> float:

@@ -23,3 +23,16 @@ def test_select_rate_grows_the_grid_while_the_best_is_on_an_edge(optimum, expect
     assert best == expect_best and grid == expect_grid
     assert sorted(calls) == sorted(grid)  # each rate trained once
     assert rate(0.0031622776) == 0.00316
+
+
+def test_rows_are_appended_under_a_lock_and_a_cut_line_is_skipped(tmp_path):
+    from nestlearn.experiments.protocol import append_row, read_rows
+
+    path = tmp_path / "runs.jsonl"
+    assert read_rows(path) == []
+    assert append_row(path, {"a": 1}) == [{"a": 1}]
+    with path.open("a") as f:
+        f.write('{"a": 2, "cut sh')  # a crash in the middle of a line
+    assert read_rows(path) == [{"a": 1}]
+    assert append_row(path, {"a": 3}) == [{"a": 1}, {"a": 3}]  # the next row starts a line of its own
+    assert (tmp_path / "runs.jsonl.lock").is_file()
