@@ -78,10 +78,12 @@ class CausalLM(nn.Module):
             raise ValueError(f"ids must be a LongTensor [B, T] (got {got})")
         if ids.shape[0] == 0 or ids.shape[1] == 0:
             raise ValueError(f"ids is empty (shape {list(ids.shape)}); pass at least one token per row")
-        lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one host sync for both bounds
-        if lo < 0 or hi >= self.cfg.vocab_size:
-            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}) for vocab_size="
-                             f"{self.cfg.vocab_size} (got min {lo}, max {hi})")
+        lo, hi = torch.aminmax(ids)
+        bad = f"token ids must be in [0, {self.cfg.vocab_size}) for vocab_size={self.cfg.vocab_size}"
+        if ids.device.type != "cpu":  # no host sync per call (a decode loop would wait on every token)
+            torch._assert_async((lo >= 0) & (hi < self.cfg.vocab_size), bad)
+        elif lo < 0 or hi >= self.cfg.vocab_size:
+            raise ValueError(f"{bad} (got min {int(lo)}, max {int(hi)})")
         if targets is not None and targets.shape != ids.shape:
             raise ValueError(f"targets must have the shape of ids {list(ids.shape)} (got {list(targets.shape)})")
         if state is not None:
