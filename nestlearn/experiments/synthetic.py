@@ -664,6 +664,10 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
               if r.get("diverged_at") is not None]
     if failed:
         lines += ["", "Diverged again on the retry (scored as they ended): " + "; ".join(failed) + "."]
+    complete = sum(1 for t in tasks for m in recipe.models
+                   if {r["seed"] for r in rows if (r["task"], r["model"]) == (t, m)} >= set(recipe.seeds))
+    lines += ["", f"Progress: {complete} of {len(tasks) * len(recipe.models)} (task, model) pairs have all "
+              f"{len(recipe.seeds)} reported seeds" + (f"; {len(selection)} selection runs" if selection else "") + "."]
     lines += ["", "Task arguments: " + json.dumps(recipe.tasks), "",
               f"Total wall time of these runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min"
               + (f", and {sum(r['wall_s'] for r in selection) / 60:.1f} min of selection runs" if selection else "")

@@ -38,6 +38,8 @@ def test_quick_mode_runs_every_model_and_writes_results(name, tmp_path):
         assert all(abs(c - counts["hope"]) / counts["hope"] < 0.02 for c in counts.values()), counts
     text = (tmp_path / "RESULTS.md").read_text()
     assert "nestlearn synthetic" in text and all(f"| {m} |" in text for m in recipe.models)
+    pairs = len(recipe.tasks) * len(recipe.models)
+    assert f"Progress: {pairs} of {pairs} (task, model) pairs have all 1 reported seeds" in text
     if family == "mqar":
         assert (tmp_path / "mqar.png").is_file()
 
@@ -126,6 +128,7 @@ def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "run_one", counting)
     with pytest.raises(KeyboardInterrupt):
         S.run_suite(recipe, tmp_path / "out", log=None)
+    assert "Progress: 1 of 2 (task, model) pairs" in (tmp_path / "out" / "mqar.md").read_text()
     S.run_suite(recipe, tmp_path / "out", log=None)
     assert calls == ["transformer", "delta", "delta"]  # the finished run was not redone
     assert len((tmp_path / "out" / "mqar.jsonl").read_text().splitlines()) == 2
