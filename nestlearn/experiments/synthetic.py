@@ -631,7 +631,10 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
         lines += ["", "Learning-rate selection (seed " + str(recipe.select_seed) + ", not a reported seed): "
                   "validation loss at each rate; **bold** is the rate selected (the lowest), † marks a selected "
                   f"rate on an edge of the rates run so far (the grid grows past an edge up to {recipe.lr_extend} "
-                  "times; a † left when the suite has finished is an optimum the grid did not bracket).", ""]
+                  "times; a † left when the suite has finished is an optimum the grid did not bracket)."
+                  + (" In brackets, each selection run's Bin1 accuracy, shown only: the rate is chosen on the "
+                     "validation loss at the training lengths, never on a test bin." if recipe.family == "formal"
+                     else ""), ""]
         for t in tasks:
             rates = sorted({rate(r["lr"]) for r in selection if r["task"] == t})
             if not rates:
@@ -646,7 +649,10 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                 for x in rates:
                     v = runs[x].get("val_loss", float("inf")) if x in runs else None
                     c = "" if v is None else f"{v:.4f}"
-                    cells.append(f"**{c}**{edge}" if x == best else c)
+                    c = f"**{c}**{edge}" if x == best else c
+                    if v is not None and "bin1" in runs[x]:
+                        c += f" [{runs[x]['bin1']:.1f}]"
+                    cells.append(c)
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
             lines.append("")
     skips = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['skipped']}" for r in rows if r.get("skipped")]
