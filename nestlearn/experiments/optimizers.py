@@ -69,10 +69,12 @@ def make_optimizer(name: str, model, lr: float, hp: dict, args):
 def evaluate(model, x, y, batch=1000):
     model.eval()
     loss, correct = 0.0, 0
+    device = next(model.parameters()).device
     for i in range(0, len(x), batch):
-        logits = model(x[i:i + batch])
-        loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
-        correct += (logits.argmax(-1) == y[i:i + batch]).sum().item()
+        xb, yb = x[i:i + batch].to(device), y[i:i + batch].to(device)
+        logits = model(xb)
+        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(-1) == yb).sum().item()
     model.train()
     loss = loss / len(x)
     return (loss if math.isfinite(loss) else float("inf")), correct / len(x)
@@ -107,7 +109,7 @@ def run(name, lr, hp, seed, data, args, image_size, channels):
     cfg = RunConfig(optim=OptimConfig(schedule="constant", clip=0.0), train=TrainSettings(
         steps=args.steps, batch_size=args.batch, seed=seed, out_dir="", progress=False, log_every=args.steps,
         eval_every=min(args.eval_every, args.steps), ckpt_every=args.steps, max_bad_steps=1, on_nonfinite="stop",
-        keep_best=True))
+        keep_best=True, device=args.device))
 
     def validation() -> dict:
         loss, acc = evaluate(model, x_val, y_val)
@@ -115,7 +117,8 @@ def run(name, lr, hp, seed, data, args, image_size, channels):
 
     t_start, c_start = time.perf_counter(), time.process_time()
     trainer = Trainer(cfg, model=model, batches=Epochs(x_train, y_train, args.batch, seed),
-                      loss=lambda x, y: F.cross_entropy(model(x), y), evaluate=validation,
+                      loss=lambda x, y: F.cross_entropy(model(x.to(args.device)), y.to(args.device)),
+                      evaluate=validation,
                       optimizer=make_optimizer(name, model, lr, hp, args))
     trainer.run()
     train_s = time.perf_counter() - t_start
@@ -211,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rest-lr", type=float, default=1e-3, help="AdamW lr of the non-matrix parameters (Muon, M3)")
     p.add_argument("--quick", action="store_true", help="10 steps, 1 seed, a 3-point grid, no extension or sweeps")
     p.add_argument("--out", default="experiments/optimizers")
+    p.add_argument("--device", default="cpu", help="train and score on this device (default cpu)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:

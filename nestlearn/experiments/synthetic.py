@@ -99,6 +99,7 @@ class Recipe:
     out: str = "results"  # the output folder, relative to the recipe's folder (--out overrides it)
     variants: dict[str, dict] = field(default_factory=dict)
     order: str = "task"  # "task": every model on a task before the next task; "model": every task per model
+    device: str = "cpu"  # where the runs train and are scored ("cuda", "cuda:1", …; --device overrides it)
     quick: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -252,9 +253,11 @@ def _score(model: CausalLM, recipe: Recipe, task: str, split: str, seeds: list[i
     whose logits are not finite at a scored position counts as wrong."""
     good = total = nonfinite = 0
     losses = []
+    device = next(model.parameters()).device
     for seed in seeds:
+        batch = tuple(t.to(device) for t in make_batch(recipe, task, recipe.eval_batch_size, seed, split))
         if recipe.family == "formal":
-            ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size, seed, split)
+            ids, targets, mask = batch
             logits, _, _ = model(ids)
             bad = (~torch.isfinite(logits).all(-1) & mask).any(-1)
             wrong = ((logits > 0).float() != targets).any(-1) & mask
@@ -263,7 +266,7 @@ def _score(model: CausalLM, recipe: Recipe, task: str, split: str, seeds: list[i
             nonfinite += int(bad.sum())
             losses.append(float(_formal_loss(logits, targets, mask)))
         else:
-            ids, targets = make_batch(recipe, task, recipe.eval_batch_size, seed, split)
+            ids, targets = batch
             logits, _, _ = model(ids)
             sel = targets != -100
             finite = torch.isfinite(logits).all(-1)
@@ -321,12 +324,14 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     run = RunConfig(model=cfg, optim=OptimConfig(
         name="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98), schedule="cosine",
         warmup=recipe.warmup, min_lr_ratio=0.1, clip=1.0), train=TrainSettings(
-        steps=recipe.steps, batch_size=recipe.batch_size, seed=seed, out_dir="", progress=False,
+        steps=recipe.steps, batch_size=recipe.batch_size, seed=seed, out_dir="", progress=False, device=recipe.device,
         log_every=max(1, recipe.steps // 5), eval_every=recipe.eval_every or recipe.steps + 1,
         ckpt_every=recipe.steps, max_bad_steps=10, on_nonfinite="stop", patience=recipe.patience,
         min_delta=recipe.min_delta, solved_patience=recipe.solved_patience, keep_best=bool(recipe.eval_every)))
 
     def loss(ids, targets, mask=None):
+        ids, targets = ids.to(recipe.device), targets.to(recipe.device)
+        mask = None if mask is None else mask.to(recipe.device)
         if mask is None:
             return model(ids, targets=targets)[1]
         return _formal_loss(model(ids)[0], targets, mask)
@@ -356,7 +361,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     metrics = evaluate(model, recipe, task)
     settings = {k: getattr(recipe, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "max_len",
                                                  "eval_batches", "eval_batch_size", "eval_every", "patience",
-                                                 "min_delta", "solved_patience", "val_batches")}
+                                                 "min_delta", "solved_patience", "val_batches", "device")}
     curve = [[h["step"], h["val_loss"], 100 * h["val_acc"]] for h in trainer.history if "val_loss" in h]
     val = {}
     if curve:
@@ -747,10 +752,12 @@ def _plot_mqar(recipe: Recipe, rows: list[dict], path: Path) -> bool:
 
 def main(recipe_path: str, quick: bool = False, out: str | None = None, threads: int | None = None,
          command: str = "", report_only: bool = False, only_models: list[str] | None = None,
-         only_tasks: list[str] | None = None) -> list[dict]:
+         only_tasks: list[str] | None = None, device: str | None = None) -> list[dict]:
     if threads:
         torch.set_num_threads(threads)
     recipe = load_recipe(recipe_path, quick=quick)
+    if device is not None:
+        recipe = dataclasses.replace(recipe, device=device)
     if out is None:
         out = "runs/synthetic-quick" if quick else str(Path(recipe_path).parent / recipe.out)
     return run_suite(recipe, out, command=command, report_only=report_only, only_models=only_models,

@@ -45,3 +45,27 @@ def test_quick_mode_selects_on_validation_and_resumes(tmp_path, capsys):
     again = [json.loads(x) for x in (tmp_path / "runs-quick.jsonl").read_text().splitlines()]
     assert len(again) == len(rows) + 1 and again[-1]["optimizer"] == rows[0]["optimizer"]
     assert again[-1]["lr"] == rows[0]["lr"] and again[-1]["seed"] == rows[0]["seed"]
+
+
+def test_a_run_trains_and_scores_on_the_device_it_is_given(monkeypatch):
+    """--device reaches the Trainer and the scoring (shown on the CPU: no accelerator here)."""
+    import argparse
+
+    import torch
+
+    vit = _vit()
+    seen = []
+    real = vit.Trainer
+
+    def recording(cfg, **kwargs):
+        seen.append(cfg.train.device)
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(vit, "Trainer", recording)
+    g = torch.Generator().manual_seed(0)
+    data = [torch.rand(16, 1, 8, 8, generator=g) if i % 2 == 0 else torch.randint(0, 10, (16,), generator=g)
+            for i in range(6)]
+    args = argparse.Namespace(dim=16, depth=1, steps=2, batch=4, eval_every=1, rest_lr=1e-3, weight_decay=0.0,
+                              device="cpu:0")
+    r = vit.run("adamw", 1e-3, {}, 0, data, args, 8, 1)
+    assert seen == ["cpu:0"] and 0.0 <= r["test_acc"] <= 1.0 and r["test_loss"] > 0

@@ -347,3 +347,23 @@ def test_every_committed_recipe_loads_in_both_modes(path):
         recipe = S.load_recipe(path, quick=quick)
         for task in recipe.tasks:  # every task's generator accepts its arguments
             S.make_batch(recipe, task, 2, 0)
+
+
+def test_the_device_reaches_the_trainer_and_the_scoring(tmp_path, monkeypatch):
+    """--device (or the recipe's device) is where the runs train and are scored; rows record it. Shown on the
+    CPU (no accelerator here): the Trainer gets the device, and every scored batch is on the model's device."""
+    path = tmp_path / "r.yaml"
+    path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+                    "models: [delta]\nseeds: [0]\nsteps: 2\nwarmup: 1\neval_batches: 1\neval_batch_size: 4\n"
+                    "batch_size: 4\nmodel: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    seen = []
+    real_trainer = S.Trainer
+
+    def recording_trainer(cfg, **kwargs):
+        seen.append(cfg.train.device)
+        return real_trainer(cfg, **kwargs)
+
+    monkeypatch.setattr(S, "Trainer", recording_trainer)
+    rows = S.main(str(path), out=str(tmp_path / "out"), device="cpu:0")
+    assert set(seen) == {"cpu:0"} and rows[0]["settings"]["device"] == "cpu:0"
+    assert S.load_recipe(path).device == "cpu"
