@@ -253,9 +253,8 @@ def _score(model: CausalLM, recipe: Recipe, task: str, split: str, seeds: list[i
     whose logits are not finite at a scored position counts as wrong."""
     good = total = nonfinite = 0
     losses = []
-    device = next(model.parameters()).device
     for seed in seeds:
-        batch = tuple(t.to(device) for t in make_batch(recipe, task, recipe.eval_batch_size, seed, split))
+        batch = tuple(t.to(recipe.device) for t in make_batch(recipe, task, recipe.eval_batch_size, seed, split))
         if recipe.family == "formal":
             ids, targets, mask = batch
             logits, _, _ = model(ids)
