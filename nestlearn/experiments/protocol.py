@@ -5,6 +5,7 @@ runs (one JSON line per run, appended under a file lock)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -102,11 +103,19 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def append_row(path: Path, row: dict) -> list[dict]:
-    """Append one finished run under an exclusive lock and return every row the file then holds (processes
-    that share the file append theirs too)."""
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock on ``path``'s store (``<path>.lock``), held while the block runs: processes that share
+    a suite append rows and write its tables one at a time."""
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def append_row(path: Path, row: dict) -> list[dict]:
+    """Append one finished run under the store's lock and return every row the file then holds (processes
+    that share the file append theirs too)."""
+    with locked(path):
         with path.open("ab+") as f:
             f.seek(0, 2)
             cut = f.tell() > 0 and (f.seek(-1, 2), f.read(1))[1] != b"\n"  # a line cut short by a crash

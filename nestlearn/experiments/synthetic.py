@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import statistics
 import time
 import types
@@ -48,7 +49,7 @@ from ..data.registry import TASKS, task_batch, task_vocab
 from ..models import CausalLM, apply_overrides, from_dict
 from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
-from .protocol import append_row, code_version, rate, read_rows, same_behaviour, select_rate
+from .protocol import append_row, code_version, locked, rate, read_rows, same_behaviour, select_rate
 
 FAMILIES = ("formal", "mad", "mqar")
 MODELS = ("hope", "transformer", "titans", "delta")
@@ -438,8 +439,15 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
             if log:
                 log(f"{task} {name} seed {seed}: " + ", ".join(
                     f"{k} {r[k]:.1f}" for k in ("acc", *FORMAL_BINS) if k in r) + f" ({r['wall_s']:.0f} s)")
-            _report(recipe, ctx, out, command)  # the tables so far, after every run
-    return _report(recipe, ctx, out, command)
+            _report_locked(recipe, ctx, out, command, path)  # the tables so far, after every run
+    return _report_locked(recipe, ctx, out, command, path)
+
+
+def _report_locked(recipe: Recipe, ctx: _Suite, out: Path, command: str, path: Path) -> list[dict]:
+    """The tables from every row in the store, written by one process at a time (processes may share a suite)."""
+    with locked(path):
+        ctx.done[:] = read_rows(path)
+        return _report(recipe, ctx, out, command)
 
 
 class _Suite:
@@ -695,7 +703,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # this process's own: another may write its table too
     tmp.write_text(text)
     tmp.replace(path)
 
