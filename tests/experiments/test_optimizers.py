@@ -8,6 +8,8 @@ import pytest
 
 from nestlearn.cli import main
 
+from .conftest import record_trainer_devices
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 
@@ -54,14 +56,7 @@ def test_a_run_trains_and_scores_on_the_device_it_is_given(monkeypatch):
     import torch
 
     vit = _vit()
-    seen = []
-    real = vit.Trainer
-
-    def recording(cfg, **kwargs):
-        seen.append(cfg.train.device)
-        return real(cfg, **kwargs)
-
-    monkeypatch.setattr(vit, "Trainer", recording)
+    seen = record_trainer_devices(monkeypatch, vit)
     g = torch.Generator().manual_seed(0)
     data = [torch.rand(16, 1, 8, 8, generator=g) if i % 2 == 0 else torch.randint(0, 10, (16,), generator=g)
             for i in range(6)]

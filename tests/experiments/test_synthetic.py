@@ -11,6 +11,8 @@ import torch
 from nestlearn.cli import main
 from nestlearn.experiments import synthetic as S
 
+from .conftest import record_trainer_devices
+
 RECIPES = Path(__file__).resolve().parents[2] / "experiments" / "synthetic"
 
 
@@ -356,14 +358,7 @@ def test_the_device_reaches_the_trainer_and_the_scoring(tmp_path, monkeypatch):
     path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
                     "models: [delta]\nseeds: [0]\nsteps: 2\nwarmup: 1\neval_batches: 1\neval_batch_size: 4\n"
                     "batch_size: 4\nmodel: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
-    seen = []
-    real_trainer = S.Trainer
-
-    def recording_trainer(cfg, **kwargs):
-        seen.append(cfg.train.device)
-        return real_trainer(cfg, **kwargs)
-
-    monkeypatch.setattr(S, "Trainer", recording_trainer)
+    seen = record_trainer_devices(monkeypatch, S)
     rows = S.main(str(path), out=str(tmp_path / "out"), device="cpu:0")
     assert set(seen) == {"cpu:0"} and rows[0]["settings"]["device"] == "cpu:0"
     assert S.load_recipe(path).device == "cpu"

@@ -24,10 +24,11 @@ def main() -> int:
     for seed in SEEDS:
         for name, extra in SETTINGS.items():
             out = REPO / "runs" / "eta-text-tiny" / f"{name}-{seed}"
-            if not (out / "metrics.jsonl").is_file() or '"step": 300, "val_loss"' not in (out / "metrics.jsonl").read_text():
-                subprocess.run([sys.executable, "-m", "nestlearn", "train", "configs/text-tiny.yaml", "train.steps=300",
-                                "train.eval_every=100", "train.eval_batches=16", f"train.seed={seed}",
-                                f"train.out_dir={out}", "train.progress=false", *extra],
+            metrics = out / "metrics.jsonl"
+            if not metrics.is_file() or '"step": 300, "val_loss"' not in metrics.read_text():
+                subprocess.run([sys.executable, "-m", "nestlearn", "train", "configs/text-tiny.yaml",
+                                "train.steps=300", "train.eval_every=100", "train.eval_batches=16",
+                                f"train.seed={seed}", f"train.out_dir={out}", "train.progress=false", *extra],
                                cwd=REPO, env=env, check=True)
             rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             val = [r for r in rows if "val_loss" in r]
@@ -40,8 +41,8 @@ def main() -> int:
              f"{version['code']}; a finished run folder is reused); each run is "
              "`nestlearn train configs/text-tiny.yaml train.steps=300 train.eval_every=100 train.eval_batches=16 "
              "train.seed=S [model.selfmod.eta_max=2.0]`, one thread.", "",
-             "| selfmod.eta_max | val loss at step 300 (mean over seeds) | per seed | val loss at steps 100 / 200 / 300 "
-             "(seed 0) |", "|---|---:|---|---|"]
+             "| selfmod.eta_max | val loss at step 300 (mean over seeds) | per seed "
+             "| val loss at steps 100 / 200 / 300 (seed 0) |", "|---|---:|---|---|"]
     for name in SETTINGS:
         finals = [results[name, s][0] for s in SEEDS]
         label = "default (D20's stable bound)" if name == "default" else name
