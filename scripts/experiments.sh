@@ -47,6 +47,13 @@ case "${1:-status}" in
       cmd=$(command_of "$s")
       if pgrep -f "$cmd" > /dev/null; then echo "$s: already running"; continue; fi
       OMP_NUM_THREADS=1 nohup $cmd >> "$LOGS/$s.log" 2>&1 &
+      pid=$!
+      sleep 5  # a suite that cannot start (nestlearn not importable, a bad recipe) dies at once: say so
+      if ! kill -0 "$pid" 2> /dev/null; then
+        echo "$s: FAILED to start ($cmd); the end of $LOGS/$s.log:" >&2
+        tail -n 5 "$LOGS/$s.log" >&2
+        continue
+      fi
       echo "$s: started ($cmd), log $LOGS/$s.log"
     done
     if ! pgrep -f "scripts/experiments.sh commit-loop" > /dev/null; then
