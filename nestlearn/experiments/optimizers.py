@@ -44,7 +44,7 @@ from ..data.images import load_cifar10_subset, load_fashion_mnist, stratified_sp
 from ..models.vit import ViT, ViTConfig
 from ..optim import build_optimizer
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
-from .protocol import append_row, code_version, rate, read_rows, same_behaviour, select_rate
+from .protocol import append_row, code_version, rate, read_rows, same_behaviour, select_rate, write_atomic
 
 GRID = (1e-4, 3.16e-4, 1e-3)  # ×√10
 MUON_MOMENTUM = (0.9, 0.95, 0.98)
@@ -137,6 +137,10 @@ def run(name, lr, hp, seed, data, args, image_size, channels):
                 cpu_s=time.process_time() - c_start, curve=curve, val_curve=val_curve, **code_version())
 
 
+class NotRun(Exception):
+    """``--report-only``: a run the tables need is not in the store yet."""
+
+
 class Runs:
     """Finished runs in ``runs.jsonl``: a run is done when a line with its dataset, optimizer, rate,
     hyperparameters, seed and settings is there, from this code version or from one whose fingerprint (the
@@ -157,6 +161,7 @@ class Runs:
         return self._fp[ds, name]
 
     def get(self, ds, name, lr, hp, seed, args, data, size, channels):
+        """The stored run, else (unless ``args.report_only``: then ``NotRun``) a new one, stored."""
         settings = {k: getattr(args, k) for k in self.SETTINGS}
         key = (ds, name, rate(lr), json.dumps(hp, sort_keys=True), seed, json.dumps(settings, sort_keys=True))
         for r in self.rows:
@@ -165,6 +170,8 @@ class Runs:
                     r.get("code") == self.version
                     or same_behaviour(r.get("fingerprint"), self.fingerprint(ds, name, data, args, size, channels))):
                 return r
+        if args.report_only:
+            raise NotRun
         r = {"dataset": ds, **run(name, lr, hp, seed, data, args, size, channels), "settings": settings,
              "fingerprint": self.fingerprint(ds, name, data, args, size, channels)}
         self.rows = append_row(self.path, r)
@@ -215,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="10 steps, 1 seed, a 3-point grid, no extension or sweeps")
     p.add_argument("--out", default="experiments/optimizers")
     p.add_argument("--device", default="cpu", help="train and score on this device (default cpu)")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the tables from the finished runs in the store; train nothing")
     args = p.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
     if args.quick:
         args.steps, args.seeds, args.extend = 10, 1, 0
     args.grid = [float(g) for g in (args.grid.split(",") if isinstance(args.grid, str) else args.grid)]
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = Runs(out / ("runs-quick.jsonl" if args.quick else "runs.jsonl"), code_version()["code"])
-    results = {}
+    results: dict[str, dict] = {ds: {} for ds in sets}
     for ds in sets:
         folder, loader, size, channels = DATASETS[ds]
         x_tr, y_tr, x_te, y_te = loader(Path(args.data_root) / folder)
@@ -238,13 +247,16 @@ def main(argv: list[str] | None = None) -> int:
             x_tr, y_tr, x_te, y_te = x_tr[tr], y_tr[tr], x_te[te], y_te[te]
         fit, val = stratified_split(y_tr, args.val)
         data = (x_tr[fit], y_tr[fit], x_tr[val], y_tr[val], x_te, y_te)
-        results[ds] = {}
         for name in names:
-            chosen = select(runs, ds, name, args, data, size, channels)
-            seeds = [runs.get(ds, name, chosen["lr"], chosen["hp"], s, args, data, size, channels)
-                     for s in range(args.seeds)]
+            try:
+                chosen = select(runs, ds, name, args, data, size, channels)
+                seeds = [runs.get(ds, name, chosen["lr"], chosen["hp"], s, args, data, size, channels)
+                         for s in range(args.seeds)]
+            except NotRun:  # --report-only: this optimizer's selection or seeds are not finished
+                continue
             results[ds][name] = {**chosen, "runs": seeds}
-    write_results(results, args, names)
+            write_results(results, args, names, runs.rows)  # the tables so far, after every optimizer
+    write_results(results, args, names, runs.rows)
     return 0
 
 
@@ -252,7 +264,9 @@ def _ms(xs):
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def write_results(results, args, names):
+def write_results(results, args, names, stored=()):
+    """RESULTS.md, results.json and curves.png from the finished (dataset, optimizer) pairs in ``results``;
+    a pair not finished yet is listed with its selection runs found in ``stored`` (the store's rows)."""
     out = Path(args.out)
     cmd = "nestlearn optimizers " + " ".join(args.argv)
     rows = [r for per in results.values() for v in per.values() for r in v["runs"]]
@@ -266,13 +280,15 @@ def write_results(results, args, names):
              f"{args.eval_every} steps; the weights of the best one are kept and tested) at seed {SELECT_SEED}; "
              f"seeds 0–{args.seeds - 1} at the selected settings (mean ± std). AdamW at lr "
              f"{args.rest_lr:g} updates the non-matrix parameters for Muon and M3. CPU, float32. Commit "
-             f"{', '.join(commits)}.", ""]
+             f"{', '.join(commits) or '–'}.", ""]
     for ds, per in results.items():
+        done = [n for n in names if n in per]
         mu = _ms([r["step_time"] for r in per["muon"]["runs"]])[0] if "muon" in per else None
-        lines += [f"## {ds}", "",
-                  "| optimizer | lr | settings | final train loss | best validation loss | test loss | test accuracy | "
-                  "time/step vs Muon |", "|---|---:|---|---:|---:|---:|---:|---:|"]
-        for name in names:
+        lines += [f"## {ds}", ""]
+        if done:
+            lines += ["| optimizer | lr | settings | final train loss | best validation loss | test loss | "
+                      "test accuracy | time/step vs Muon |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+        for name in done:
             v = per[name]
             runs = v["runs"]
             tl, vl, te, acc = (_ms([r[k] for r in runs]) for k in ("train_loss", "val_loss", "test_loss", "test_acc"))
@@ -281,19 +297,32 @@ def write_results(results, args, names):
             lines.append(f"| {name} | {v['lr']:g}{edge} | {json.dumps(v['hp']) if v['hp'] else '–'} | "
                          f"{tl[0]:.3f} ± {tl[1]:.3f} | {vl[0]:.3f} ± {vl[1]:.3f} | {te[0]:.3f} ± {te[1]:.3f} | "
                          f"{100 * acc[0]:.1f} ± {100 * acc[1]:.1f}% | {f'{st / mu:.2f}×' if mu else '–'} |")
-        lines += ["", "Selection (best validation loss at seed 100; † = the selected rate is on an edge of the grown "
-                  "grid): "
-                  + "; ".join(f"{n}: " + ", ".join(f"{g['lr']:g} → {g['val_loss']:.3f}" for g in per[n]["grid"])
-                              + "".join(f"; {s['key']} {s['value']} → {s['val_loss']:.3f}" for s in per[n]["sweep"])
-                              for n in names), ""]
+        if done:
+            lines += ["", "Selection (best validation loss at seed 100; † = the selected rate is on an edge of the "
+                      "grown grid): "
+                      + "; ".join(f"{n}: " + ", ".join(f"{g['lr']:g} → {g['val_loss']:.3f}" for g in per[n]["grid"])
+                                  + "".join(f"; {s['key']} {s['value']} → {s['val_loss']:.3f}" for s in per[n]["sweep"])
+                                  for n in done), ""]
+        idle = []
+        for name in (n for n in names if n not in per):
+            sel = [r for r in stored if (r["dataset"], r["optimizer"], r["seed"]) == (ds, name, SELECT_SEED)]
+            if not sel:
+                idle.append(name)
+                continue
+            found = ", ".join(f"lr {r['lr']:g}{' ' + json.dumps(r['hp']) if r['hp'] else ''} → {r['val_loss']:.3f}"
+                              for r in sel)
+            lines += [f"Not finished: {name}. Its selection runs in the store so far (seed {SELECT_SEED}, validation "
+                      f"loss; rows of other settings or code versions included): {found}.", ""]
+        if idle:
+            lines += [f"Not started: {', '.join(idle)}.", ""]
     cpu = sum(r.get("cpu_s", 0.0) for r in {id(r): r for r in rows}.values())
     lines += [f"CPU time of the reported runs: {cpu / 3600:.2f} h (selection runs in runs.jsonl).", "",
               "![training curves](curves.png)", ""]
-    (out / ("RESULTS-quick.md" if args.quick else "RESULTS.md")).write_text("\n".join(lines))
+    write_atomic(out / ("RESULTS-quick.md" if args.quick else "RESULTS.md"), "\n".join(lines))
     slim = {ds: {n: {**{k: v[k] for k in ("lr", "hp", "grid", "sweep")},
                      "runs": [{k: r[k] for k in r if k != "curve"} for r in v["runs"]]} for n, v in per.items()}
             for ds, per in results.items()}
-    (out / ("results-quick.json" if args.quick else "results.json")).write_text(json.dumps(slim, indent=1))
+    write_atomic(out / ("results-quick.json" if args.quick else "results.json"), json.dumps(slim, indent=1))
     try:
         import matplotlib
 
@@ -302,9 +331,12 @@ def write_results(results, args, names):
     except ImportError:
         print("matplotlib not installed (pip install -e '.[plot]'): no plot written")
         return
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
-    for ax, (ds, per) in zip(axes[0], results.items(), strict=True):
-        for name in names:
+    shown = {ds: per for ds, per in results.items() if per}
+    if not shown:
+        return
+    fig, axes = plt.subplots(1, len(shown), figsize=(6 * len(shown), 4), squeeze=False)
+    for ax, (ds, per) in zip(axes[0], shown.items(), strict=True):
+        for name in (n for n in names if n in per):
             curves = torch.tensor([r["curve"] for r in per[name]["runs"] if len(r["curve"]) == args.steps])
             if len(curves) == 0:
                 continue

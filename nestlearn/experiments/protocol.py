@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -85,9 +86,6 @@ def same_behaviour(a: list[float] | None, b: list[float] | None) -> bool:
                for x, y in zip(a, b, strict=True))
 
 
-__all__ = ["code_version", "rate", "same_behaviour", "select_rate"]
-
-
 def read_rows(path: Path) -> list[dict]:
     """The finished runs in a ``.jsonl`` file (none if it does not exist); a line cut short by a crash is
     skipped, so that run is redone."""
@@ -116,6 +114,14 @@ def locked(path: Path):
         yield
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write a table through this process's own temporary file and a rename: a reader never sees half a
+    file, and processes that share a suite do not rename each other's temporary files."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def append_row(path: Path, row: dict) -> list[dict]:
     """Append one finished run under the store's lock and return every row the file then holds (processes
     that share the file append theirs too)."""
@@ -125,3 +131,7 @@ def append_row(path: Path, row: dict) -> list[dict]:
             cut = f.tell() > 0 and (f.seek(-1, 2), f.read(1))[1] != b"\n"  # a line cut short by a crash
             f.write((("\n" if cut else "") + json.dumps(row) + "\n").encode())
         return read_rows(path)
+
+
+__all__ = ["append_row", "code_version", "locked", "rate", "read_rows", "same_behaviour", "select_rate",
+           "write_atomic"]

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import statistics
 import time
 import types
@@ -49,7 +48,7 @@ from ..data.registry import TASKS, task_batch, task_vocab
 from ..models import CausalLM, apply_overrides, from_dict
 from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
-from .protocol import append_row, code_version, locked, rate, read_rows, same_behaviour, select_rate
+from .protocol import append_row, code_version, locked, rate, read_rows, same_behaviour, select_rate, write_atomic
 
 FAMILIES = ("formal", "mad", "mqar")
 MODELS = ("hope", "transformer", "titans", "delta")
@@ -693,19 +692,13 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
               "CPU hours (process CPU time; wall time × threads for rows that predate it)."]
     if recipe.family == "mqar" and _plot_mqar(recipe, rows, out / "mqar.png"):
         lines += ["", "![MQAR accuracy vs number of pairs](mqar.png)"]
-    _write(out / f"{recipe.family}.md", "\n".join(lines) + "\n")
+    write_atomic(out / f"{recipe.family}.md", "\n".join(lines) + "\n")
     # RESULTS.md: every family's table found in this folder, in a fixed order
     parts = [(out / f"{f}.md").read_text() for f in FAMILIES if (out / f"{f}.md").is_file()]
     path = out / "RESULTS.md"
-    _write(path, "# Synthetic experiments (NL Tables 4 and 5)\n\n"
+    write_atomic(path, "# Synthetic experiments (NL Tables 4 and 5)\n\n"
            + "\n".join(p.replace("# Synthetic experiments: ", "## ", 1) for p in parts))
     return path
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # this process's own: another may write its table too
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _params(rows, m) -> str:
