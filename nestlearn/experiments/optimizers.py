@@ -203,36 +203,62 @@ def select(runs: Runs, ds, name, args, data, size, channels) -> dict:
     return out
 
 
+def _check(args, names: list[str]) -> str | None:
+    """What is wrong with the command line (``args.grid`` is parsed here), or None."""
+    bad = [n for n in names if n not in OPTIMIZERS]
+    if bad:
+        return f"--optimizers: unknown {bad}; choose from {OPTIMIZERS}"
+    for key in ("steps", "batch", "seeds", "eval_every", "dim", "depth"):
+        if getattr(args, key) < 1:
+            return f"--{key.replace('_', '-')} must be ≥ 1 (got {getattr(args, key)})"
+    if args.dim % 4:
+        return f"--dim must be a multiple of the ViT's 4 heads (got {args.dim})"
+    if args.extend < 0 or args.weight_decay < 0 or args.rest_lr <= 0 or not 0 < args.val < 1:
+        return (f"--extend ≥ 0, --weight-decay ≥ 0, --rest-lr > 0 and --val in (0, 1) (got {args.extend}, "
+                f"{args.weight_decay}, {args.rest_lr}, {args.val})")
+    try:
+        args.grid = [float(g) for g in (args.grid.split(",") if isinstance(args.grid, str) else args.grid)]
+    except ValueError:
+        return f"--grid must be comma-separated rates (got {args.grid!r})"
+    ratios = [b / a for a, b in zip(args.grid, args.grid[1:], strict=False)] if min(args.grid) > 0 else [0]
+    if len(args.grid) < 3 or min(ratios) <= 1 or max(ratios) / min(ratios) > 1.01:
+        return (f"--grid needs ≥ 3 positive, increasing rates with a constant ratio (a geometric grid, so that it "
+                f"can grow past an edge) (got {args.grid})")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=[*DATASETS, "both"], default="both")
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--optimizers", default=",".join(OPTIMIZERS))
-    p.add_argument("--steps", type=int, default=2000, help="the budget of every run (default 2,000)")
+    p.add_argument("--steps", type=int, default=None, help="the budget of every run (default 2,000; --quick: 10)")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=None, help="reported seeds 0 … n−1 (default 3; --quick: 1)")
     p.add_argument("--grid", default=",".join(str(g) for g in GRID), help="a geometric grid of rates")
-    p.add_argument("--extend", type=int, default=3, help="rates added past an edge while the best is on it")
+    p.add_argument("--extend", type=int, default=None,
+                   help="rates added past an edge while the best is on it (default 3; --quick: 0)")
     p.add_argument("--val", type=float, default=0.1, help="share of the training images held out for selection")
     p.add_argument("--eval-every", type=int, default=100, help="steps between validations (the best weights are kept)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--rest-lr", type=float, default=1e-3, help="AdamW lr of the non-matrix parameters (Muon, M3)")
-    p.add_argument("--quick", action="store_true", help="10 steps, 1 seed, a 3-point grid, no extension or sweeps")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: by default 10 steps, 1 seed, no grid extension; no sweeps, 600 training images")
     p.add_argument("--out", default="experiments/optimizers")
     p.add_argument("--device", default="cpu", help="train and score on this device (default cpu)")
     p.add_argument("--report-only", action="store_true",
                    help="write the tables from the finished runs in the store; train nothing")
     args = p.parse_args(argv)
     args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
-    if args.quick:
-        args.steps, args.seeds, args.extend = 10, 1, 0
-    args.grid = [float(g) for g in (args.grid.split(",") if isinstance(args.grid, str) else args.grid)]
+    for key, full, quick in (("steps", 2000, 10), ("seeds", 3, 1), ("extend", 3, 0)):  # a given value is kept
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
     names = args.optimizers.split(",")
-    bad = [n for n in names if n not in OPTIMIZERS]
-    if bad or len(args.grid) < 3 or not 0 < args.val < 1:
-        raise SystemExit(f"--optimizers from {OPTIMIZERS} (got {bad}); --grid needs ≥ 3 rates; --val in (0, 1)")
+    problem = _check(args, names)
+    if problem:
+        raise SystemExit(f"nestlearn optimizers: {problem}")
     sets = list(DATASETS) if args.dataset == "both" else [args.dataset]
     torch.set_num_threads(min(2, torch.get_num_threads()))
     out = Path(args.out)

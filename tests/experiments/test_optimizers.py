@@ -80,3 +80,32 @@ def test_tables_appear_with_the_first_finished_optimizer_and_report_only_trains_
     assert "Not started: muon, m3, m3-ema." in text
     assert "--report-only" not in text  # the recorded command is the one that trains
     assert set(json.loads((tmp_path / "results-quick.json").read_text())["fashion_mnist"]) == {"adamw"}
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--steps", "0"], "--steps must be ≥ 1 (got 0)"),
+    (["--batch", "0"], "--batch must be ≥ 1 (got 0)"),
+    (["--dim", "6"], "--dim must be a multiple of the ViT's 4 heads (got 6)"),
+    (["--extend", "-1"], "--extend ≥ 0"),
+    (["--grid", "1e-3,1e-2,5e-2"], "--grid needs ≥ 3 positive, increasing rates with a constant ratio"),
+    (["--optimizers", "sgd"], "--optimizers: unknown ['sgd']"),
+])
+def test_a_bad_command_line_is_refused_with_the_setting_named(flag, message, tmp_path):
+    with pytest.raises(SystemExit, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")):
+        _vit().main(["--quick", "--out", str(tmp_path), *flag])
+
+
+def test_quick_mode_keeps_a_budget_the_user_gives(monkeypatch, tmp_path):
+    """--quick sets defaults only: --steps, --seeds and --extend given on the command line are kept."""
+    vit = _vit()
+    seen = {}
+
+    def stop(args, names):
+        seen.update(steps=args.steps, seeds=args.seeds, extend=args.extend)
+        return "stop here"
+
+    monkeypatch.setattr(vit, "_check", stop)
+    with pytest.raises(SystemExit):
+        vit.main(["--quick", "--out", str(tmp_path), "--steps", "12", "--seeds", "2"])
+    assert seen == {"steps": 12, "seeds": 2, "extend": 0}
