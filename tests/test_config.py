@@ -97,3 +97,25 @@ def test_every_preset_file_loads():
     assert {"debug", "tiny", "small", "hope-760m", "hope-1.3b"} <= set(PRESETS)
     for name in PRESETS:
         assert preset(name).dim > 0
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "'gpu' is not a device name"),
+    ("cuda:7", "'cuda:7': this machine has"),
+])
+def test_a_device_this_machine_lacks_is_refused_before_the_run(device, message, tmp_path):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 CUDA devices")
+    with pytest.raises(ValueError, match=f"train.device: {message}"):
+        load_config(None, [f"train.device={device}"])
+    from pathlib import Path
+
+    from nestlearn.experiments.synthetic import main as synthetic
+
+    recipe = str(Path(__file__).resolve().parents[1] / "experiments" / "synthetic" / "mqar.yaml")
+    with pytest.raises(ValueError, match=f"device: {message}"):
+        synthetic(recipe, quick=True, out=str(tmp_path), device=device)
+    with pytest.raises(ValueError, match="--threads must be ≥ 1"):
+        synthetic(recipe, quick=True, out=str(tmp_path), threads=0)

@@ -44,6 +44,7 @@ from ..data.images import load_cifar10_subset, load_fashion_mnist, stratified_sp
 from ..models.vit import ViT, ViTConfig
 from ..optim import build_optimizer
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
+from ..train.config import device_problem
 from .protocol import append_row, code_version, rate, read_rows, same_behaviour, select_rate, write_atomic
 
 GRID = (1e-4, 3.16e-4, 1e-3)  # ×√10
@@ -211,6 +212,8 @@ def _check(args, names: list[str]) -> str | None:
     for key in ("steps", "batch", "seeds", "eval_every", "dim", "depth"):
         if getattr(args, key) < 1:
             return f"--{key.replace('_', '-')} must be ≥ 1 (got {getattr(args, key)})"
+    if device_problem(args.device):
+        return f"--device {device_problem(args.device)}"
     if args.dim % 4:
         return f"--dim must be a multiple of the ViT's 4 heads (got {args.dim})"
     if args.extend < 0 or args.weight_decay < 0 or args.rest_lr <= 0 or not 0 < args.val < 1:

@@ -48,6 +48,7 @@ from ..data.registry import TASKS, task_batch, task_vocab
 from ..models import CausalLM, apply_overrides, from_dict
 from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
+from ..train.config import device_problem
 from .protocol import append_row, code_version, locked, rate, read_rows, same_behaviour, select_rate, write_atomic
 
 FAMILIES = ("formal", "mad", "mqar")
@@ -131,6 +132,8 @@ class Recipe:
         for name in ("eval_every", "patience", "lr_extend", "solved_patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an int ≥ 0 (got {getattr(self, name)!r})")
+        if device_problem(self.device):
+            raise ValueError(f"device: {device_problem(self.device)}")
         if self.order not in ("task", "model"):
             raise ValueError(f"order must be 'task' or 'model' (got {self.order!r})")
         if self.patience and not self.eval_every:
@@ -753,11 +756,14 @@ def _plot_mqar(recipe: Recipe, rows: list[dict], path: Path) -> bool:
 def main(recipe_path: str, quick: bool = False, out: str | None = None, threads: int | None = None,
          command: str = "", report_only: bool = False, only_models: list[str] | None = None,
          only_tasks: list[str] | None = None, device: str | None = None) -> list[dict]:
-    if threads:
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be ≥ 1 (got {threads})")
         torch.set_num_threads(threads)
     recipe = load_recipe(recipe_path, quick=quick)
     if device is not None:
         recipe = dataclasses.replace(recipe, device=device)
+        recipe.validate()
     if out is None:
         out = "runs/synthetic-quick" if quick else str(Path(recipe_path).parent / recipe.out)
     return run_suite(recipe, out, command=command, report_only=report_only, only_models=only_models,

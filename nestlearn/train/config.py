@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from .. import config
 from ..config import build, override, parse_override, read_yaml
 from ..models.config import ModelConfig, expand
@@ -102,6 +104,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     return cfg
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be trained on here (not a device name, or an accelerator this machine lacks), or
+    None: said before a run starts instead of as a traceback from its first tensor."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        return f"{device!r} is not a device name (cpu, cuda, cuda:1, mps, …)"
+    if d.type == "cuda" and (not torch.cuda.is_available() or (d.index or 0) >= torch.cuda.device_count()):
+        return f"{device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        return f"{device!r}: MPS is not available on this machine"
+    return None
+
+
 def validate(cfg: RunConfig) -> None:
     d, o, t = cfg.data, cfg.optim, cfg.train
     if d.source not in ("recall", "text"):
@@ -130,6 +146,8 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"train.patience must be an int ≥ 0 (got {t.patience!r})")
     if not 0 <= t.min_delta < 1:
         raise ValueError(f"train.min_delta must be in [0, 1) (got {t.min_delta!r})")
+    if device_problem(t.device):
+        raise ValueError(f"train.device: {device_problem(t.device)}")
     if not isinstance(d.seq_len, int) or d.seq_len < 2:
         raise ValueError(f"data.seq_len must be an int ≥ 2 (got {d.seq_len!r})")
     cfg.model.validate()
