@@ -139,7 +139,7 @@ def run(name, lr, hp, seed, data, args, image_size, channels):
 
 
 class NotRun(Exception):
-    """``--report-only``: a run the tables need is not in the store yet."""
+    """``--report``: a run the tables need is not in the store yet."""
 
 
 class Runs:
@@ -162,7 +162,7 @@ class Runs:
         return self._fp[ds, name]
 
     def get(self, ds, name, lr, hp, seed, args, data, size, channels):
-        """The stored run, else (unless ``args.report_only``: then ``NotRun``) a new one, stored."""
+        """The stored run, else (unless ``args.report``: then ``NotRun``) a new one, stored."""
         settings = {k: getattr(args, k) for k in self.SETTINGS}
         key = (ds, name, rate(lr), json.dumps(hp, sort_keys=True), seed, json.dumps(settings, sort_keys=True))
         for r in self.rows:
@@ -171,7 +171,7 @@ class Runs:
                     r.get("code") == self.version
                     or same_behaviour(r.get("fingerprint"), self.fingerprint(ds, name, data, args, size, channels))):
                 return r
-        if args.report_only:
+        if args.report:
             raise NotRun
         r = {"dataset": ds, **run(name, lr, hp, seed, data, args, size, channels), "settings": settings,
              "fingerprint": self.fingerprint(ds, name, data, args, size, channels)}
@@ -251,10 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="a smoke run: by default 10 steps, 1 seed, no grid extension; no sweeps, 600 training images")
     p.add_argument("--out", default="experiments/optimizers")
     p.add_argument("--device", default="cpu", help="train and score on this device (default cpu)")
-    p.add_argument("--report-only", action="store_true",
-                   help="write the tables from the finished runs in the store; train nothing")
+    p.add_argument("--report", action="store_true",
+                   help="only rewrite RESULTS.md from the runs already done (train nothing)")
     args = p.parse_args(argv)
-    args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report"]
     for key, full, quick in (("steps", 2000, 10), ("seeds", 3, 1), ("extend", 3, 0)):  # a given value is kept
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 chosen = select(runs, ds, name, args, data, size, channels)
                 seeds = [runs.get(ds, name, chosen["lr"], chosen["hp"], s, args, data, size, channels)
                          for s in range(args.seeds)]
-            except NotRun:  # --report-only: this optimizer's selection or seeds are not finished
+            except NotRun:  # --report: this optimizer's selection or seeds are not finished
                 continue
             results[ds][name] = {**chosen, "runs": seeds}
             write_results(results, args, names, runs.rows)  # the tables so far, after every optimizer

@@ -585,6 +585,9 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
 
     tasks = list(recipe.tasks)
     models = [m for m in recipe.models if any(r["model"] == m for r in rows)]
+
+    def block_of(m: str) -> str:  # a variant is compared with the paper's row of its block kind
+        return recipe.variants.get(m, {}).get("block", m)
     lines = [f"# Synthetic experiments: {recipe.family}", ""]
     if command:
         lines += ["Command:", "", f"    {command}", ""]
@@ -614,7 +617,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                   f"Bin0 / Bin1 / Bin2. Bin0: lengths {l0}–{h0}, the training range; Bin1: {l1}–{h1} and "
                   f"Bin2: {l2}–{h2} test length generalisation; "
                   f"{recipe.eval_batches * recipe.eval_batch_size} strings per bin. "
-                  "Paper (NL Table 5, Bin0/Bin1) in brackets.", "",
+                  "Paper (NL Table 5, Bin0/Bin1) in brackets; a variant shows its block kind's row.", "",
                   "| model | params | " + " | ".join(tasks) + " | lr | steps run | wall / run |",
                   "|---|---:|" + "---|" * len(tasks) + "---|---:|---:|"]
         paper_idx = {lang: i for i, lang in enumerate(formal.LANGUAGES)}
@@ -622,7 +625,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
             cells = []
             for t in tasks:
                 ours = " / ".join(cell(t, m, b) for b in FORMAL_BINS)
-                paper = PAPER_FORMAL.get(m)
+                paper = PAPER_FORMAL.get(block_of(m))
                 cells.append(ours + (f" [{paper[paper_idx[t]]}]" if paper else ""))
             lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells)
                          + f" | {_lrs(recipe, rows, selection, m)} | {_steps_run(rows, m)} | {_wall(rows, m)} |")
@@ -636,8 +639,8 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
             cells = []
             for t in tasks:
                 c = cell(t, m, "acc")
-                if recipe.family == "mad" and m in PAPER_MAD and t in _MAD_ORDER:
-                    c += f" [{PAPER_MAD[m][_MAD_ORDER.index(t)]}]"
+                if recipe.family == "mad" and block_of(m) in PAPER_MAD and t in _MAD_ORDER:
+                    c += f" [{PAPER_MAD[block_of(m)][_MAD_ORDER.index(t)]}]"
                 cells.append(c)
             lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells)
                          + f" | {_lrs(recipe, rows, selection, m)} | {_steps_run(rows, m)} | {_wall(rows, m)} |")

@@ -67,18 +67,18 @@ def test_a_run_trains_and_scores_on_the_device_it_is_given(monkeypatch):
 
 
 @pytest.mark.skipif(not (DATA / "fashion_mnist").is_dir(), reason="../shared/data/fashion_mnist is not here")
-def test_tables_appear_with_the_first_finished_optimizer_and_report_only_trains_nothing(tmp_path):
+def test_tables_appear_with_the_first_finished_optimizer_and_report_trains_nothing(tmp_path):
     vit = _vit()
     base = ["--quick", "--dataset", "fashion_mnist", "--out", str(tmp_path), "--data-root", str(DATA)]
     assert vit.main([*base, "--optimizers", "adamw"]) == 0  # AdamW finished, the others not started
     store = tmp_path / "runs-quick.jsonl"
     n_rows = len(store.read_text().splitlines())
-    assert vit.main([*base, "--report-only"]) == 0  # every optimizer asked for; only AdamW's runs exist
+    assert vit.main([*base, "--report"]) == 0  # every optimizer asked for; only AdamW's runs exist
     assert len(store.read_text().splitlines()) == n_rows  # nothing trained
     text = (tmp_path / "RESULTS-quick.md").read_text()
     assert "| adamw |" in text and "| muon |" not in text
     assert "Not started: muon, m3, m3-ema." in text
-    assert "--report-only" not in text  # the recorded command is the one that trains
+    assert "--report" not in text  # the recorded command is the one that trains
     assert set(json.loads((tmp_path / "results-quick.json").read_text())["fashion_mnist"]) == {"adamw"}
 
 
