@@ -283,16 +283,19 @@ def _score(model: CausalLM, recipe: Recipe, task: str, split: str, seeds: list[i
 @torch.no_grad()
 def evaluate(model: CausalLM, recipe: Recipe, task: str) -> dict[str, float]:
     """Test accuracy per split (formal: Bin0, Bin1, Bin2; otherwise ``acc``) on ``eval_batches`` held-out
-    batches; ``nonfinite`` counts the sequences whose logits were not finite (scored as wrong)."""
+    batches; ``nonfinite`` counts the sequences whose logits were not finite (scored as wrong), and
+    ``nonfinite_by_split`` (formal, when there are any) says in which bins."""
     model.eval()
-    out: dict[str, float] = {}
-    nonfinite = 0
+    out: dict = {}
+    by_split = {}
     splits = FORMAL_BINS if recipe.family == "formal" else ("acc",)
     for j, split in enumerate(splits):
         seeds = [_eval_seed(i) + 10_000 * j for i in range(recipe.eval_batches)]
-        out[split], _, bad = _score(model, recipe, task, split if recipe.family == "formal" else "eval", seeds)
-        nonfinite += bad
-    out["nonfinite"] = nonfinite
+        out[split], _, by_split[split] = _score(model, recipe, task, split if recipe.family == "formal" else "eval",
+                                                seeds)
+    out["nonfinite"] = sum(by_split.values())
+    if out["nonfinite"] and len(splits) > 1:
+        out["nonfinite_by_split"] = by_split
     model.train()
     return out
 
@@ -675,7 +678,9 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     skips = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['skipped']}" for r in rows if r.get("skipped")]
     if skips:
         lines += ["", "Training steps skipped for a non-finite loss: " + "; ".join(skips) + "."]
-    bad = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['nonfinite']}" for r in rows if r.get("nonfinite")]
+    bad = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['nonfinite']}"
+           + (" (" + ", ".join(f"{k} {v}" for k, v in r["nonfinite_by_split"].items() if v) + ")"
+              if r.get("nonfinite_by_split") else "") for r in rows if r.get("nonfinite")]
     if bad:
         lines += ["", "Sequences with non-finite logits at evaluation (scored as wrong): " + "; ".join(bad) + "."]
     retried = [f"{r['task']}/{r['model']}/seed {r['seed']} (step {r['first_try_diverged_at']})" for r in rows

@@ -164,7 +164,8 @@ def test_formal_scoring_is_exact_set_prediction():
         if split == "bin2":
             logits[3, 0, :] = float("nan")  # non-finite logits: wrong, and counted
         tables[tuple(ids.flatten().tolist())] = logits
-    assert S.evaluate(_Table(tables), recipe, "anbn") == {"bin0": 100.0, "bin1": 87.5, "bin2": 87.5, "nonfinite": 1}
+    assert S.evaluate(_Table(tables), recipe, "anbn") == {"bin0": 100.0, "bin1": 87.5, "bin2": 87.5, "nonfinite": 1,
+                                                          "nonfinite_by_split": {"bin0": 0, "bin1": 0, "bin2": 1}}
 
 
 def test_nonfinite_logits_score_as_wrong_on_answer_tasks():
