@@ -96,7 +96,7 @@ class NestlearnForCausalLM(PreTrainedModel, GenerationMixin):
     _is_stateful = True
     _no_split_modules = ["Block"]
     _supports_cache_class = False
-    supports_gradient_checkpointing = True  # Block.gradient_checkpointing (the mixer alone in a CMS block)
+    supports_gradient_checkpointing = True  # CausalLM.gradient_checkpointing: activation_checkpointing()
 
     def __init__(self, config: NestlearnConfig, model: CausalLM | None = None):
         super().__init__(config)

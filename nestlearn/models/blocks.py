@@ -86,14 +86,14 @@ class BlockState(NamedTuple):
 class Block(nn.Module):
     """``x + mixer(norm x)``, then ``x + mlp(norm x)``.
 
-    ``gradient_checkpointing = True`` (``CausalLM.activation_checkpointing``, ``train.activation_checkpointing``,
-    or transformers' ``gradient_checkpointing_enable``) recomputes the block in the backward instead of keeping
-    its activations: the whole block for a SwiGLU block, the mixer alone for a CMS block (the CMS hands its
-    activations to the in-context learning driver, which differentiates them inside the forward). The
+    ``recompute = True`` (set by ``CausalLM.activation_checkpointing`` for a model whose CMS does not learn in
+    context; such a model recomputes whole segments instead) recomputes the block in the backward instead of
+    keeping its activations: the whole block for a SwiGLU block, the mixer alone for a CMS block (the CMS hands
+    its activations to the in-context learning driver, which differentiates them inside the forward). The
     gradients are the same; the mixer's state at each call's start is still kept (docs/PERFORMANCE.md)."""
 
-    gradient_checkpointing = False
-    _gradient_checkpointing_func = staticmethod(functools.partial(checkpoint, use_reentrant=False))
+    recompute = False
+    _checkpoint = staticmethod(functools.partial(checkpoint, use_reentrant=False))
 
     def __init__(self, cfg):
         super().__init__()
@@ -130,15 +130,15 @@ class Block(nn.Module):
         """``trace``: with a CMS, a list that receives its level activations (``CMS.forward``)."""
         if state is None:  # a fresh sequence (see ``own_state``)
             state = self.own_state(x.shape[0], x)
-        if self.gradient_checkpointing and torch.is_grad_enabled():
+        if self.recompute and torch.is_grad_enabled():
             if not self.learns_in_context:
-                return self._gradient_checkpointing_func(self._forward, x, state)
+                return self._checkpoint(self._forward, x, state)
             return self._forward(x, state, trace, recompute_mixer=True)
         return self._forward(x, state, trace)
 
     def _forward(self, x: Tensor, state: BlockState, trace: list | None = None,
                  recompute_mixer: bool = False) -> tuple[Tensor, BlockState]:
-        mix = functools.partial(self._gradient_checkpointing_func, self._mix) if recompute_mixer else self._mix
+        mix = functools.partial(self._checkpoint, self._mix) if recompute_mixer else self._mix
         h, s_mix = mix(x, state.mixer)
         x = x + h
         if self.learns_in_context:

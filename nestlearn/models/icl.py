@@ -10,6 +10,7 @@ step. A segment whose last target is not known yet (the end of the input) is kep
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
     """Logits for ``ids`` and the state after them, the CMS levels learning segment by segment. Under
     ``no_grad`` (inference) no graph is kept across segments; in training the inner gradients stay in
-    the outer graph (``retain_graph``) so that the outer loss trains the levels' initial weights."""
+    the outer graph (``retain_graph``) so that the outer loss trains the levels' initial weights. With
+    ``model.recompute_segments`` (training) each segment keeps only its input state and runs again in the
+    backward (``_Recomputed``)."""
     outer = torch.is_grad_enabled()
     replay = state.pending.shape[1]
     if not outer and state.cursor is not None and spans_at(state.pos, replay + ids.shape[1], model.segment)[0] \
@@ -39,33 +42,23 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
     seq = torch.cat([state.pending, ids], dim=1) if replay else ids
     T = seq.shape[1]
     blocks, pos = state.blocks, state.pos
-    cms_blocks = [i for i, b in enumerate(model.blocks) if b.learns_in_context]
     outs, pending, cursor = [], seq[:, :0], None
     for span in slices(spans_at(pos, T, model.segment)):
         p, n = span.start, span.stop - span.start
         seg = seq[:, span]
-        traces: list[list] = [[] for _ in model.blocks]
-        with torch.enable_grad():
-            logits, new = model._run(seg, blocks, traces)
+        last = p + n == T  # the last target is not known yet: replay this segment when it is complete
+        run = functools.partial(_segment, model, seg, None if last else seq[:, p + 1:p + n + 1], pos + n)
+        if outer and model.recompute_segments:
+            logits, new = _recomputed(model, run, blocks)
+        else:
+            logits, new = run(blocks, retain=outer)
         outs.append(logits)
-        if p + n == T:  # the last target is not known yet: replay this segment when it is complete
+        if last:
             pending = seg
             if not outer:
                 cursor = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, new)
             break
-        # the segment's next-token loss, targets up to seq[p + n] (known now), differentiated
-        # against this segment's CMS activations only (deviation D10)
-        with torch.enable_grad():
-            loss = cross_entropy(logits, seq[:, p + 1:p + n + 1], reduction="sum")
-            handles = [t for i in cms_blocks for t in CMS.trace_tensors(traces[i])]
-            grads = list(torch.autograd.grad(loss, handles, allow_unused=True, retain_graph=outer))
-        blocks = list(new)
-        for i in cms_blocks:  # each CMS takes its share of the gradients, then steps where a chunk ends
-            cms = model.blocks[i].mlp
-            k = len(CMS.trace_tensors(traces[i]))
-            g, grads = grads[:k], grads[k:]
-            blocks[i] = new[i]._replace(mlp=cms.step(cms.accumulate(new[i].mlp, traces[i], g), pos + n))
-        blocks = tuple(blocks)
+        blocks = new
         if not outer:  # inference: keep no graph across segments
             blocks = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, blocks)
         pos += n
@@ -73,6 +66,111 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
     if not outer:
         logits = logits.detach()
     return logits, ModelState(blocks, pos, pending, cursor)
+
+
+def _segment(model: CausalLM, seg: Tensor, targets: Tensor | None, end: int, blocks: tuple,
+             retain: bool) -> tuple[Tensor, tuple]:
+    """One segment from ``blocks``: its logits, and the blocks after it. With its ``targets`` (the next
+    tokens, known), the gradient of its next-token loss with respect to this segment's CMS activations only
+    (deviation D10) is taken, each CMS takes its share, and the levels whose chunk ends at ``end`` step;
+    ``retain`` keeps the graph for an outer backward. Without targets the blocks are as the forward left them."""
+    traces: list[list] = [[] for _ in model.blocks]
+    with torch.enable_grad():
+        logits, new = model._run(seg, blocks, traces)
+    if targets is None:
+        return logits, new
+    cms_blocks = [i for i, b in enumerate(model.blocks) if b.learns_in_context]
+    with torch.enable_grad():
+        loss = cross_entropy(logits, targets, reduction="sum")
+        handles = [t for i in cms_blocks for t in CMS.trace_tensors(traces[i])]
+        grads = list(torch.autograd.grad(loss, handles, allow_unused=True, retain_graph=retain))
+    out = list(new)
+    for i in cms_blocks:  # each CMS takes its share of the gradients, then steps where a chunk ends
+        cms = model.blocks[i].mlp
+        k = len(CMS.trace_tensors(traces[i]))
+        g, grads = grads[:k], grads[k:]
+        out[i] = new[i]._replace(mlp=cms.step(cms.accumulate(new[i].mlp, traces[i], g), end))
+    return logits, tuple(out)
+
+
+def _recomputed(model: CausalLM, run, blocks: tuple) -> tuple[Tensor, tuple]:
+    """``run(blocks, retain)`` whose graph is not kept: the tensors of ``blocks`` are saved, and the backward
+    runs the segment again from them (deterministic: the same values) before differentiating it.
+
+    The CMS gradient accumulators are not saved: they are detached factors, so a level's step adds a constant
+    to its weights (the weights' gradient passes through it unchanged) and nothing in the segment's forward
+    reads them. The backward runs the segment with empty accumulators: the same graph and gradients, though
+    the stepped weights it forms there (and discards) lack the earlier segments' share."""
+    leaves, spec = pytree.tree_flatten(blocks)
+    lean = pytree.tree_leaves(_without_accumulators(model, blocks))
+    where = [i for i, t in enumerate(leaves) if isinstance(t, Tensor)]
+    layout: dict = {}
+
+    def run_flat(retain: bool, *tensors: Tensor) -> list[Tensor]:
+        filled = list(leaves)
+        for i, t in zip(where, tensors, strict=True):
+            filled[i] = t
+        out_leaves, out_spec = pytree.tree_flatten(run(pytree.tree_unflatten(filled, spec), retain=retain))
+        # the layout only: a tensor kept here would keep its segment's whole graph alive until the backward
+        layout.update(tensor=[isinstance(t, Tensor) for t in out_leaves],
+                      other=[None if isinstance(t, Tensor) else t for t in out_leaves], spec=out_spec)
+        return [t for t in out_leaves if isinstance(t, Tensor)]
+
+    # the parameters are not inputs of the node (their gradients accumulate inside its backward); an empty
+    # input that requires grad makes its outputs require grad even when the state holds no tensor yet
+    anchor = torch.empty(0, requires_grad=True)
+    saved = [lean[i] for i in where]
+    outs = iter(_Recomputed.apply(run_flat, anchor, saved, *(leaves[i] for i in where)))
+    filled = [next(outs) if is_tensor else t for is_tensor, t in zip(layout["tensor"], layout["other"], strict=True)]
+    return pytree.tree_unflatten(filled, layout["spec"])
+
+
+class _Recomputed(torch.autograd.Function):
+    """A segment as one autograd node that saves its inputs only. Its backward runs the segment again with
+    the graph kept and differentiates it: the parameters' gradients accumulate there, the inputs' are
+    returned (a backward inside the backward, as reentrant checkpointing does)."""
+
+    @staticmethod
+    def forward(ctx, run_flat, anchor, saved, *inputs):
+        """``saved``: what the backward runs from, one tensor per input (the input itself, or a stand-in)."""
+        ctx.run_flat = run_flat
+        ctx.save_for_backward(*saved)
+        ctx.set_materialize_grads(False)  # an output nothing differentiated gets None, not a tensor of zeros
+        with torch.enable_grad():
+            outs = run_flat(False, *(_leaf(t, need) for t, need in zip(inputs, ctx.needs_input_grad[3:],
+                                                                         strict=True)))
+        detached = tuple(t.detach() for t in outs)
+        # what had no graph in the segment (the accumulators, the ids) stays without one
+        ctx.mark_non_differentiable(*(d for d, t in zip(detached, outs, strict=True) if not t.requires_grad))
+        return detached
+
+    @staticmethod
+    def backward(ctx, *grads):
+        inputs = [_leaf(t, need) for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad[3:], strict=True)]
+        with torch.enable_grad():
+            outs = ctx.run_flat(True, *inputs)
+        pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None and o.requires_grad]
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        return (None, None, None, *(t.grad if need else None for t, need in zip(inputs, ctx.needs_input_grad[3:],
+                                                                                  strict=True)))
+
+
+def _without_accumulators(model: CausalLM, blocks: tuple) -> tuple:
+    """``blocks`` with every CMS level's gradient accumulators emptied (the weights and mixer states kept)."""
+    out = []
+    for block, state in zip(model.blocks, blocks, strict=True):
+        if state is not None and block.learns_in_context and state.mlp is not None:
+            cms = block.mlp
+            acc = tuple(None if a is None else cms._empty_acc(w) for a, w in zip(state.mlp.acc, state.mlp.weights,
+                                                                               strict=True))
+            state = state._replace(mlp=state.mlp._replace(acc=acc))
+        out.append(state)
+    return tuple(out)
+
+
+def _leaf(t: Tensor, need: bool) -> Tensor:
+    return t.detach().requires_grad_(need)
 
 
 __all__ = ["forward_in_context"]

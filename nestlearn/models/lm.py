@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from ..layers import CMS
+from ..layers import CMS, Attention
 from ..modules import RMSNorm
 from .blocks import Block, BlockState
 from .config import ModelConfig
@@ -44,17 +44,42 @@ class CausalLM(nn.Module):
         cms = [b.mlp for b in self.blocks if b.learns_in_context]
         chunks = [lv.chunk_size for c in cms for lv in c.cfg.levels if CMS.learns(lv)]
         self.segment = min(chunks) if chunks else 0  # 0: no in-context CMS learning
+        self.recompute_segments = False  # training: each in-context segment runs again in the backward (icl.py)
         self._warned: set = set()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def activation_checkpointing(self, enable: bool = True) -> CausalLM:
-        """Recompute each block in the backward instead of keeping its activations (``Block``): the same
-        gradients for less memory and about one more forward of what is recomputed."""
+    def activation_checkpointing(self, enable: bool = True, unit: str = "auto") -> CausalLM:
+        """Recompute in the backward instead of keeping activations: the same gradients for less memory and
+        about one more forward (benchmarks/results/activation_memory.md).
+
+        ``unit="segment"`` (a model whose CMS learns in context) recomputes each in-context segment whole (its
+        forward, inner gradient and level steps; ``icl.py``), keeping only the state at each segment's start;
+        ``"block"`` recomputes each block (``Block``: a CMS block its mixer alone). ``"auto"``: segments for a
+        model that learns in context and has no attention (HOPE: its memories' states are of fixed size),
+        blocks otherwise (an attention mixer's KV cache, saved at every segment's start, grows with the
+        context: Hope-Attention keeps less with blocks)."""
+        if unit not in ("auto", "segment", "block"):
+            raise ValueError(f"unit must be 'auto', 'segment' or 'block' (got {unit!r})")
+        if unit == "segment" and enable and not self.segment:
+            raise ValueError("unit='segment' needs a model whose CMS learns in context (it has no segments); "
+                             "use 'block' or 'auto'")
+        if unit == "auto":
+            unit = "segment" if self.segment and not any(isinstance(m, Attention) for m in self.modules()) else "block"
+        self.recompute_segments = enable and unit == "segment"
         for block in self.blocks:
-            block.gradient_checkpointing = enable
+            block.recompute = enable and unit == "block"
         return self
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether anything recomputes (transformers' switch: ``gradient_checkpointing_enable`` sets this)."""
+        return self.recompute_segments or any(b.recompute for b in self.blocks)
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, enable: bool) -> None:
+        self.activation_checkpointing(enable)
 
     # ---- state ---------------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> ModelState:

@@ -69,7 +69,7 @@ class TrainSettings:
     device: str = "cpu"
     parallel: str = "ddp"  # under torchrun: "ddp" or "fsdp" (fully_shard per block)
     compile: bool = False
-    activation_checkpointing: bool = False  # recompute each block in the backward (CausalLM models): less memory
+    activation_checkpointing: bool = False  # recompute in the backward (CausalLM.activation_checkpointing): less memory
     progress: bool = True
 
 

@@ -55,17 +55,25 @@ def test_block_state_is_named():
 
 @pytest.mark.parametrize("block", list(BLOCKS))
 def test_activation_checkpointing_gives_the_same_loss_gradients_and_state(block, ids, monkeypatch):
-    """Recomputing each block in the backward (the mixer alone in a CMS block) changes no number, with the
-    state carried from a first piece into a second."""
+    """Recomputing in the backward changes no number, with the state carried from a first piece into a second:
+    HOPE recomputes each in-context segment whole (icl.py), the others each block (Hope-Attention: a CMS
+    block its mixer alone)."""
+    from nestlearn.models import icl
+
     model = make_model(block)
     calls = []
-    real = Block._gradient_checkpointing_func
+    real_block, real_segment = Block._checkpoint, icl._Recomputed.apply
 
     def counting(fn, *args):
         calls.append(fn.__name__)
-        return real(fn, *args)
+        return real_block(fn, *args)
 
-    monkeypatch.setattr(Block, "_gradient_checkpointing_func", staticmethod(counting))
+    def counting_segments(*args):
+        calls.append("segment")
+        return real_segment(*args)
+
+    monkeypatch.setattr(Block, "_checkpoint", staticmethod(counting))
+    monkeypatch.setattr(icl._Recomputed, "apply", counting_segments)
     results = []
     for on in (False, True):
         model.activation_checkpointing(on)
@@ -76,12 +84,34 @@ def test_activation_checkpointing_gives_the_same_loss_gradients_and_state(block,
                         [t.detach() for t in pytree.tree_leaves(state) if isinstance(t, torch.Tensor)]))
         model.zero_grad(set_to_none=True)
     (l0, g0, s0), (l1, g1, s1) = results
-    assert all(b.gradient_checkpointing for b in model.blocks)
-    expected = "_mix" if model.blocks[0].learns_in_context else "_forward"
-    assert calls and set(calls) == {expected}  # every recomputed call went through checkpoint
+    assert model.gradient_checkpointing
+    segments = block == "hope"  # "auto": segments for a model that learns in context without attention
+    expected = "segment" if segments else "_mix" if model.blocks[0].learns_in_context else "_forward"
+    assert model.recompute_segments == segments
+    assert all(b.recompute != model.recompute_segments for b in model.blocks)
+    assert calls and set(calls) == {expected}  # every recomputed call went through one mechanism
     torch.testing.assert_close(l1, l0, rtol=1e-12, atol=1e-12)
     assert g0.keys() == g1.keys() and len(g0) > 0
     for name in g0:
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-10, atol=1e-12, msg=name)
     for a, b in zip(s0, s1, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_the_recompute_unit_can_be_chosen_and_a_wrong_one_is_refused(ids):
+    """Hope-Attention recomputes whole segments when asked (the same gradients); a model without in-context
+    segments refuses unit='segment'."""
+    model = make_model("hope_attention")
+    grads = []
+    for unit in (None, "segment"):
+        model.activation_checkpointing(unit is not None, unit=unit or "auto")
+        assert model.recompute_segments == (unit == "segment")
+        model(ids, targets=ids)[1].backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12, msg=name)
+    with pytest.raises(ValueError, match="unit='segment' needs a model whose CMS learns in context"):
+        make_model("transformer").activation_checkpointing(unit="segment")
+    with pytest.raises(ValueError, match="unit must be 'auto', 'segment' or 'block'"):
+        model.activation_checkpointing(unit="layer")
