@@ -343,7 +343,7 @@ def write_results(results, args, names, stored=()):
             lines += [f"Not finished: {name}. Its selection runs in the store so far (seed {SELECT_SEED}, validation "
                       f"loss; rows of other settings or code versions included): {found}.", ""]
         if idle:
-            lines += [f"Not started: {', '.join(idle)}.", ""]
+            lines += [f"No finished run yet: {', '.join(idle)}.", ""]
     cpu = sum(r.get("cpu_s", 0.0) for r in {id(r): r for r in rows}.values())
     lines += [f"CPU time of the reported runs: {cpu / 3600:.2f} h (selection runs in runs.jsonl).", "",
               "![training curves](curves.png)", ""]

@@ -77,7 +77,7 @@ def test_tables_appear_with_the_first_finished_optimizer_and_report_trains_nothi
     assert len(store.read_text().splitlines()) == n_rows  # nothing trained
     text = (tmp_path / "RESULTS-quick.md").read_text()
     assert "| adamw |" in text and "| muon |" not in text
-    assert "Not started: muon, m3, m3-ema." in text
+    assert "No finished run yet: muon, m3, m3-ema." in text
     assert "--report" not in text  # the recorded command is the one that trains
     assert set(json.loads((tmp_path / "results-quick.json").read_text())["fashion_mnist"]) == {"adamw"}
 
