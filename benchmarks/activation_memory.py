@@ -28,7 +28,7 @@ from pathlib import Path
 from nestlearn.benchmarking import machine, stamp, write_lines
 
 BLOCKS = ("transformer", "hope_attention", "hope")
-UNITS = {"transformer": ("off", "auto"), "hope_attention": ("off", "auto", "segment"), "hope": ("off", "auto", "block")}
+UNITS = {"transformer": ("off", "auto"), "hope_attention": ("off", "auto", "block"), "hope": ("off", "auto", "block")}
 UNIT_TEXT = {"off": "no", "auto": "auto", "segment": "segment", "block": "block"}
 TARGET = 3.0
 
@@ -110,9 +110,9 @@ def main() -> int:
               f"{verdict}.", "",
               "Recompute units (`CausalLM.activation_checkpointing(unit=…)`): `segment` keeps only the state at each "
               "in-context segment's start and runs the segment again in the backward (its forward, inner gradient "
-              "and level steps); `block` recomputes each block (a CMS block its mixer alone); `auto` takes segments "
-              "for a model that learns in context and has no attention (HOPE), blocks otherwise. One step each, "
-              "one process each."]
+              "and level steps), two segments at a time (`group=2`); `block` recomputes each block (a CMS block its "
+              "mixer alone); `auto` takes segments for a model that learns in context, blocks otherwise. One step "
+              "each, one process each."]
     if not args.quick:
         write_lines(args.out, lines)
     else:

@@ -29,8 +29,8 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
     """Logits for ``ids`` and the state after them, the CMS levels learning segment by segment. Under
     ``no_grad`` (inference) no graph is kept across segments; in training the inner gradients stay in
     the outer graph (``retain_graph``) so that the outer loss trains the levels' initial weights. With
-    ``model.recompute_segments`` (training) each segment keeps only its input state and runs again in the
-    backward (``_Recomputed``)."""
+    ``model.recompute_segments`` (training) each group of ``model.recompute_group`` segments keeps only its
+    input state and runs again in the backward (``_Recomputed``)."""
     outer = torch.is_grad_enabled()
     replay = state.pending.shape[1]
     if not outer and state.cursor is not None and spans_at(state.pos, replay + ids.shape[1], model.segment)[0] \
@@ -43,29 +43,43 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
     T = seq.shape[1]
     blocks, pos = state.blocks, state.pos
     outs, pending, cursor = [], seq[:, :0], None
-    for span in slices(spans_at(pos, T, model.segment)):
-        p, n = span.start, span.stop - span.start
-        seg = seq[:, span]
-        last = p + n == T  # the last target is not known yet: replay this segment when it is complete
-        run = functools.partial(_segment, model, seg, None if last else seq[:, p + 1:p + n + 1], pos + n)
-        if outer and model.recompute_segments:
-            logits, new = _recomputed(model, run, blocks)
-        else:
-            logits, new = run(blocks, retain=outer)
+    spans = slices(spans_at(pos, T, model.segment))
+    complete = [sp for sp in spans if sp.stop < T]  # the last target of each is known
+    if outer and model.recompute_segments:  # training, recomputed: complete segments in groups of recompute_group
+        k = model.recompute_group
+        for i in range(0, len(complete), k):
+            run = functools.partial(_segments, model, seq, complete[i:i + k], state.pos)
+            logits, blocks = _recomputed(model, run, blocks)
+            outs.append(logits)
+    else:
+        for span in complete:
+            logits, blocks = _segments(model, seq, [span], state.pos, blocks, retain=outer)
+            outs.append(logits)
+            if not outer:  # inference: keep no graph across segments
+                blocks = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, blocks)
+    pos = state.pos + (complete[-1].stop if complete else 0)
+    if len(complete) < len(spans):  # the last target is not known yet: replay this segment when it is complete
+        pending = seq[:, spans[-1]]
+        logits, new = _segment(model, pending, None, 0, blocks, retain=outer)
         outs.append(logits)
-        if last:
-            pending = seg
-            if not outer:
-                cursor = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, new)
-            break
-        blocks = new
-        if not outer:  # inference: keep no graph across segments
-            blocks = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, blocks)
-        pos += n
+        if not outer:
+            cursor = pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, new)
     logits = torch.cat(outs, dim=1)[:, replay:]
     if not outer:
         logits = logits.detach()
     return logits, ModelState(blocks, pos, pending, cursor)
+
+
+def _segments(model: CausalLM, seq: Tensor, spans: list[slice], start: int, blocks: tuple,
+              retain: bool) -> tuple[Tensor, tuple]:
+    """Complete segments ``seq[:, span]`` one after the other from ``blocks`` (``start``: the absolute
+    position of ``seq[:, 0]``): their logits side by side, and the blocks after the last."""
+    outs = []
+    for span in spans:
+        logits, blocks = _segment(model, seq[:, span], seq[:, span.start + 1:span.stop + 1], start + span.stop,
+                                  blocks, retain)
+        outs.append(logits)
+    return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0], blocks
 
 
 def _segment(model: CausalLM, seg: Tensor, targets: Tensor | None, end: int, blocks: tuple,

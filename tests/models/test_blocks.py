@@ -56,8 +56,8 @@ def test_block_state_is_named():
 @pytest.mark.parametrize("block", list(BLOCKS))
 def test_activation_checkpointing_gives_the_same_loss_gradients_and_state(block, ids, monkeypatch):
     """Recomputing in the backward changes no number, with the state carried from a first piece into a second:
-    HOPE recomputes each in-context segment whole (icl.py), the others each block (Hope-Attention: a CMS
-    block its mixer alone)."""
+    a model whose CMS learns in context recomputes its in-context segments whole (icl.py), the others each
+    block."""
     from nestlearn.models import icl
 
     model = make_model(block)
@@ -85,7 +85,7 @@ def test_activation_checkpointing_gives_the_same_loss_gradients_and_state(block,
         model.zero_grad(set_to_none=True)
     (l0, g0, s0), (l1, g1, s1) = results
     assert model.gradient_checkpointing
-    segments = block == "hope"  # "auto": segments for a model that learns in context without attention
+    segments = bool(model.segment)  # "auto": segments for a model that learns in context
     expected = "segment" if segments else "_mix" if model.blocks[0].learns_in_context else "_forward"
     assert model.recompute_segments == segments
     assert all(b.recompute != model.recompute_segments for b in model.blocks)
@@ -98,14 +98,31 @@ def test_activation_checkpointing_gives_the_same_loss_gradients_and_state(block,
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("group", [1, 3])
+def test_segments_recomputed_in_groups_give_the_same_gradients(group, ids):
+    model = make_model("hope")
+    grads = []
+    for on in (False, True):
+        model.activation_checkpointing(on, group=group)
+        _, _, state = model(ids[:, :9], targets=ids[:, :9])
+        model(ids[:, 9:], targets=ids[:, 9:], state=state)[1].backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    assert model.recompute_group == group and grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12, msg=name)
+    with pytest.raises(ValueError, match="group"):
+        model.activation_checkpointing(group=0)
+
+
 def test_the_recompute_unit_can_be_chosen_and_a_wrong_one_is_refused(ids):
-    """Hope-Attention recomputes whole segments when asked (the same gradients); a model without in-context
-    segments refuses unit='segment'."""
+    """Hope-Attention recomputes its blocks when asked (a CMS block its mixer alone; the same gradients); a
+    model without in-context segments refuses unit='segment'."""
     model = make_model("hope_attention")
     grads = []
-    for unit in (None, "segment"):
+    for unit in (None, "block"):
         model.activation_checkpointing(unit is not None, unit=unit or "auto")
-        assert model.recompute_segments == (unit == "segment")
+        assert not model.recompute_segments and all(b.recompute == (unit == "block") for b in model.blocks)
         model(ids, targets=ids)[1].backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
         model.zero_grad(set_to_none=True)
