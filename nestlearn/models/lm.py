@@ -60,7 +60,9 @@ class CausalLM(nn.Module):
         ``"block"`` recomputes each block (``Block``: a CMS block its mixer alone); ``group`` segments are
         recomputed together (fewer saved states, a larger graph in the backward: 2 kept the least at the
         ``small`` preset, 1,704 MB against 2,292 with 1 and 1,720 with 4). ``"auto"``: segments for a model that
-        learns in context, blocks otherwise."""
+        learns in context, blocks otherwise. A recomputed segment runs a backward inside the backward
+        (reentrant): under DDP a HOPE step that recomputed segments hung (2 CPU processes, gloo), so distributed
+        runs use ``"block"`` (the Trainer does)."""
         if unit not in ("auto", "segment", "block"):
             raise ValueError(f"unit must be 'auto', 'segment' or 'block' (got {unit!r})")
         if not isinstance(group, int) or group < 1:

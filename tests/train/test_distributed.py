@@ -19,11 +19,14 @@ def _losses(run: Path) -> list[float]:
 @pytest.mark.parametrize("block,parallel,optim", [("transformer", "ddp", "adamw"), ("hope_attention", "ddp", "adamw"),
                                                   ("hope", "ddp", "adamw"), ("transformer", "ddp", "m3"),
                                                   ("transformer", "fsdp", "adamw"), ("hope", "fsdp", "adamw"),
-                                                  ("titans", "fsdp", "adamw")])
+                                                  ("titans", "fsdp", "adamw"), ("hope", "ddp", "recompute")])
 def test_two_processes_follow_single_process(tmp_path, block, parallel, optim):
+    """``optim="recompute"``: AdamW with train.activation_checkpointing (distributed runs recompute blocks)."""
+    extra = ["train.activation_checkpointing=true"] if optim == "recompute" else []
+    optim = "adamw" if optim == "recompute" else optim
     common = ["train.steps=6", "train.log_every=1", "train.eval_every=3", "train.ckpt_every=3",
               "train.progress=false", f"model.block={block}", "train.batch_size=8", f"train.parallel={parallel}",
-              f"optim.name={optim}", "optim.matrix_lr=1e-4"]
+              f"optim.name={optim}", "optim.matrix_lr=1e-4", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "nestlearn", "train", "configs/debug.yaml",
                              f"train.out_dir={tmp_path / 'one'}", *common], cwd=REPO, env=env,
