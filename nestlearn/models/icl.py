@@ -10,6 +10,7 @@ step. A segment whose last target is not known yet (the end of the input) is kep
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import TYPE_CHECKING
 
@@ -148,6 +149,8 @@ class _Recomputed(torch.autograd.Function):
     def forward(ctx, run_flat, anchor, saved, *inputs):
         """``saved``: what the backward runs from, one tensor per input (the input itself, or a stand-in)."""
         ctx.run_flat = run_flat
+        # the backward runs the segments again under the autocast this forward ran under (the same dtypes)
+        ctx.autocast = [(d, torch.get_autocast_dtype(d)) for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
         ctx.save_for_backward(*saved)
         ctx.set_materialize_grads(False)  # an output nothing differentiated gets None, not a tensor of zeros
         with torch.enable_grad():
@@ -161,7 +164,9 @@ class _Recomputed(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         inputs = [_leaf(t, need) for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad[3:], strict=True)]
-        with torch.enable_grad():
+        with torch.enable_grad(), contextlib.ExitStack() as stack:
+            for device, dtype in ctx.autocast:
+                stack.enter_context(torch.autocast(device, dtype=dtype))
             outs = ctx.run_flat(True, *inputs)
         pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None and o.requires_grad]
         if pairs:
