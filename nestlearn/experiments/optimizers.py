@@ -45,7 +45,7 @@ from ..models.vit import ViT, ViTConfig
 from ..optim import build_optimizer
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
 from ..train.config import device_problem
-from .protocol import append_row, code_version, rate, read_rows, same_behaviour, select_rate, write_atomic
+from .protocol import append_row, code_version, grid_problem, rate, read_rows, same_behaviour, select_rate, write_atomic
 
 GRID = (1e-4, 3.16e-4, 1e-3)  # ×√10
 MUON_MOMENTUM = (0.9, 0.95, 0.98)
@@ -223,11 +223,7 @@ def _check(args, names: list[str]) -> str | None:
         args.grid = [float(g) for g in (args.grid.split(",") if isinstance(args.grid, str) else args.grid)]
     except ValueError:
         return f"--grid must be comma-separated rates (got {args.grid!r})"
-    ratios = [b / a for a, b in zip(args.grid, args.grid[1:], strict=False)] if min(args.grid) > 0 else [0]
-    if len(args.grid) < 3 or min(ratios) <= 1 or max(ratios) / min(ratios) > 1.01:
-        return (f"--grid needs ≥ 3 positive, increasing rates with a constant ratio (a geometric grid, so that it "
-                f"can grow past an edge) (got {args.grid})")
-    return None
+    return f"--grid {grid_problem(args.grid)}" if grid_problem(args.grid) else None
 
 
 def main(argv: list[str] | None = None) -> int:

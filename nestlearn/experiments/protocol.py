@@ -18,6 +18,18 @@ def rate(x: float) -> float:
     return float(f"{x:.3g}")
 
 
+def grid_problem(grid) -> str | None:
+    """What keeps ``grid`` from being a learning-rate grid ``select_rate`` can grow (at least 3 positive,
+    increasing rates with a constant ratio, so that a best rate can be inside it and the grid can grow past an
+    edge), or None."""
+    positive = len(grid) >= 3 and all(isinstance(x, (int, float)) and x > 0 for x in grid)
+    ratios = [b / a for a, b in zip(grid, grid[1:], strict=False)] if positive else []
+    if not positive or any(r <= 1 for r in ratios) or max(ratios) / min(ratios) > 1.01:
+        return (f"needs ≥ 3 positive, increasing rates with a constant ratio (at least 3, so that a best rate can be "
+                f"inside it; geometric, so that it can grow past an edge) (got {list(grid)!r})")
+    return None
+
+
 def select_rate(score: Callable[[float], float], grid: Sequence[float], extend: int) -> tuple[float, list[float]]:
     """``(best rate, the grid as run)``: the rate of the lowest ``score`` over a geometric ``grid``; while
     the best rate is on an edge, one more rate past that edge (the grid's ratio), at most ``extend`` times
@@ -133,5 +145,5 @@ def append_row(path: Path, row: dict) -> list[dict]:
         return read_rows(path)
 
 
-__all__ = ["append_row", "code_version", "locked", "rate", "read_rows", "same_behaviour", "select_rate",
+__all__ = ["append_row", "code_version", "grid_problem", "locked", "rate", "read_rows", "same_behaviour", "select_rate",
            "write_atomic"]

@@ -49,7 +49,17 @@ from ..models import CausalLM, apply_overrides, from_dict
 from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
 from ..train.config import device_problem
-from .protocol import append_row, code_version, locked, rate, read_rows, same_behaviour, select_rate, write_atomic
+from .protocol import (
+    append_row,
+    code_version,
+    grid_problem,
+    locked,
+    rate,
+    read_rows,
+    same_behaviour,
+    select_rate,
+    write_atomic,
+)
 
 FAMILIES = ("formal", "mad", "mqar")
 MODELS = ("hope", "transformer", "titans", "delta")
@@ -140,15 +150,9 @@ class Recipe:
             raise ValueError("patience needs eval_every > 0: early stopping watches the validation loss")
         if not 0 <= self.min_delta < 1:
             raise ValueError(f"min_delta must be in [0, 1) (got {self.min_delta!r})")
-        grid = self.lr_grid
-        if grid:
-            if len(grid) < 3 or any(not isinstance(x, (int, float)) or x <= 0 for x in grid):
-                raise ValueError(f"lr_grid needs at least 3 positive rates, so that a best rate can be inside it "
-                                 f"(got {grid!r})")
-            ratios = [b / a for a, b in zip(grid, grid[1:], strict=False)]
-            if any(r <= 1 for r in ratios) or max(ratios) / min(ratios) > 1.01:
-                raise ValueError(f"lr_grid must be increasing and geometric (a constant ratio), so that it can be "
-                                 f"extended past an edge (got {grid!r})")
+        if self.lr_grid:
+            if grid_problem(self.lr_grid):
+                raise ValueError(f"lr_grid {grid_problem(self.lr_grid)}")
             if any("lr" in spec for spec in self.variants.values()):
                 raise ValueError("a variant's lr and lr_grid exclude each other: with a grid every model's rate "
                                  "is selected")
