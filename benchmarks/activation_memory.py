@@ -51,7 +51,8 @@ def child(shape: str, block: str, unit: str) -> None:
     torch.manual_seed(0)
     model = CausalLM(preset(shape, block=block))
     if unit != "off":
-        model.activation_checkpointing(unit=unit)
+        name, _, group = unit.partition(":")  # "segment:4": four segments per recomputed node
+        model.activation_checkpointing(unit=name, **({"group": int(group)} if group else {}))
     ids = torch.randint(0, model.cfg.vocab_size, (B, T))
 
     def step():
@@ -72,6 +73,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="the `debug` preset, B 2, T 128")
     p.add_argument("--blocks", nargs="+", default=list(BLOCKS))
+    p.add_argument("--groups", nargs="*", type=int, default=[], metavar="K",
+                   help="also HOPE recomputing K segments per node (`unit='segment', group=K`), one row each")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "activation_memory.md"))
     p.add_argument("--child", nargs=3, metavar=("SHAPE", "BLOCK", "UNIT"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -83,7 +86,7 @@ def main() -> int:
     env.pop("LD_PRELOAD", None)  # glibc: freed large blocks return to the system, so RSS follows what is alive
     rows = {}
     for block in ["transformer"] + [b for b in args.blocks if b != "transformer"]:
-        for unit in UNITS[block]:
+        for unit in UNITS[block] + (tuple(f"segment:{k}" for k in args.groups) if block == "hope" else ()):
             out = subprocess.run([sys.executable, __file__, "--child", shape, block, unit], env=env,
                                  capture_output=True, text=True, check=True).stdout
             rows[block, unit] = json.loads(out.strip().splitlines()[-1])
@@ -93,6 +96,8 @@ def main() -> int:
     cmd = "python benchmarks/activation_memory.py" + (" --quick" if args.quick else "")
     if args.blocks != list(BLOCKS):
         cmd += " --blocks " + " ".join(args.blocks)
+    if args.groups:
+        cmd += " --groups " + " ".join(map(str, args.groups))
     lines = ["# Activation memory: peak of a training step, with and without recomputation", "",
              f"Command: `{cmd}`  ", f"Preset `{shape}` ({'B 4, T 512' if shape == 'small' else 'B 2, T 128'}), "
              f"float32, CPU, {machine()} (children: glibc, MALLOC_MMAP_THRESHOLD_=131072)  ", f"{stamp()}.", "",
@@ -100,7 +105,8 @@ def main() -> int:
              "recompute | step (s) | step vs without recompute |", "|---|---|---:|---:|---:|---:|"]
     for (block, unit), r in rows.items():
         plain = rows[block, "off"]
-        lines.append(f"| {block} | {UNIT_TEXT[unit]} | {r['peak_mb']:,.1f} | {r['peak_mb'] / base:.2f}× | "
+        text = UNIT_TEXT.get(unit) or f"segment, {unit.partition(':')[2]} per node"
+        lines.append(f"| {block} | {text} | {r['peak_mb']:,.1f} | {r['peak_mb'] / base:.2f}× | "
                      f"{r['seconds']:.2f} | {r['seconds'] / plain['seconds']:.2f}× |")
     verdict = "not measured (no `hope` rows)"
     if ("hope", "auto") in rows:

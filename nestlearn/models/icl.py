@@ -51,8 +51,8 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
         k = model.recompute_group
         for i in range(0, len(complete), k):
             group = complete[i:i + k]
-            runs = [functools.partial(_segments, model, seq, [span], state.pos) for span in group]
-            logits, blocks = _recomputed(model, runs, blocks, [state.pos + sp.stop for sp in group[:-1]])
+            run = functools.partial(_segments, model, seq, group, state.pos)
+            logits, blocks = _recomputed(model, run, blocks, [state.pos + sp.stop for sp in group[:-1]])
             outs.append(logits)
     else:
         for span in complete:
@@ -110,92 +110,73 @@ def _segment(model: CausalLM, seg: Tensor, targets: Tensor | None, end: int, blo
     return logits, tuple(out)
 
 
-def _recomputed(model: CausalLM, runs: list, blocks: tuple, inner_ends: list[int]) -> tuple[Tensor, tuple]:
-    """The segments ``runs`` (each ``run(blocks, retain) -> (logits, blocks)``) one after the other from
-    ``blocks``, as one autograd node that keeps no graph: it saves the tensors of ``blocks``, and its backward
-    runs the segments again from them (deterministic: the same values) to differentiate them, one segment at
-    a time (``_Recomputed``).
+def _recomputed(model: CausalLM, run, blocks: tuple, inner_ends: list[int]) -> tuple[Tensor, tuple]:
+    """``run(blocks, retain)`` whose graph is not kept: the tensors of ``blocks`` are saved, and the backward
+    runs the segments again from them (deterministic: the same values) before differentiating them.
 
     The CMS gradient accumulators are saved only for the levels that step inside the node (at ``inner_ends``,
-    the absolute ends of its segments but the last): a step reads its level's accumulated factors, and the
-    weights it forms are read by the node's next segment. Every other level's accumulators are detached
-    factors that nothing in the node reads but a step at its end, which adds a constant to the weights (their
-    gradient passes through unchanged) and whose result the backward discards: the backward runs those levels
-    with empty accumulators, the same graph and gradients for less saved memory."""
+    the absolute ends of its segments but the last): such a step reads the factors accumulated before the
+    node, and the node's next segment reads the weights it forms. Every other level's accumulators are
+    detached factors that nothing in the node reads but a step at its end, which adds a constant to the
+    weights (their gradient passes through unchanged) and whose result the backward discards: the backward
+    runs those levels with empty accumulators, the same graph and gradients for less saved memory."""
     leaves, spec = pytree.tree_flatten(blocks)
     lean = pytree.tree_leaves(_without_accumulators(model, blocks, inner_ends))
     where = [i for i, t in enumerate(leaves) if isinstance(t, Tensor)]
     layout: dict = {}
 
-    def first(tensors: list[Tensor]) -> tuple:
+    def run_flat(retain: bool, *tensors: Tensor) -> list[Tensor]:
         filled = list(leaves)
         for i, t in zip(where, tensors, strict=True):
             filled[i] = t
-        return pytree.tree_unflatten(filled, spec)
+        out_leaves, out_spec = pytree.tree_flatten(run(pytree.tree_unflatten(filled, spec), retain=retain))
+        # the layout only: a tensor kept here would keep its segment's whole graph alive until the backward
+        layout.update(tensor=[isinstance(t, Tensor) for t in out_leaves],
+                      other=[None if isinstance(t, Tensor) else t for t in out_leaves], spec=out_spec)
+        return [t for t in out_leaves if isinstance(t, Tensor)]
 
     # the parameters are not inputs of the node (their gradients accumulate inside its backward); an empty
     # input that requires grad makes its outputs require grad even when the state holds no tensor yet
     anchor = torch.empty(0, requires_grad=True)
     saved = [lean[i] for i in where]
-    outs = iter(_Recomputed.apply(runs, first, layout, anchor, saved, *(leaves[i] for i in where)))
+    outs = iter(_Recomputed.apply(run_flat, anchor, saved, *(leaves[i] for i in where)))
     filled = [next(outs) if is_tensor else t for is_tensor, t in zip(layout["tensor"], layout["other"], strict=True)]
     return pytree.tree_unflatten(filled, layout["spec"])
 
 
 class _Recomputed(torch.autograd.Function):
-    """Segments as one autograd node that saves its inputs only. Its backward first runs the segments again
-    without keeping their graphs, to get the state at each segment's start (detached: one state per segment
-    held at a time, not one graph), then, from the last segment to the first, runs each again with its graph
-    kept and differentiates it: the parameters' gradients accumulate there, the state's gradient passes to
-    the segment before (a backward inside the backward, as reentrant checkpointing does). So the backward holds
-    one segment's graph, whatever the number of segments per node."""
+    """A segment as one autograd node that saves its inputs only. Its backward runs the segment again with
+    the graph kept and differentiates it: the parameters' gradients accumulate there, the inputs' are
+    returned (a backward inside the backward, as reentrant checkpointing does)."""
 
     @staticmethod
-    def forward(ctx, runs, first, layout, anchor, saved, *inputs):
-        """``first(tensors)``: the node's input state from its tensors; ``saved``: what the backward runs from,
-        one tensor per input (the input itself, or a stand-in); ``layout`` receives the output's structure."""
-        ctx.runs, ctx.first = runs, first
+    def forward(ctx, run_flat, anchor, saved, *inputs):
+        """``saved``: what the backward runs from, one tensor per input (the input itself, or a stand-in)."""
+        ctx.run_flat = run_flat
         # the backward runs the segments again under the autocast this forward ran under (the same dtypes)
         ctx.autocast = [(d, torch.get_autocast_dtype(d)) for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
         ctx.save_for_backward(*saved)
         ctx.set_materialize_grads(False)  # an output nothing differentiated gets None, not a tensor of zeros
-        blocks, outs = first([_leaf(t, need) for t, need in zip(inputs, ctx.needs_input_grad[5:], strict=True)]), []
         with torch.enable_grad():
-            for run in runs:
-                logits, blocks = run(blocks, retain=False)
-                outs.append(logits)
-            ctx.lengths = [o.shape[1] for o in outs]
-            out_leaves, out_spec = pytree.tree_flatten((torch.cat(outs, dim=1) if len(outs) > 1 else outs[0], blocks))
-        # the layout only: a tensor kept here would keep the segments' graphs alive until the backward
-        layout.update(tensor=[isinstance(t, Tensor) for t in out_leaves],
-                      other=[None if isinstance(t, Tensor) else t for t in out_leaves], spec=out_spec)
-        outs = [t for t in out_leaves if isinstance(t, Tensor)]
+            outs = run_flat(False, *(_leaf(t, need) for t, need in zip(inputs, ctx.needs_input_grad[3:],
+                                                                         strict=True)))
         detached = tuple(t.detach() for t in outs)
-        # what had no graph in the segments (the accumulators, the ids) stays without one
+        # what had no graph in the segment (the accumulators, the ids) stays without one
         ctx.mark_non_differentiable(*(d for d, t in zip(detached, outs, strict=True) if not t.requires_grad))
         return detached
 
     @staticmethod
     def backward(ctx, *grads):
-        needs = ctx.needs_input_grad[5:]
+        inputs = [_leaf(t, need) for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad[3:], strict=True)]
         with torch.enable_grad(), contextlib.ExitStack() as stack:
             for device, dtype in ctx.autocast:
                 stack.enter_context(torch.autocast(device, dtype=dtype))
-            starts = [ctx.first([_leaf(t, need) for t, need in zip(ctx.saved_tensors, needs, strict=True)])]
-            for run in ctx.runs[:-1]:  # the state at each later segment's start, without the graphs
-                starts.append(pytree.tree_map(_fresh, run(starts[-1], retain=False)[1]))
-            g_logits = grads[0].split(ctx.lengths, dim=1) if grads[0] is not None else [None] * len(ctx.runs)
-            g_state = list(grads[1:])
-            for j in range(len(ctx.runs) - 1, -1, -1):
-                start = starts.pop()
-                logits, blocks = ctx.runs[j](start, retain=True)
-                outs = [logits, *(t for t in pytree.tree_leaves(blocks) if isinstance(t, Tensor))]
-                pairs = [(o, g) for o, g in zip(outs, [g_logits[j], *g_state], strict=True)
-                         if g is not None and o.requires_grad]
-                if pairs:
-                    torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
-                g_state = [t.grad for t in pytree.tree_leaves(start) if isinstance(t, Tensor)]
-        return (None, None, None, None, None, *(g if need else None for g, need in zip(g_state, needs, strict=True)))
+            outs = ctx.run_flat(True, *inputs)
+        pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None and o.requires_grad]
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        return (None, None, None, *(t.grad if need else None for t, need in zip(inputs, ctx.needs_input_grad[3:],
+                                                                                  strict=True)))
 
 
 def _without_accumulators(model: CausalLM, blocks: tuple, inner_ends: list[int]) -> tuple:
@@ -215,11 +196,6 @@ def _without_accumulators(model: CausalLM, blocks: tuple, inner_ends: list[int])
 
 def _leaf(t: Tensor, need: bool) -> Tensor:
     return t.detach().requires_grad_(need)
-
-
-def _fresh(t):
-    """A recomputed state's tensor as a leaf that requires grad where it had a graph (non-tensors as they are)."""
-    return t.detach().requires_grad_(t.requires_grad) if isinstance(t, Tensor) else t
 
 
 __all__ = ["forward_in_context"]
