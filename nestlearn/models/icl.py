@@ -123,10 +123,13 @@ def _recomputed(model: CausalLM, run, blocks: tuple, inner_ends: list[int]) -> t
     leaves, spec = pytree.tree_flatten(blocks)
     lean = pytree.tree_leaves(_without_accumulators(model, blocks, inner_ends))
     where = [i for i, t in enumerate(leaves) if isinstance(t, Tensor)]
+    # the node (its ctx, and this closure) lives as long as the outer graph, after its backward too: it holds
+    # no tensor but the saved ones, which autograd frees once the node's backward has run
+    others = [None if isinstance(t, Tensor) else t for t in leaves]
     layout: dict = {}
 
     def run_flat(retain: bool, *tensors: Tensor) -> list[Tensor]:
-        filled = list(leaves)
+        filled = list(others)
         for i, t in zip(where, tensors, strict=True):
             filled[i] = t
         out_leaves, out_spec = pytree.tree_flatten(run(pytree.tree_unflatten(filled, spec), retain=retain))
