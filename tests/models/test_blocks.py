@@ -153,3 +153,30 @@ def test_recomputed_segments_run_again_under_the_forward_autocast(ids):
         model.zero_grad(set_to_none=True)
     worst = max(float((grads[1][n] - grads[0][n]).norm() / grads[0][n].norm().clamp_min(1e-12)) for n in grads[0])
     assert worst < 0.02, worst
+
+
+def test_a_recomputed_node_frees_its_input_state_after_its_backward(ids, monkeypatch):
+    """A node's saved input state is freed once its backward has run, although the outer graph (and so the
+    node) lives on while ``loss`` does: the node keeps no other reference to it (a closure over the input
+    state kept every node's state alive to the end of the backward)."""
+    import gc
+    import weakref
+
+    from nestlearn.models import icl
+
+    model = make_model("hope").activation_checkpointing(group=1)
+    refs, real = [], icl._Recomputed.apply
+
+    def recording(*args):
+        outs = real(*args)
+        refs.extend(weakref.ref(t) for t in outs if t.is_floating_point() and t.numel() > 0)
+        return outs
+
+    monkeypatch.setattr(icl._Recomputed, "apply", recording)
+    _, loss, state = model(ids, targets=ids)
+    del state  # the state after the sequence (the last node's outputs): the caller's to keep or drop
+    gc.collect()
+    alive_before = sum(r() is not None for r in refs)
+    loss.backward()
+    gc.collect()
+    assert alive_before > 0 and sum(r() is not None for r in refs) == 0
