@@ -16,15 +16,6 @@ from .conftest import record_trainer_devices
 RECIPES = Path(__file__).resolve().parents[2] / "experiments" / "synthetic"
 
 
-@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(RECIPES)))
-def test_every_committed_recipe_loads_in_full_and_quick_mode(path):
-    """Every recipe in experiments/synthetic (budget runs included) is valid as committed; the quick tests
-    below run four of them end to end."""
-    for quick in (False, True):
-        recipe = S.load_recipe(path, quick=quick)
-        assert recipe.tasks and recipe.models and recipe.seeds
-
-
 @pytest.mark.parametrize("name", ["formal", "mad", "mqar", "formal-sweep"])
 def test_quick_mode_runs_every_model_and_writes_results(name, tmp_path):
     recipe = S.load_recipe(RECIPES / f"{name}.yaml", quick=True)
@@ -345,10 +336,13 @@ def test_bad_protocol_settings_are_named(tmp_path, extra, message):
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(RECIPES)))
-def test_every_committed_recipe_loads_in_both_modes(path):
+def test_every_committed_recipe_loads_in_full_and_quick_mode(path):
+    """Every recipe in experiments/synthetic (budget runs and probes included) is valid as committed, and every
+    task's generator accepts its arguments; the quick tests above run four of them end to end."""
     for quick in (False, True):
         recipe = S.load_recipe(path, quick=quick)
-        for task in recipe.tasks:  # every task's generator accepts its arguments
+        assert recipe.tasks and recipe.models and recipe.seeds
+        for task in recipe.tasks:
             S.make_batch(recipe, task, 2, 0)
 
 
