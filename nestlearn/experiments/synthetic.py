@@ -77,6 +77,9 @@ PAPER_FORMAL = {  # Bin0/Bin1 for parity, (aa)*, (abab)*, aⁿbⁿ, aⁿbⁿcⁿ
     "hope": ("100/100",) * 6,
 }
 FORMAL_BINS = ("bin0", "bin1", "bin2")
+# the settings a row must share with the recipe to count (besides its rate, and its code through the fingerprint)
+PROTOCOL = ("steps", "batch_size", "weight_decay", "warmup", "max_len", "eval_batches", "eval_batch_size",
+            "eval_every", "patience", "min_delta", "solved_patience", "val_batches")
 _MAD_ORDER = ("compression", "in_context_recall", "fuzzy_in_context_recall", "selective_copying", "memorization")
 # (the paper's Table 4 has no noisy-recall column: that column is ours alone)
 
@@ -368,9 +371,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     if log and trainer.stopped_at is not None:
         log(f"  {task} {name} seed {seed}: {trainer.stop_reason}, stopped at step {trainer.stopped_at}")
     metrics = evaluate(model, recipe, task)
-    settings = {k: getattr(recipe, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "max_len",
-                                                 "eval_batches", "eval_batch_size", "eval_every", "patience",
-                                                 "min_delta", "solved_patience", "val_batches", "device")}
+    settings = {k: getattr(recipe, k) for k in (*PROTOCOL, "lr", "device")}
     curve = [[h["step"], h["val_loss"], 100 * h["val_acc"]] for h in trainer.history if "val_loss" in h]
     val = {}
     if curve:
@@ -498,11 +499,17 @@ class _Suite:
             return False
         return same_behaviour(r["fingerprint"], self.fingerprint(r["task"], r["model"]))
 
+    def same_protocol(self, r: dict, sub: Recipe | None = None) -> bool:
+        """Whether row ``r`` ran under the settings ``sub`` (default: its model's in this recipe) on every key
+        of ``PROTOCOL``: a changed budget, batch or early-stopping rule makes the old rows stop counting."""
+        sub = sub or self.settings(r["model"], None)
+        ran = r.get("settings", {})
+        return all(k in ran and ran[k] == getattr(sub, k) for k in PROTOCOL)
+
     def find(self, task: str, name: str, phase: str, seed: int, sub: Recipe) -> dict | None:
         for r in self.done:
-            if (r["task"], r["model"], r.get("phase", "final"), r["seed"], r["steps"]) == (task, name, phase, seed,
-                                                                                          sub.steps) \
-                    and rate(r["lr"]) == rate(sub.lr) and self.current(r):
+            if (r["task"], r["model"], r.get("phase", "final"), r["seed"]) == (task, name, phase, seed) \
+                    and rate(r["lr"]) == rate(sub.lr) and self.same_protocol(r, sub) and self.current(r):
                 return r
         return None
 
@@ -547,11 +554,7 @@ def _selection(recipe: Recipe, rows: list[dict], task: str, name: str) -> tuple[
 
 
 def _report(recipe: Recipe, ctx: _Suite, out: Path, command: str) -> list[dict]:
-    def steps_of(name):
-        return recipe.variants.get(name, {}).get("steps", recipe.steps)
-
-    rows = [r for r in ctx.done if r["task"] in recipe.tasks and r["model"] in recipe.models
-            and r["steps"] == steps_of(r["model"])
+    rows = [r for r in ctx.done if r["task"] in recipe.tasks and r["model"] in recipe.models and ctx.same_protocol(r)
             and (r["seed"] in recipe.seeds or (r.get("phase") == "select" and r["seed"] == recipe.select_seed))]
     current = [r for r in rows if ctx.current(r)]
     if rows and not current:

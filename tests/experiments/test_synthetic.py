@@ -127,6 +127,26 @@ def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     assert len((tmp_path / "out" / "mqar.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_row_counts_only_under_the_settings_it_ran_with(tmp_path, monkeypatch):
+    """A change to the protocol's settings (here the early-stopping rule) makes the finished rows stop counting:
+    the suite runs them again and the table holds only the new ones (the rate and the code were the same)."""
+    path = tmp_path / "r.yaml"
+    text = ("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+            "models: [delta]\nseeds: [0]\nsteps: 2\nwarmup: 1\neval_batches: 1\neval_batch_size: 4\n"
+            "batch_size: 4\nmodel: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    path.write_text(text + "solved_patience: 3\n")
+    S.run_suite(S.load_recipe(path), tmp_path / "out", log=None)
+    path.write_text(text)  # solved_patience back to its default, 0
+    recipe = S.load_recipe(path)
+    ctx = S._Suite(recipe, S.read_rows(tmp_path / "out" / "mqar.jsonl"))
+    assert not ctx.same_protocol(ctx.done[0]) and ctx.find("p2", "delta", "final", 0, ctx.settings("delta", None)) is None
+    S.run_suite(recipe, tmp_path / "out", log=None)
+    rows = S.read_rows(tmp_path / "out" / "mqar.jsonl")
+    assert [r["settings"]["solved_patience"] for r in rows] == [3, 0]
+    assert "1 of 1 (task, model) pairs" in (tmp_path / "out" / "mqar.md").read_text()
+    assert S._Suite(recipe, rows).same_protocol(rows[1])
+
+
 class _Table:
     """A stand-in model whose logits are given per input batch."""
 
