@@ -504,7 +504,10 @@ class _Suite:
         of ``PROTOCOL``: a changed budget, batch or early-stopping rule makes the old rows stop counting."""
         sub = sub or self.settings(r["model"], None)
         ran = r.get("settings", {})
-        return all(k in ran and ran[k] == getattr(sub, k) for k in PROTOCOL)
+        # a run that never reached 100% validation accuracy ran the same under any solved_patience
+        never_solved = bool(r.get("curve")) and max(c[2] for c in r["curve"]) < 100.0
+        return all(k in ran and ran[k] == getattr(sub, k) for k in PROTOCOL
+                   if not (k == "solved_patience" and never_solved))
 
     def find(self, task: str, name: str, phase: str, seed: int, sub: Recipe) -> dict | None:
         for r in self.done:

@@ -59,8 +59,8 @@ class CausalLM(nn.Module):
         forward, inner gradient and level steps; ``icl.py``), keeping only the state at each segment's start;
         ``"block"`` recomputes each block (``Block``: a CMS block its mixer alone); ``group`` segments are
         recomputed together (fewer saved states, a larger graph in the backward: 2 kept the least at the
-        ``small`` preset, 1,357 MB against 1,974 with 1, 1,430 with 3 and 1,448 with 4). ``"auto"``: segments for a model that
-        learns in context, blocks otherwise. A recomputed segment runs a backward inside the backward
+        ``small`` preset, 1,357 MB against 1,974 with 1, 1,430 with 3 and 1,448 with 4). ``"auto"``: segments
+        for a model that learns in context, blocks otherwise. A recomputed segment runs a backward inside the backward
         (reentrant): under DDP a HOPE step that recomputed segments hung (2 CPU processes, gloo), so distributed
         runs use ``"block"`` (the Trainer does)."""
         if unit not in ("auto", "segment", "block"):

@@ -139,12 +139,17 @@ def test_a_row_counts_only_under_the_settings_it_ran_with(tmp_path, monkeypatch)
     path.write_text(text)  # solved_patience back to its default, 0
     recipe = S.load_recipe(path)
     ctx = S._Suite(recipe, S.read_rows(tmp_path / "out" / "mqar.jsonl"))
-    assert not ctx.same_protocol(ctx.done[0]) and ctx.find("p2", "delta", "final", 0, ctx.settings("delta", None)) is None
+    assert not ctx.same_protocol(ctx.done[0])
+    assert ctx.find("p2", "delta", "final", 0, ctx.settings("delta", None)) is None
     S.run_suite(recipe, tmp_path / "out", log=None)
     rows = S.read_rows(tmp_path / "out" / "mqar.jsonl")
     assert [r["settings"]["solved_patience"] for r in rows] == [3, 0]
     assert "1 of 1 (task, model) pairs" in (tmp_path / "out" / "mqar.md").read_text()
     assert S._Suite(recipe, rows).same_protocol(rows[1])
+    # a run that never reached 100% validation accuracy is the same run under any solved_patience
+    unsolved = {**rows[0], "curve": [[1, 0.5, 50.0], [2, 0.4, 75.0]]}
+    solved = {**rows[0], "curve": [[1, 0.5, 50.0], [2, 0.0, 100.0]]}
+    assert ctx.same_protocol(unsolved) and not ctx.same_protocol(solved)
 
 
 class _Table:
