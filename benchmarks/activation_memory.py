@@ -41,13 +41,14 @@ def _status(key: str) -> int:
     raise RuntimeError(f"no {key} in /proc/self/status")
 
 
-def child(shape: str, block: str, unit: str) -> None:
+def child(shape: str, block: str, unit: str, seq_len: int = 0) -> None:
     """Measure one (block, setting) in this process and print a JSON line."""
     import torch
 
     from nestlearn.models import CausalLM, preset
 
     B, T = (4, 512) if shape == "small" else (2, 128)
+    T = seq_len or T
     torch.manual_seed(0)
     model = CausalLM(preset(shape, block=block))
     if unit != "off":
@@ -76,18 +77,25 @@ def main() -> int:
     p.add_argument("--groups", nargs="*", type=int, default=[], metavar="K",
                    help="also HOPE recomputing K segments per node (`unit='segment', group=K`), one row each")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "activation_memory.md"))
+    p.add_argument("--seq-len", type=int, default=0, metavar="T", help="sequence length (default: the preset's, 512)")
+    p.add_argument("--no-plain-hope", action="store_true",
+                   help="skip HOPE and Hope-Attention without recomputation (long sequences: gigabytes)")
     p.add_argument("--child", nargs=3, metavar=("SHAPE", "BLOCK", "UNIT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(*args.child)
+        child(*args.child, seq_len=args.seq_len)
         return 0
     shape = "debug" if args.quick else "small"
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     env.pop("LD_PRELOAD", None)  # glibc: freed large blocks return to the system, so RSS follows what is alive
     rows = {}
     for block in ["transformer"] + [b for b in args.blocks if b != "transformer"]:
-        for unit in UNITS[block] + (tuple(f"segment:{k}" for k in args.groups) if block == "hope" else ()):
-            out = subprocess.run([sys.executable, __file__, "--child", shape, block, unit], env=env,
+        units = UNITS[block] + (tuple(f"segment:{k}" for k in args.groups) if block == "hope" else ())
+        if args.no_plain_hope and block != "transformer":
+            units = tuple(u for u in units if u != "off")
+        for unit in units:
+            out = subprocess.run([sys.executable, __file__, "--child", shape, block, unit,
+                                  "--seq-len", str(args.seq_len)], env=env,
                                  capture_output=True, text=True, check=True).stdout
             rows[block, unit] = json.loads(out.strip().splitlines()[-1])
             r = rows[block, unit]
@@ -98,16 +106,23 @@ def main() -> int:
         cmd += " --blocks " + " ".join(args.blocks)
     if args.groups:
         cmd += " --groups " + " ".join(map(str, args.groups))
+    if args.seq_len:
+        cmd += f" --seq-len {args.seq_len}"
+    if args.no_plain_hope:
+        cmd += " --no-plain-hope"
+    B, T = (4, 512) if shape == "small" else (2, 128)
+    T = args.seq_len or T
     lines = ["# Activation memory: peak of a training step, with and without recomputation", "",
-             f"Command: `{cmd}`  ", f"Preset `{shape}` ({'B 4, T 512' if shape == 'small' else 'B 2, T 128'}), "
+             f"Command: `{cmd}`  ", f"Preset `{shape}` (B {B}, T {T}), "
              f"float32, CPU, {machine()} (children: glibc, MALLOC_MMAP_THRESHOLD_=131072)  ", f"{stamp()}.", "",
              "| block | recompute | peak above the resident size before the step (MB) | vs the Transformer without "
              "recompute | step (s) | step vs without recompute |", "|---|---|---:|---:|---:|---:|"]
     for (block, unit), r in rows.items():
-        plain = rows[block, "off"]
+        plain = rows.get((block, "off"))
         text = UNIT_TEXT.get(unit) or f"segment, {unit.partition(':')[2]} per node"
+        against = f"{r['seconds'] / plain['seconds']:.2f}×" if plain else "(not run)"
         lines.append(f"| {block} | {text} | {r['peak_mb']:,.1f} | {r['peak_mb'] / base:.2f}× | "
-                     f"{r['seconds']:.2f} | {r['seconds'] / plain['seconds']:.2f}× |")
+                     f"{r['seconds']:.2f} | {against} |")
     verdict = "not measured (no `hope` rows)"
     if ("hope", "auto") in rows:
         ratio = rows["hope", "auto"]["peak_mb"] / base
