@@ -49,6 +49,8 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
     complete = [sp for sp in spans if sp.stop < T]  # the last target of each is known
     if outer and model.recompute_segments:  # training, recomputed: complete segments in groups of recompute_group
         k = model.recompute_group
+        if model.static_layout is not None:
+            _check_static(model, (-(-len(complete) // k), len(complete) < len(spans)), T, state.pos)
         for i in range(0, len(complete), k):
             group = complete[i:i + k]
             run = functools.partial(_segments, model, seq, group, state.pos)
@@ -71,6 +73,21 @@ def forward_in_context(model: CausalLM, ids: Tensor, state: ModelState) -> tuple
     if not outer:
         logits = logits.detach()
     return logits, ModelState(blocks, pos, pending, cursor)
+
+
+def _check_static(model: CausalLM, layout: tuple, T: int, pos: int) -> None:
+    """Under DDP's static graph a parameter's gradient hook must fire as often in every step as in the first:
+    once per recomputed node, and once for the graph outside them. A step whose layout (nodes, a segment
+    outside them) differs would be reduced at the wrong time, so it is refused."""
+    if not model.static_layout:
+        model.static_layout = layout
+    elif layout != model.static_layout:
+        raise ValueError(
+            f"DDP reduces recomputed in-context segments with a static graph, so every training forward must "
+            f"recompute the same nodes: the first had {model.static_layout[0]} node(s), this one "
+            f"{layout[0]} ({T} tokens from position {pos}; a node is {model.recompute_group} segment(s) of "
+            f"{model.segment} tokens). Keep the sequence length and start position fixed, or recompute blocks "
+            "(activation_checkpointing(unit='block'))")
 
 
 def _segments(model: CausalLM, seq: Tensor, spans: list[slice], start: int, blocks: tuple,

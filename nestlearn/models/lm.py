@@ -46,6 +46,9 @@ class CausalLM(nn.Module):
         self.segment = min(chunks) if chunks else 0  # 0: no in-context CMS learning
         self.recompute_segments = False  # training: in-context segments run again in the backward (icl.py) …
         self.recompute_group = 1  # … this many at a time
+        # under DDP's static graph (train/distributed.py): the recompute layout of the first training forward,
+        # which every later one must repeat (None: not under a static graph; () : not recorded yet)
+        self.static_layout: tuple | None = None
         self._warned: set = set()
 
     def num_parameters(self) -> int:
@@ -60,9 +63,10 @@ class CausalLM(nn.Module):
         ``"block"`` recomputes each block (``Block``: a CMS block its mixer alone); ``group`` segments are
         recomputed together (fewer saved states, a larger graph in the backward: 2 kept the least at the
         ``small`` preset, 1,357 MB against 1,974 with 1, 1,430 with 3 and 1,448 with 4). ``"auto"``: segments
-        for a model that learns in context, blocks otherwise. A recomputed segment runs a backward inside the backward
-        (reentrant): under DDP a HOPE step that recomputed segments hung (2 CPU processes, gloo), so distributed
-        runs use ``"block"`` (the Trainer does)."""
+        for a model that learns in context, blocks otherwise. A recomputed segment runs a backward inside the
+        backward (reentrant), so a parameter's gradient hook fires once per node: under DDP the Trainer's wrapper
+        uses a static graph, and every training step must then recompute the same nodes (a fixed sequence
+        length and start position; another layout is refused, ``icl._check_static``)."""
         if unit not in ("auto", "segment", "block"):
             raise ValueError(f"unit must be 'auto', 'segment' or 'block' (got {unit!r})")
         if not isinstance(group, int) or group < 1:

@@ -39,7 +39,13 @@ class Dist:
         if self.world == 1 or mode == "none":
             return model
         if mode == "ddp":
-            return nn.parallel.DistributedDataParallel(model)
+            # recomputed in-context segments run a backward inside the backward (reentrant), so a parameter's
+            # gradient hook fires once per recomputed node: DDP reduces them correctly with a static graph, and
+            # the model refuses a step whose recompute layout differs from the first's (icl._check_static)
+            static = getattr(model, "recompute_segments", False)
+            if static:
+                model.static_layout = ()
+            return nn.parallel.DistributedDataParallel(model, static_graph=static)
         if mode == "fsdp":
             from torch.distributed.fsdp import fully_shard
 

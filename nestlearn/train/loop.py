@@ -154,9 +154,7 @@ class Trainer:
             if not isinstance(self.model, CausalLM):
                 raise ValueError("train.activation_checkpointing needs a CausalLM model (its blocks recompute); "
                                  f"got {type(self.model).__name__}")
-            # a recomputed segment runs its backward inside the backward (reentrant); under DDP a HOPE step that
-            # recomputed segments hung (2 CPU processes, gloo), so distributed runs recompute blocks
-            self.model.activation_checkpointing(unit="block" if self.dist.world > 1 else "auto")
+            self.model.activation_checkpointing(unit="auto")
         self.rows = self.dist.shard(cfg.train.batch_size)
         self.forward = self.dist.wrap(self.model, cfg.train.parallel)
         if cfg.train.compile:

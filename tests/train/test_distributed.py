@@ -21,7 +21,8 @@ def _losses(run: Path) -> list[float]:
                                                   ("transformer", "fsdp", "adamw"), ("hope", "fsdp", "adamw"),
                                                   ("titans", "fsdp", "adamw"), ("hope", "ddp", "recompute")])
 def test_two_processes_follow_single_process(tmp_path, block, parallel, optim):
-    """``optim="recompute"``: AdamW with train.activation_checkpointing (distributed runs recompute blocks)."""
+    """``optim="recompute"``: AdamW with train.activation_checkpointing (HOPE recomputes its in-context segments;
+    DDP with a static graph)."""
     extra = ["train.activation_checkpointing=true"] if optim == "recompute" else []
     optim = "adamw" if optim == "recompute" else optim
     common = ["train.steps=6", "train.log_every=1", "train.eval_every=3", "train.ckpt_every=3",
@@ -44,3 +45,21 @@ def test_two_processes_follow_single_process(tmp_path, block, parallel, optim):
     assert a == pytest.approx(b, rel=tol, abs=tol)
     assert a[0] == pytest.approx(b[0], rel=1e-5)  # the first loss is computed before any update
     assert (tmp_path / "two" / "checkpoints" / "latest").read_text() == "step_0000006"
+
+
+@pytest.mark.parametrize("block", ["hope", "hope_attention"])
+def test_ddp_gradients_equal_one_process_with_recomputed_segments(tmp_path, block):
+    """Recomputed in-context segments run a backward inside the backward, so each parameter's gradient hook fires
+    once per recomputed node; DDP (with a static graph) still reduces every gradient once, after its last
+    contribution: the two processes' gradients equal one process's full-batch ones, in the first iteration
+    (which a static graph records) and the second, in float64. Hope-Attention recomputes segments too. A step
+    with another layout (a shorter sequence: fewer nodes) would be reduced at the wrong time (measured: gradients
+    off by 5×), so it is refused."""
+    out = tmp_path / "worst.txt"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(Path(__file__).parent / "ddp_grads.py"), block, str(out)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    worst, segments, refused = out.read_text().split()
+    assert segments == "True" and float(worst) < 1e-10 and refused == "yes"
