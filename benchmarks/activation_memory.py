@@ -4,6 +4,9 @@ Transformer measured in the same run.
 
     python benchmarks/activation_memory.py                     # `small` preset (B 4, T 512)
     python benchmarks/activation_memory.py --quick             # `debug` preset (a smoke run)
+    python benchmarks/activation_memory.py --groups 1 3 4      # also HOPE with 1, 3, 4 segments per node
+    python benchmarks/activation_memory.py --seq-len 1024 --no-plain-hope --blocks transformer hope \
+        --out benchmarks/results/activation_memory_t1024.md    # twice the length (no HOPE row without recompute)
 
 Each (block kind, setting) runs in a fresh process under glibc's malloc with ``MALLOC_MMAP_THRESHOLD_=131072``,
 so that large freed blocks go back to the system and the resident size follows what is alive. The process
