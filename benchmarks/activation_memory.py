@@ -44,14 +44,19 @@ def _status(key: str) -> int:
     raise RuntimeError(f"no {key} in /proc/self/status")
 
 
+def batch_shape(shape: str, seq_len: int = 0) -> tuple[int, int]:
+    """``(B, T)`` of a preset's row: ``small`` B 4, T 512; ``debug`` B 2, T 128; ``seq_len`` overrides T."""
+    B, T = (4, 512) if shape == "small" else (2, 128)
+    return B, seq_len or T
+
+
 def child(shape: str, block: str, unit: str, seq_len: int = 0) -> None:
     """Measure one (block, setting) in this process and print a JSON line."""
     import torch
 
     from nestlearn.models import CausalLM, preset
 
-    B, T = (4, 512) if shape == "small" else (2, 128)
-    T = seq_len or T
+    B, T = batch_shape(shape, seq_len)
     torch.manual_seed(0)
     model = CausalLM(preset(shape, block=block))
     if unit != "off":
@@ -113,8 +118,7 @@ def main() -> int:
         cmd += f" --seq-len {args.seq_len}"
     if args.no_plain_hope:
         cmd += " --no-plain-hope"
-    B, T = (4, 512) if shape == "small" else (2, 128)
-    T = args.seq_len or T
+    B, T = batch_shape(shape, args.seq_len)
     lines = ["# Activation memory: peak of a training step, with and without recomputation", "",
              f"Command: `{cmd}`  ", f"Preset `{shape}` (B {B}, T {T}), "
              f"float32, CPU, {machine()} (children: glibc, MALLOC_MMAP_THRESHOLD_=131072)  ", f"{stamp()}.", "",

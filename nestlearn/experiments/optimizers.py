@@ -223,7 +223,8 @@ def _check(args, names: list[str]) -> str | None:
         args.grid = [float(g) for g in (args.grid.split(",") if isinstance(args.grid, str) else args.grid)]
     except ValueError:
         return f"--grid must be comma-separated rates (got {args.grid!r})"
-    return f"--grid {grid_problem(args.grid)}" if grid_problem(args.grid) else None
+    problem = grid_problem(args.grid)
+    return f"--grid {problem}" if problem else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,8 +154,8 @@ class Recipe:
         if not 0 <= self.min_delta < 1:
             raise ValueError(f"min_delta must be in [0, 1) (got {self.min_delta!r})")
         if self.lr_grid:
-            if grid_problem(self.lr_grid):
-                raise ValueError(f"lr_grid {grid_problem(self.lr_grid)}")
+            if problem := grid_problem(self.lr_grid):
+                raise ValueError(f"lr_grid {problem}")
             if any("lr" in spec for spec in self.variants.values()):
                 raise ValueError("a variant's lr and lr_grid exclude each other: with a grid every model's rate "
                                  "is selected")

@@ -86,11 +86,12 @@ class BlockState(NamedTuple):
 class Block(nn.Module):
     """``x + mixer(norm x)``, then ``x + mlp(norm x)``.
 
-    ``recompute = True`` (set by ``CausalLM.activation_checkpointing`` for a model whose CMS does not learn in
-    context; such a model recomputes whole segments instead) recomputes the block in the backward instead of
-    keeping its activations: the whole block for a SwiGLU block, the mixer alone for a CMS block (the CMS hands
-    its activations to the in-context learning driver, which differentiates them inside the forward). The
-    gradients are the same; the mixer's state at each call's start is still kept (docs/PERFORMANCE.md)."""
+    ``recompute = True`` (``CausalLM.activation_checkpointing(unit="block")``, the ``"auto"`` choice for a model
+    whose CMS does not learn in context; a model that learns in context recomputes whole segments instead)
+    recomputes the block in the backward instead of keeping its activations: the whole block for a SwiGLU block,
+    the mixer alone for a CMS block (the CMS hands its activations to the in-context learning driver, which
+    differentiates them inside the forward). The gradients are the same; the mixer's state at each call's start
+    is still kept (docs/PERFORMANCE.md)."""
 
     recompute = False
     _checkpoint = staticmethod(functools.partial(checkpoint, use_reentrant=False))

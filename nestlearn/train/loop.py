@@ -154,7 +154,10 @@ class Trainer:
             if not isinstance(self.model, CausalLM):
                 raise ValueError("train.activation_checkpointing needs a CausalLM model (its blocks recompute); "
                                  f"got {type(self.model).__name__}")
-            self.model.activation_checkpointing(unit="auto")
+            # recomputed segments are tested under DDP (a static graph: train/distributed.py), not under FSDP2,
+            # whose per-parameter hooks would fire once per recomputed node: sharded runs recompute blocks
+            sharded = self.dist.sharded(cfg.train.parallel)
+            self.model.activation_checkpointing(unit="block" if sharded else "auto")
         self.rows = self.dist.shard(cfg.train.batch_size)
         self.forward = self.dist.wrap(self.model, cfg.train.parallel)
         if cfg.train.compile:
