@@ -1,0 +1,181 @@
+"""Where does HOPE (η_max = 2) fail past the training lengths, and is it the CMS's in-context steps?
+
+    python experiments/synthetic/probes/length_failure.py                       # (abab)* and (aa)* seed 0
+    python experiments/synthetic/probes/length_failure.py --tasks abab_star --seeds 0 1
+
+Trains a reported seed of formal.yaml again, exactly as the suite did (the recipe's settings, the selected
+rate), and checks that its test bins equal the stored row. Then, on the same test strings, it scores the kept
+weights three ways, changing only test time:
+
+- as trained: the CMS levels step wherever their chunk ends (up to 24 times at 200 tokens; at most 6 in training);
+- CMS steps capped at the training horizon: no level steps after position 48, the last step a training string
+  of ≤ 50 tokens sees (the levels keep the weights they had there);
+- CMS frozen: no level steps at all (the levels stay at their meta-learned weights; the self-modifying memories
+  still write).
+
+and reports accuracy per length band and the position of the first wrong next-symbol set. A probe of the
+mechanism, not a protocol result; written to ``length_failure/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from nestlearn.experiments import synthetic as suite
+from nestlearn.experiments.protocol import code_version
+from nestlearn.experiments.synthetic import FORMAL_BINS, load_recipe, make_batch, run_one
+from nestlearn.layers.cms import CMS, CMSState, level_steps
+
+HERE = Path(__file__).resolve().parent
+RECIPE = HERE.parents[0] / "formal.yaml"
+MODEL = "hope_eta2"
+CAPS = {"as trained": None, "CMS steps capped at 48": 48, "CMS frozen": 0}
+BANDS = [(1, 50), (51, 60), (61, 70), (71, 80), (81, 90), (91, 100), (101, 150), (151, 200)]
+
+
+def stored_row(task: str, seed: int) -> dict:
+    rows = [json.loads(line) for line in (RECIPE.parent / "results" / "formal.jsonl").read_text().splitlines()
+            if line.strip()]
+    rows = [r for r in rows if r["task"] == task and r["model"] == MODEL and r["seed"] == seed]
+    if not rows:
+        raise SystemExit(f"no stored {MODEL} row for {task} seed {seed} in results/formal.jsonl")
+    return rows[-1]
+
+
+class _Capped:
+    """CMS.step that lets no level step after absolute position ``cap`` (the accumulators are emptied there,
+    so nothing is carried into a later step)."""
+
+    def __init__(self, cap: int | None):
+        self.cap, self.orig = cap, CMS.step
+
+    def __enter__(self):
+        cap, orig = self.cap, self.orig
+        if cap is None:
+            return self
+
+        def step(cms: CMS, state: CMSState, pos: int) -> CMSState:
+            if pos <= cap:
+                return orig(cms, state, pos)
+            acc = tuple(a if w is None or not level_steps(pos, lv.chunk_size) else cms._empty_acc(w)
+                        for a, w, lv in zip(state.acc, state.weights, cms.cfg.levels, strict=True))
+            return CMSState(state.weights, acc)
+
+        CMS.step = step
+        return self
+
+    def __exit__(self, *exc):
+        CMS.step = self.orig
+
+
+@torch.no_grad()
+def score(model, recipe, task: str, cap: int | None) -> dict:
+    """Per test bin: accuracy; per length band: accuracy; the first wrong position of each failed string."""
+    model.eval()
+    by_len: dict[int, list[int]] = {}
+    first_wrong: list[int] = []
+    bins = {}
+    with _Capped(cap):
+        for j, split in enumerate(FORMAL_BINS):
+            good = total = 0
+            for i in range(recipe.eval_batches):  # the suite's test seeds (synthetic.evaluate)
+                ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size, suite._eval_seed(i) + 10_000 * j,
+                                                split)
+                logits = model(ids)[0]
+                wrong = (((logits > 0).float() != targets).any(-1) | ~torch.isfinite(logits).all(-1)) & mask
+                lengths = mask.sum(-1)
+                for b in range(ids.shape[0]):
+                    ok = not bool(wrong[b].any())
+                    by_len.setdefault(int(lengths[b]), []).append(ok)
+                    if not ok:
+                        first_wrong.append(int(wrong[b].nonzero()[0]) + 1)
+                    good += ok
+                    total += 1
+            bins[split] = 100.0 * good / total
+    bands = {}
+    for lo, hi in BANDS:
+        oks = [ok for n, v in by_len.items() if lo <= n <= hi for ok in v]
+        bands[f"{lo}–{hi}"] = (100.0 * sum(oks) / len(oks), len(oks)) if oks else None
+    return {"bins": bins, "bands": bands, "first_wrong": sorted(first_wrong)}
+
+
+def train(recipe, task: str, seed: int, lr: float):
+    """The suite's run, its model kept (``run_one`` builds it inside: the class is wrapped to catch it)."""
+    made = []
+
+    class Catch(suite.CausalLM):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            made.append(self)
+
+    spec = recipe.variants[MODEL]
+    recipe = suite.dataclasses.replace(recipe, lr=lr)
+    orig, suite.CausalLM = suite.CausalLM, Catch
+    try:
+        row = run_one(recipe, task, spec["block"], seed, None, log=None, name=MODEL, overrides=spec.get("model"))
+    finally:
+        suite.CausalLM = orig
+    return made[-1], row, recipe
+
+
+def quantiles(xs: list[int]) -> str:
+    if not xs:
+        return "–"
+    q = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))]  # noqa: E731
+    return f"{xs[0]} / {q(0.25)} / {q(0.5)} / {q(0.75)} / {xs[-1]}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", nargs="+", default=["abab_star", "aa_star"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--out", default=str(HERE / "length_failure" / "RESULTS.md"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    recipe = load_recipe(RECIPE)
+    cmd = "python experiments/synthetic/probes/length_failure.py" + (
+        f" --tasks {' '.join(args.tasks)}" if args.tasks != ["abab_star", "aa_star"] else "") + (
+        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else "")
+    lines = ["# Where HOPE (η_max = 2) fails past the training lengths", "",
+             f"Command: `{cmd}`  ",
+             f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, code version "
+             f"{code_version()['code']} (commit {code_version()['commit'][:12]}). Each run is a reported seed of "
+             f"`formal.yaml` trained again as the suite trained it (its stored row's rate); only test time changes "
+             f"between the columns. 256 test strings per bin (the suite's test seeds).", ""]
+    for task in args.tasks:
+        for seed in args.seeds:
+            stored = stored_row(task, seed)
+            model, row, rec = train(recipe, task, seed, stored["lr"])
+            same = all(abs(row[b] - stored[b]) < 1e-9 for b in FORMAL_BINS)
+            print(f"{task} seed {seed}: trained {row['steps_run']} steps; bins {[row[b] for b in FORMAL_BINS]} "
+                  f"(stored {[stored[b] for b in FORMAL_BINS]})", flush=True)
+            results = {name: score(model, rec, task, cap) for name, cap in CAPS.items()}
+            lines += [f"## {task}, seed {seed} (lr {stored['lr']}, {row['steps_run']} steps)", "",
+                      f"Test bins as trained here: {' / '.join(f'{row[b]:.1f}' for b in FORMAL_BINS)}; stored row "
+                      f"(commit {stored['commit'][:8]}): {' / '.join(f'{stored[b]:.1f}' for b in FORMAL_BINS)} — "
+                      + ("the same." if same else "**not the same**: the columns below are of this run."), "",
+                      "| length | " + " | ".join(CAPS) + " |", "|---|" + "---:|" * len(CAPS)]
+            for band in results["as trained"]["bands"]:
+                cells = []
+                for name in CAPS:
+                    v = results[name]["bands"][band]
+                    cells.append("–" if v is None else f"{v[0]:.1f}% ({v[1]})")
+                lines.append(f"| {band} | " + " | ".join(cells) + " |")
+            lines.append("| Bin0 / Bin1 / Bin2 | " + " | ".join(
+                " / ".join(f"{results[n]['bins'][b]:.1f}" for b in FORMAL_BINS) for n in CAPS) + " |")
+            lines.append("| first wrong position of failed strings (min / q1 / median / q3 / max) | " + " | ".join(
+                quantiles(results[n]["first_wrong"]) for n in CAPS) + " |")
+            lines.append("")
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
