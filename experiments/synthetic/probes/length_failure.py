@@ -13,8 +13,14 @@ weights three ways, changing only test time:
 - CMS frozen: no level steps at all (the levels stay at their meta-learned weights; the self-modifying memories
   still write).
 
-and reports accuracy per length band and the position of the first wrong next-symbol set. A probe of the
-mechanism, not a protocol result; written to ``length_failure/RESULTS.md``.
+- memories frozen from 48: the self-modifying memories stop writing from the segment that starts at position 48
+  (η = 0, α = 1, β = 0 there: the state after position 47 is read from then on; the CMS as trained);
+- both frozen from 48: that, and no CMS step after position 48.
+
+and reports accuracy per length band and the position of the first wrong next-symbol set. Every string of (aa)*
+or (abab)* of a given length is the same string, so on those languages a model's predictions at a position are
+the same for every test string: the first wrong position is one number. A probe of the mechanism, not a protocol
+result; written to ``length_failure/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -31,11 +37,16 @@ from nestlearn.experiments import synthetic as suite
 from nestlearn.experiments.protocol import code_version
 from nestlearn.experiments.synthetic import FORMAL_BINS, load_recipe, make_batch, run_one
 from nestlearn.layers.cms import CMS, CMSState, level_steps
+from nestlearn.memory import Memory
+from nestlearn.models import icl
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parents[0] / "formal.yaml"
 MODEL = "hope_eta2"
-CAPS = {"as trained": None, "CMS steps capped at 48": 48, "CMS frozen": 0}
+HORIZON = 48  # the last position at which a CMS level steps inside a training string (≤ 50 tokens)
+# column → (last CMS step position, first position of a segment whose memory writes are dropped)
+CAPS = {"as trained": (None, None), "CMS steps capped at 48": (HORIZON, None), "CMS frozen": (0, None),
+        "memories frozen from 48": (None, HORIZON), "both frozen from 48": (HORIZON, HORIZON)}
 BANDS = [(1, 50), (51, 60), (61, 70), (71, 80), (81, 90), (91, 100), (101, 150), (151, 200)]
 
 
@@ -74,14 +85,52 @@ class _Capped:
         CMS.step = self.orig
 
 
+class _Frozen:
+    """The self-modifying memories write nothing (η = 0, α = 1, β = 0: the state and its momentum's effect
+    stop) in every in-context segment that starts at or after absolute position ``start``. The driver runs a
+    sequence segment by segment (``icl._segment``; here each segment is one chunk of both memories), so the
+    segment's start is known while its memories write."""
+
+    def __init__(self, start: int | None):
+        self.start, self.end = start, 0
+        self.orig = icl._segment, Memory.read_write, Memory.write
+
+    def __enter__(self):
+        if self.start is None:
+            return self
+        seg_fn, rw_fn, w_fn = self.orig
+
+        def segment(model, seg, targets, end, blocks, retain):
+            # a pending segment (no targets) comes last: it starts where the last complete one ended
+            self.end = end if targets is not None else self.end + seg.shape[1]
+            return seg_fn(model, seg, targets, end, blocks, retain)
+
+        def gates(seg_len: int, lr, decay, momentum):
+            if self.end - seg_len < self.start:
+                return lr, decay, momentum
+            return (torch.zeros_like(lr), torch.ones_like(lr), None if momentum is None else torch.zeros_like(lr))
+
+        def read_write(mem, state, q, k, v, lr, decay=None, momentum=None, **kw):
+            return rw_fn(mem, state, q, k, v, *gates(k.shape[1], lr, decay, momentum), **kw)
+
+        def write(mem, state, k, v, lr, decay=None, momentum=None, **kw):
+            return w_fn(mem, state, k, v, *gates(k.shape[1], lr, decay, momentum), **kw)
+
+        icl._segment, Memory.read_write, Memory.write = segment, read_write, write
+        return self
+
+    def __exit__(self, *exc):
+        icl._segment, Memory.read_write, Memory.write = self.orig
+
+
 @torch.no_grad()
-def score(model, recipe, task: str, cap: int | None) -> dict:
+def score(model, recipe, task: str, cap: tuple[int | None, int | None]) -> dict:
     """Per test bin: accuracy; per length band: accuracy; the first wrong position of each failed string."""
     model.eval()
     by_len: dict[int, list[int]] = {}
     first_wrong: list[int] = []
     bins = {}
-    with _Capped(cap):
+    with _Capped(cap[0]), _Frozen(cap[1]):
         for j, split in enumerate(FORMAL_BINS):
             good = total = 0
             for i in range(recipe.eval_batches):  # the suite's test seeds (synthetic.evaluate)
