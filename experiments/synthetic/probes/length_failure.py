@@ -17,7 +17,12 @@ weights three ways, changing only test time:
   (η = 0, α = 1, β = 0 there: the state after position 47 is read from then on; the CMS as trained);
 - both frozen from 48: that, and no CMS step after position 48.
 
-and reports accuracy per length band and the position of the first wrong next-symbol set. Every string of (aa)*
+and reports accuracy per length band and the position of the first wrong next-symbol set. A second table follows
+one 200-token string as trained, segment by segment: the smallest margin of its predictions there (the logit of
+every symbol signed by the target: positive when the whole set is right) and the size of the in-context state
+after the segment (Frobenius norms, mean over heads: the self-modifying memories' weights, and the CMS level 0's
+change from its meta-learned weights), to see whether the state leaves the range it had inside the training
+lengths. Every string of (aa)*
 or (abab)* of a given length is the same string, so on those languages a model's predictions at a position are
 the same for every test string: the first wrong position is one number. A probe of the mechanism, not a protocol
 result; written to ``length_failure/RESULTS.md``.
@@ -154,6 +159,48 @@ def score(model, recipe, task: str, cap: tuple[int | None, int | None]) -> dict:
     return {"bins": bins, "bands": bands, "first_wrong": sorted(first_wrong)}
 
 
+@torch.no_grad()
+def trajectory(model, task: str, length: int = 200) -> list[tuple]:
+    """Per in-context segment of one string of ``length`` symbols (as trained): (first, last position, smallest
+    margin, per layer: ‖M_memory‖, ‖grouped memories‖, ‖CMS level 0 − θ₀‖)."""
+    from nestlearn.data.formal import formal_batch
+
+    model.eval()
+    ids, targets, _ = formal_batch(task, 1, (length, length), 0)
+    states = []
+    seg_fn = icl._segment
+
+    def segment(m, seg, tgts, end, blocks, retain):
+        out = seg_fn(m, seg, tgts, end, blocks, retain)
+        states.append((seg.shape[1], out[1]))
+        return out
+
+    icl._segment = segment
+    try:
+        logits = model(ids)[0][0]
+    finally:
+        icl._segment = seg_fn
+    margin = ((2 * targets[0] - 1) * logits).min(-1).values
+    rows, start = [], 0
+
+    def norm(ws) -> float:  # mean over the batch entry's heads (or memories) of each weight's Frobenius norm
+        return sum(float(w.flatten(2).norm(dim=-1).mean()) for w in ws)
+
+    for n, blocks in states:
+        cells = []
+        for block, st in zip(model.blocks, blocks, strict=True):
+            mixer = st.mixer
+            level0 = block.mlp.levels[0]
+            w0 = st.mlp.weights[0]
+            init = (level0.w_gate, level0.w_up, level0.w_down)
+            cells += [norm(mixer.memory.weights), norm(mixer.group.weights),
+                      sum(float((w[0] - p).norm()) for w, p in zip(w0, init, strict=True))]
+        rows.append((start, start + n - 1, float(margin[start:start + n].min()), *cells))
+        start += n
+    model.train()
+    return rows
+
+
 def train(recipe, task: str, seed: int, lr: float):
     """The suite's run, its model kept (``run_one`` builds it inside: the class is wrapped to catch it)."""
     made = []
@@ -220,6 +267,15 @@ def main() -> int:
                 " / ".join(f"{results[n]['bins'][b]:.1f}" for b in FORMAL_BINS) for n in CAPS) + " |")
             lines.append("| first wrong position of failed strings (min / q1 / median / q3 / max) | " + " | ".join(
                 quantiles(results[n]["first_wrong"]) for n in CAPS) + " |")
+            lines.append("")
+            rows = trajectory(model, task)
+            layers = len(model.blocks)
+            lines += ["One string of 200 symbols, as trained, segment by segment (positions 0-based; position 0 reads "
+                      "`^`; training strings reach position 48 at most on (abab)*, 50 on (aa)*):", "",
+                      "| positions | smallest margin | " + " | ".join(
+                          f"L{i} ‖M_memory‖ | L{i} ‖grouped‖ | L{i} ‖CMS₀ − θ₀‖" for i in range(1, layers + 1)) + " |",
+                      "|---|---:|" + "---:|" * (3 * layers)]
+            lines += [f"| {r[0]}–{r[1]} | {r[2]:+.2f} | " + " | ".join(f"{c:.2f}" for c in r[3:]) + " |" for r in rows]
             lines.append("")
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text("\n".join(lines) + "\n")
