@@ -11,7 +11,8 @@
 #   bash scripts/experiments.sh stop
 #
 # Suites: formal (HOPE's models), formal-baselines (the other models of formal.yaml), mad, mqar, mqar-d128
-# (experiments/synthetic/*.yaml) and optimizers (the ViT experiment).
+# (experiments/synthetic/*.yaml), budget-mad (the Transformer's asymptote on MAD: budget/mad.yaml) and
+# optimizers (the ViT experiment).
 # Logs: runs/experiments/<suite>.log. A suite already running is not started twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,8 @@ command_of() {
     formal) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models hope_eta2 hope --threads 1" ;;
     formal-baselines) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models transformer delta titans delta_beta2 titans_lr2 --threads 1" ;;
     mad|mqar|mqar-d128) echo "nestlearn synthetic experiments/synthetic/$1.yaml --threads 1" ;;
-    *) echo "unknown suite '$1' (formal, formal-baselines, mad, mqar, mqar-d128, optimizers)" >&2; return 1 ;;
+    budget-mad) echo "nestlearn synthetic experiments/synthetic/budget/mad.yaml --threads 1" ;;  # MAD's step budget
+    *) echo "unknown suite '$1' (formal, formal-baselines, mad, mqar, mqar-d128, budget-mad, optimizers)" >&2; return 1 ;;
   esac
 }
 
