@@ -541,7 +541,7 @@ def _select(ctx: _Suite, task: str, name: str, path: Path, log) -> float:
             r = ctx.run(sub, task, name, recipe.select_seed, log, phase="select")
             _append(path, r, ctx.done)
             if log:
-                log(f"{task} {name} lr {lr:g} (selection): validation loss {r.get('val_loss', float('inf')):.4f}")
+                log(f"{task} {name} lr {lr:g} (selection): validation loss {r.get('val_loss', float('inf')):.3g}")
         return r.get("val_loss", float("inf"))
 
     return select_rate(score, recipe.lr_grid, recipe.lr_extend)[0]
@@ -678,7 +678,9 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                 cells = []
                 for x in rates:
                     v = runs[x].get("val_loss", float("inf")) if x in runs else None
-                    c = "" if v is None else f"{v:.4f}"
+                    # three significant digits: solved runs' losses differ at 1e-5 and below, where a fixed
+                    # four decimals printed every one of them as 0.0000
+                    c = "" if v is None else f"{v:.3g}"
                     c = f"**{c}**{edge}" if x == best else c
                     if v is not None and "bin1" in runs[x]:
                         c += f" [{runs[x]['bin1']:.1f}]"

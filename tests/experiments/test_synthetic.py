@@ -340,6 +340,8 @@ def test_selection_takes_the_lowest_validation_loss_and_grows_the_grid_past_an_e
     assert "| transformer |" in text and "†" in text  # the transformer's rate is still on the edge
     delta_row = next(x for x in text.splitlines() if x.startswith("| delta |") and "**" in x)
     assert "†" not in delta_row
+    # losses to three significant digits, so that tiny ones stay apart: (ln 0.125)² = 4.32…, the optimum exactly 0
+    assert "| 4.32 |" in delta_row and "**0**" in delta_row
     # resuming redoes nothing
     n = len(lines)
     S.run_suite(recipe, tmp_path / "out", log=None)
