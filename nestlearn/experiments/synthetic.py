@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import random
 import statistics
 import time
 import types
@@ -79,7 +80,9 @@ PAPER_FORMAL = {  # Bin0/Bin1 for parity, (aa)*, (abab)*, aⁿbⁿ, aⁿbⁿcⁿ
 FORMAL_BINS = ("bin0", "bin1", "bin2")
 # the settings a row must share with the recipe to count (besides its rate, and its code through the fingerprint)
 PROTOCOL = ("steps", "batch_size", "weight_decay", "warmup", "max_len", "eval_batches", "eval_batch_size",
-            "eval_every", "patience", "min_delta", "solved_patience", "val_batches")
+            "eval_every", "patience", "min_delta", "solved_patience", "val_batches", "val_lengths")
+# what a row written before a PROTOCOL key existed ran with (the key's default, which was then the only behaviour)
+PROTOCOL_SINCE = {"val_lengths": None}
 _MAD_ORDER = ("compression", "in_context_recall", "fuzzy_in_context_recall", "selective_copying", "memorization")
 # (the paper's Table 4 has no noisy-recall column: that column is ours alone)
 
@@ -106,6 +109,9 @@ class Recipe:
     solved_patience: int = 0  # stop after this many validations in a row at 100% accuracy (0: they count as
     #                           patience)
     val_batches: int = 2  # validation batches of eval_batch_size (seeds disjoint from training and test)
+    # formal: [lo, hi], validation lengths held out of training (train on [1, lo − 1], validate on [lo, hi] ⊆
+    # [1, max_len]), so that the selection sees some length generalisation; None: both on [1, max_len]
+    val_lengths: list[int] | None = None
     lr_grid: list[float] = field(default_factory=list)  # geometric grid, the same for every model ([]: use lr)
     lr_extend: int = 2  # points added beyond an edge of lr_grid while the best rate sits on that edge
     select_seed: int = 100  # the seed of the selection runs (not one of the reported seeds)
@@ -145,6 +151,20 @@ class Recipe:
         for name in ("eval_every", "patience", "lr_extend", "solved_patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an int ≥ 0 (got {getattr(self, name)!r})")
+        if self.val_lengths is not None:
+            v = self.val_lengths
+            if self.family != "formal":
+                raise ValueError("val_lengths holds lengths out of training: formal languages only (got family "
+                                 f"{self.family!r})")
+            if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v)
+                    and 2 <= v[0] <= v[1] <= self.max_len):
+                raise ValueError(f"val_lengths must be [lo, hi] with 2 ≤ lo ≤ hi ≤ max_len = {self.max_len}, so "
+                                 f"that training keeps the lengths [1, lo − 1] (got {v!r})")
+            for name in self.tasks:  # e.g. (abab)* has no string of a length in [49, 50]
+                try:
+                    formal.sample_string(name, tuple(v), random.Random(0))
+                except ValueError:
+                    raise ValueError(f"val_lengths {v} holds no string of {name}: widen it") from None
         if device_problem(self.device):
             raise ValueError(f"device: {device_problem(self.device)}")
         if self.order not in ("task", "model"):
@@ -204,6 +224,9 @@ def vocab_size(recipe: Recipe, task: str) -> int:
 def make_batch(recipe: Recipe, task: str, batch: int, seed: int, split: str = "train"):
     """Formal: ``(ids, multi-hot targets, mask)``; otherwise ``(ids, targets)`` with −100 off the answers."""
     if recipe.family == "formal":
+        held = recipe.val_lengths
+        if held and split in ("train", "val"):  # the validation lengths held out of training
+            return task_batch(task, batch, seed, lengths=(1, held[0] - 1) if split == "train" else tuple(held))
         bins = formal.length_bins(recipe.max_len)
         return task_batch(task, batch, seed, lengths=bins["bin0" if split in ("train", "val") else split])
     return task_batch(_generator(recipe, task), batch, seed, **recipe.tasks[task])
@@ -506,8 +529,8 @@ class _Suite:
         ran = r.get("settings", {})
         # a run that never reached 100% validation accuracy ran the same under any solved_patience
         never_solved = bool(r.get("curve")) and max(c[2] for c in r["curve"]) < 100.0
-        return all(k in ran and ran[k] == getattr(sub, k) for k in PROTOCOL
-                   if not (k == "solved_patience" and never_solved))
+        return all((k in ran or k in PROTOCOL_SINCE) and ran.get(k, PROTOCOL_SINCE.get(k)) == getattr(sub, k)
+                   for k in PROTOCOL if not (k == "solved_patience" and never_solved))
 
     def find(self, task: str, name: str, phase: str, seed: int, sub: Recipe) -> dict | None:
         for r in self.done:
@@ -627,7 +650,10 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
         bins = formal.length_bins(recipe.max_len)
         (l0, h0), (l1, h1), (l2, h2) = bins["bin0"], bins["bin1"], bins["bin2"]
         lines += [f"Recognition accuracy (% of strings whose every next-symbol set is predicted exactly), "
-                  f"Bin0 / Bin1 / Bin2. Bin0: lengths {l0}–{h0}, the training range; Bin1: {l1}–{h1} and "
+                  f"Bin0 / Bin1 / Bin2. Bin0: lengths {l0}–{h0}, "
+                  + ("the training range" if not recipe.val_lengths else
+                     f"trained on {l0}–{recipe.val_lengths[0] - 1}, validated on {recipe.val_lengths[0]}–"
+                     f"{recipe.val_lengths[1]}") + f"; Bin1: {l1}–{h1} and "
                   f"Bin2: {l2}–{h2} test length generalisation; "
                   f"{recipe.eval_batches * recipe.eval_batch_size} strings per bin. "
                   "Paper (NL Table 5, Bin0/Bin1) in brackets; a variant shows its block kind's row.", "",

@@ -1,6 +1,7 @@
 """The synthetic-experiment suites: each recipe's --quick mode runs end to end from the CLI and writes
 its tables; an interrupted suite resumes; bad recipes are named."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -150,6 +151,42 @@ def test_a_row_counts_only_under_the_settings_it_ran_with(tmp_path, monkeypatch)
     unsolved = {**rows[0], "curve": [[1, 0.5, 50.0], [2, 0.4, 75.0]]}
     solved = {**rows[0], "curve": [[1, 0.5, 50.0], [2, 0.0, 100.0]]}
     assert ctx.same_protocol(unsolved) and not ctx.same_protocol(solved)
+
+
+def test_val_lengths_hold_validation_lengths_out_of_training(tmp_path):
+    """``val_lengths: [lo, hi]`` trains on [1, lo − 1] and validates on [lo, hi]; the test bins do not move. Rows
+    written before the key existed ran without it: they count under a recipe without it, and not under one with it."""
+    recipe = S.load_recipe(RECIPES / "formal.yaml", quick=True)
+    held = dataclasses.replace(recipe, val_lengths=[41, 50])
+    held.validate()
+
+    def lengths(r, split):
+        _, _, mask = S.make_batch(r, "parity", 64, 3, split)
+        return mask.sum(-1) - 1  # the string's length (the mask covers the start symbol too)
+
+    assert int(lengths(held, "train").max()) <= 40 < int(lengths(recipe, "train").max())
+    assert 41 <= int(lengths(held, "val").min()) and int(lengths(held, "val").max()) <= 50
+    for split in ("bin0", "bin1"):
+        assert torch.equal(lengths(held, split), lengths(recipe, split))
+    row = {"task": "parity", "model": "delta", "seed": 0, "lr": recipe.lr,
+           "settings": {k: getattr(recipe, k) for k in S.PROTOCOL if k != "val_lengths"}}
+    assert S._Suite(recipe, []).same_protocol(row)
+    assert not S._Suite(held, []).same_protocol(row)
+    assert S._Suite(held, []).same_protocol({**row, "settings": {**row["settings"], "val_lengths": [41, 50]}})
+
+
+@pytest.mark.parametrize("family, value, message", [
+    ("mqar", [41, 50], "formal languages only"),
+    ("formal", [1, 50], "2 ≤ lo ≤ hi"),
+    ("formal", [41, 60], "2 ≤ lo ≤ hi"),
+    ("formal", [49, 50], "holds no string of abab_star"),
+])
+def test_bad_val_lengths_are_named(family, value, message):
+    recipe = S.load_recipe(RECIPES / ("formal.yaml" if family == "formal" else "mqar.yaml"), quick=True)
+    recipe = dataclasses.replace(recipe, val_lengths=value,
+                                 tasks={"abab_star": {}} if family == "formal" else recipe.tasks)
+    with pytest.raises(ValueError, match=message):
+        recipe.validate()
 
 
 class _Table:
