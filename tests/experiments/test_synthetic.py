@@ -173,6 +173,14 @@ def test_val_lengths_hold_validation_lengths_out_of_training(tmp_path):
     assert S._Suite(recipe, []).same_protocol(row)
     assert not S._Suite(held, []).same_protocol(row)
     assert S._Suite(held, []).same_protocol({**row, "settings": {**row["settings"], "val_lengths": [41, 50]}})
+    # a run records the setting, and the table says what Bin0 holds
+    path = tmp_path / "r.yaml"
+    path.write_text("family: formal\ntasks: {parity: {}}\nmodels: [delta]\nseeds: [0]\nsteps: 2\nwarmup: 1\n"
+                    "eval_every: 1\neval_batches: 1\neval_batch_size: 4\nbatch_size: 4\nval_batches: 1\n"
+                    "val_lengths: [41, 50]\nmodel: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    rows = S.run_suite(S.load_recipe(path), tmp_path / "out", log=None)
+    assert rows[0]["settings"]["val_lengths"] == [41, 50]
+    assert "Bin0: lengths 1–50, trained on 1–40, validated on 41–50" in (tmp_path / "out" / "formal.md").read_text()
 
 
 @pytest.mark.parametrize("family, value, message", [
