@@ -2,10 +2,12 @@
 
     python experiments/synthetic/probes/length_failure.py                       # (abab)* and (aa)* seed 0
     python experiments/synthetic/probes/length_failure.py --tasks abab_star --seeds 0 1
+    python experiments/synthetic/probes/length_failure.py --recipe experiments/synthetic/probes/no_decay.yaml \
+        --model hope_eta2_alpha1 --out experiments/synthetic/probes/length_failure/no_decay.md
 
-Trains a reported seed of formal.yaml again, exactly as the suite did (the recipe's settings, the selected
-rate), and checks that its test bins equal the stored row. Then, on the same test strings, it scores the kept
-weights three ways, changing only test time:
+Trains a reported seed of formal.yaml again (or of ``--recipe``, a model of it: ``--model``), exactly as the suite
+did (the recipe's settings, the rate of its stored row), and checks that its test bins equal the stored row.
+Then, on the same test strings, it scores the kept weights five ways, changing only test time:
 
 - as trained: the CMS levels step wherever their chunk ends (up to 24 times at 200 tokens; at most 6 in training);
 - CMS steps capped at the training horizon: no level steps after position 48, the last step a training string
@@ -55,12 +57,11 @@ CAPS = {"as trained": (None, None), "CMS steps capped at 48": (HORIZON, None), "
 BANDS = [(1, 50), (51, 60), (61, 70), (71, 80), (81, 90), (91, 100), (101, 150), (151, 200)]
 
 
-def stored_row(task: str, seed: int) -> dict:
-    rows = [json.loads(line) for line in (RECIPE.parent / "results" / "formal.jsonl").read_text().splitlines()
-            if line.strip()]
-    rows = [r for r in rows if r["task"] == task and r["model"] == MODEL and r["seed"] == seed]
+def stored_row(store: Path, model: str, task: str, seed: int) -> dict:
+    rows = [json.loads(line) for line in store.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["task"] == task and r["model"] == model and r["seed"] == seed]
     if not rows:
-        raise SystemExit(f"no stored {MODEL} row for {task} seed {seed} in results/formal.jsonl")
+        raise SystemExit(f"no stored {model} row for {task} seed {seed} in {store}")
     return rows[-1]
 
 
@@ -201,7 +202,7 @@ def trajectory(model, task: str, length: int = 200) -> list[tuple]:
     return rows
 
 
-def train(recipe, task: str, seed: int, lr: float):
+def train(recipe, model_name: str, task: str, seed: int, lr: float):
     """The suite's run, its model kept (``run_one`` builds it inside: the class is wrapped to catch it)."""
     made = []
 
@@ -210,11 +211,12 @@ def train(recipe, task: str, seed: int, lr: float):
             super().__init__(cfg)
             made.append(self)
 
-    spec = recipe.variants[MODEL]
+    spec = recipe.variants[model_name]
     recipe = suite.dataclasses.replace(recipe, lr=lr)
     orig, suite.CausalLM = suite.CausalLM, Catch
     try:
-        row = run_one(recipe, task, spec["block"], seed, None, log=None, name=MODEL, overrides=spec.get("model"))
+        row = run_one(recipe, task, spec["block"], seed, None, log=None, name=model_name,
+                      overrides=spec.get("model"))
     finally:
         suite.CausalLM = orig
     return made[-1], row, recipe
@@ -231,23 +233,29 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=["abab_star", "aa_star"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--recipe", default=str(RECIPE), help="a formal recipe whose stored rows are retrained")
+    p.add_argument("--model", default=MODEL, help="one of the recipe's HOPE variants")
     p.add_argument("--out", default=str(HERE / "length_failure" / "RESULTS.md"))
     args = p.parse_args()
     torch.set_num_threads(1)
-    recipe = load_recipe(RECIPE)
+    recipe = load_recipe(args.recipe)
+    store = Path(args.recipe).resolve().parent / recipe.out / "formal.jsonl"
+    rel = lambda path: Path(path).resolve().relative_to(HERE.parents[2])  # noqa: E731
     cmd = "python experiments/synthetic/probes/length_failure.py" + (
+        f" --recipe {rel(args.recipe)} --model {args.model}" if Path(args.recipe).resolve() != RECIPE else "") + (
+        f" --out {rel(args.out)}" if Path(args.out).resolve() != HERE / "length_failure" / "RESULTS.md" else "") + (
         f" --tasks {' '.join(args.tasks)}" if args.tasks != ["abab_star", "aa_star"] else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else "")
-    lines = ["# Where HOPE (η_max = 2) fails past the training lengths", "",
+    lines = [f"# Where HOPE ({args.model}) fails past the training lengths", "",
              f"Command: `{cmd}`  ",
              f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, code version "
              f"{code_version()['code']} (commit {code_version()['commit'][:12]}). Each run is a reported seed of "
-             f"`formal.yaml` trained again as the suite trained it (its stored row's rate); only test time changes "
-             f"between the columns. 256 test strings per bin (the suite's test seeds).", ""]
+             f"`{rel(args.recipe)}` trained again as the suite trained it (its stored row's rate); only test time "
+             f"changes between the columns. 256 test strings per bin (the suite's test seeds).", ""]
     for task in args.tasks:
         for seed in args.seeds:
-            stored = stored_row(task, seed)
-            model, row, rec = train(recipe, task, seed, stored["lr"])
+            stored = stored_row(store, args.model, task, seed)
+            model, row, rec = train(recipe, args.model, task, seed, stored["lr"])
             same = all(abs(row[b] - stored[b]) < 1e-9 for b in FORMAL_BINS)
             print(f"{task} seed {seed}: trained {row['steps_run']} steps; bins {[row[b] for b in FORMAL_BINS]} "
                   f"(stored {[stored[b] for b in FORMAL_BINS]})", flush=True)
