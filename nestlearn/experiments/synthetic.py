@@ -529,7 +529,8 @@ class _Suite:
         ran = r.get("settings", {})
         # a run that never reached 100% validation accuracy ran the same under any solved_patience
         never_solved = bool(r.get("curve")) and max(c[2] for c in r["curve"]) < 100.0
-        return all((k in ran or k in PROTOCOL_SINCE) and ran.get(k, PROTOCOL_SINCE.get(k)) == getattr(sub, k)
+        absent = object()  # a key the row lacks matches nothing, unless the row predates it (PROTOCOL_SINCE)
+        return all(ran.get(k, PROTOCOL_SINCE.get(k, absent)) == getattr(sub, k)
                    for k in PROTOCOL if not (k == "solved_patience" and never_solved))
 
     def find(self, task: str, name: str, phase: str, seed: int, sub: Recipe) -> dict | None:

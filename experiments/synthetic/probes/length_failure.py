@@ -33,6 +33,7 @@ result; written to ``length_failure/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import sys
@@ -212,7 +213,7 @@ def train(recipe, model_name: str, task: str, seed: int, lr: float):
             made.append(self)
 
     spec = recipe.variants[model_name]
-    recipe = suite.dataclasses.replace(recipe, lr=lr)
+    recipe = dataclasses.replace(recipe, lr=lr)
     orig, suite.CausalLM = suite.CausalLM, Catch
     try:
         row = run_one(recipe, task, spec["block"], seed, None, log=None, name=model_name,
