@@ -620,6 +620,10 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     def cell(task, model, key):
         return _ms([r[key] for r in rows if r["task"] == task and r["model"] == model])
 
+    def seeds_note(task, model) -> str:  # a mean over fewer seeds than the recipe's says so
+        n = len({r["seed"] for r in rows if r["task"] == task and r["model"] == model})
+        return f" ({n} of {len(recipe.seeds)} seeds)" if 0 < n < len(recipe.seeds) else ""
+
     tasks = list(recipe.tasks)
     models = [m for m in recipe.models if any(r["model"] == m for r in rows)]
 
@@ -635,7 +639,8 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                if recipe.patience else "") if recipe.eval_every else "")
     lines += [f"Budget {recipe.steps} steps × batch {recipe.batch_size}, AdamW with {rate_text} "
               f"(cosine, warm-up {recipe.warmup}){stop}; "
-              f"seeds {recipe.seeds}; model {json.dumps(recipe.model)}. Mean ± std over seeds. "
+              f"seeds {recipe.seeds}; model {json.dumps(recipe.model)}. Mean ± std over seeds (a cell says so when "
+              "fewer seeds have finished). "
               f"Wall times are on the machine that ran this (train + evaluation, per run).", ""]
     if recipe.variants:
         lines += ["Variants (changes from the settings above): " + json.dumps(recipe.variants), ""]
@@ -666,7 +671,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
             for t in tasks:
                 ours = " / ".join(cell(t, m, b) for b in FORMAL_BINS)
                 paper = PAPER_FORMAL.get(block_of(m))
-                cells.append(ours + (f" [{paper[paper_idx[t]]}]" if paper else ""))
+                cells.append(ours + (f" [{paper[paper_idx[t]]}]" if paper else "") + seeds_note(t, m))
             lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells)
                          + f" | {_lrs(recipe, rows, selection, m)} | {_steps_run(rows, m)} | {_wall(rows, m)} |")
     else:
@@ -681,7 +686,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                 c = cell(t, m, "acc")
                 if recipe.family == "mad" and block_of(m) in PAPER_MAD and t in _MAD_ORDER:
                     c += f" [{PAPER_MAD[block_of(m)][_MAD_ORDER.index(t)]}]"
-                cells.append(c)
+                cells.append(c + seeds_note(t, m))
             lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells)
                          + f" | {_lrs(recipe, rows, selection, m)} | {_steps_run(rows, m)} | {_wall(rows, m)} |")
     if selection:

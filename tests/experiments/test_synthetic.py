@@ -250,6 +250,9 @@ def test_rows_record_their_code_and_a_table_refuses_to_mix_versions(tmp_path):
     assert all(r["code"] == version["code"] and r["commit"] == version["commit"] for r in rows)
     assert rows[0]["config"]["block"] == "delta" and rows[0]["settings"]["steps"] == 1
     assert f"Code version {version['code']}" in (tmp_path / "out" / "mqar.md").read_text()
+    assert "of 2 seeds)" not in (tmp_path / "out" / "mqar.md").read_text()
+    S.write_results(recipe, rows[:1], tmp_path / "out")  # a mean over fewer seeds than the recipe's says so
+    assert "(1 of 2 seeds)" in (tmp_path / "out" / "mqar.md").read_text()
     fp = rows[0]["fingerprint"]
     assert len(fp) == 3 + 2 * 2 + 1 and rows[1]["fingerprint"] == fp  # 3 losses, 2 validations, the test accuracy
     # another code version that computes the same numbers may share the table, and says so
