@@ -30,9 +30,11 @@ answer positions, scored as the accuracy of the argmax there.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import random
+import shutil
 import statistics
 import time
 import types
@@ -340,16 +342,28 @@ def validate(model: CausalLM, recipe: Recipe, task: str) -> tuple[float, float]:
     return loss, acc
 
 
+CHECKPOINT_EVERY = 250  # steps between a resumable run's checkpoints (run_one's resume_dir)
+PARTIAL = ".partial"  # the suite's folder (in its out folder, ignored by git) of the runs in progress
+
+
 def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | None = None,
             log=print, name: str | None = None, overrides: dict | None = None,
-            trace: list | None = None) -> dict[str, Any]:
+            trace: list | None = None, resume_dir: Path | None = None,
+            checkpoint_every: int | None = None) -> dict[str, Any]:
     """Train one model from scratch (``nestlearn.train.Trainer``) and evaluate it; ``name`` labels a variant
     of ``block``.
 
     With ``eval_every`` the run validates every that many steps (the ``curve``), keeps the weights of the
     best validation loss, and with ``patience`` stops once that many validations in a row have not improved
     it by ``min_delta`` (relative); the test metrics are those of the kept weights. ``trace`` (a list)
-    receives every step's training loss."""
+    receives every step's training loss.
+
+    ``resume_dir``: the run checkpoints there every ``checkpoint_every`` steps (default ``CHECKPOINT_EVERY``;
+    the latest two kept) and, when
+    it holds a checkpoint, continues from it: an interrupted run ends as the uninterrupted one would
+    (the data of step s depends only on (seed, s); the early-stopping state travels with the checkpoint).
+    ``cpu_s``, ``wall_s`` and ``train_s`` then add up every part, and ``resumed_at`` lists the steps it
+    resumed from."""
     cfg = model_config(recipe, task, block, mlp_mult, overrides)
     name = name or block
     torch.manual_seed(seed)
@@ -359,10 +373,11 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     run = RunConfig(model=cfg, optim=OptimConfig(
         name="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98), schedule="cosine",
         warmup=recipe.warmup, min_lr_ratio=0.1, clip=1.0), train=TrainSettings(
-        steps=recipe.steps, batch_size=recipe.batch_size, seed=seed, out_dir="", progress=False, device=recipe.device,
-        log_every=max(1, recipe.steps // 5), eval_every=recipe.eval_every or recipe.steps + 1,
-        ckpt_every=recipe.steps, max_bad_steps=10, on_nonfinite="stop", patience=recipe.patience,
-        min_delta=recipe.min_delta, solved_patience=recipe.solved_patience, keep_best=bool(recipe.eval_every)))
+        steps=recipe.steps, batch_size=recipe.batch_size, seed=seed, out_dir=str(resume_dir or ""), progress=False,
+        device=recipe.device, log_every=max(1, recipe.steps // 5), eval_every=recipe.eval_every or recipe.steps + 1,
+        ckpt_every=(checkpoint_every or CHECKPOINT_EVERY) if resume_dir else recipe.steps, max_bad_steps=10,
+        on_nonfinite="stop", patience=recipe.patience, min_delta=recipe.min_delta,
+        solved_patience=recipe.solved_patience, keep_best=bool(recipe.eval_every)))
 
     def loss(ids, targets, mask=None):
         ids, targets = ids.to(recipe.device), targets.to(recipe.device)
@@ -382,10 +397,28 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     batches = types.SimpleNamespace(train=lambda step, micro: make_batch(recipe, task, recipe.batch_size,
                                                                          _train_seed(seed, step)))
     t0, c0 = time.perf_counter(), time.process_time()
+    before = {"cpu_s": 0.0, "wall_s": 0.0, "train_s": 0.0, "resumed_at": []}  # the parts run before a resume
+
+    def spent() -> dict:  # saved with each checkpoint; older ones are removed (the latest stays until replaced)
+        root = Path(resume_dir) / "checkpoints"
+        latest = (root / "latest").read_text().strip() if (root / "latest").is_file() else None
+        for old in root.glob("step_*"):
+            if old.name != latest:
+                shutil.rmtree(old, ignore_errors=True)
+        now = time.perf_counter() - t0
+        return {"cpu_s": before["cpu_s"] + time.process_time() - c0, "wall_s": before["wall_s"] + now,
+                "train_s": before["train_s"] + now, "resumed_at": before["resumed_at"]}
+
     trainer = Trainer(run, model=model, batches=batches, loss=loss, evaluate=validation if recipe.eval_every else
-                      (lambda: {}), log=progress)
+                      (lambda: {}), log=progress, on_save=spent if resume_dir else None)
+    if resume_dir is not None and (Path(resume_dir) / "checkpoints" / "latest").is_file():
+        trainer.load()
+        before.update(trainer.extra)
+        before["resumed_at"] = [*before["resumed_at"], trainer.step]
+        if log:
+            log(f"  {task} {name} seed {seed}: resumed at step {trainer.step} ({resume_dir})")
     trainer.run()
-    train_s = time.perf_counter() - t0
+    train_s = before["train_s"] + time.perf_counter() - t0
     losses = trainer.losses
     if trace is not None:
         trace.extend(losses)
@@ -406,9 +439,9 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
             "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": finite[-1] if finite else float("nan"),
             "skipped": trainer.bad_total, "diverged_at": trainer.diverged_at, "lr": recipe.lr,
             "stopped_at": trainer.stopped_at, "steps_run": trainer.step,
-            "wall_s": time.perf_counter() - t0, "train_s": train_s, "cpu_s": time.process_time() - c0,
-            "threads": torch.get_num_threads(),
-            **val, **metrics}
+            "wall_s": before["wall_s"] + time.perf_counter() - t0, "train_s": train_s,
+            "cpu_s": before["cpu_s"] + time.process_time() - c0, "threads": torch.get_num_threads(),
+            **({"resumed_at": before["resumed_at"]} if before["resumed_at"] else {}), **val, **metrics}
 
 
 # ---- the suite ---------------------------------------------------------------------------------
@@ -447,7 +480,7 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{recipe.family}.jsonl"
-    ctx = _Suite(recipe, read_rows(path))
+    ctx = _Suite(recipe, read_rows(path), partial=out / PARTIAL)
     pairs = [(t, m) for t in recipe.tasks for m in recipe.models]
     if recipe.order == "model":
         pairs = [(t, m) for m in recipe.models for t in recipe.tasks]
@@ -468,7 +501,7 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
                 r["retry_lr"] = sub.lr / 2
                 r["wall_s"] += first["wall_s"]
                 r["cpu_s"] += first["cpu_s"]
-            _append(path, r, ctx.done)
+            _append(path, r, ctx)
             if log:
                 log(f"{task} {name} seed {seed}: " + ", ".join(
                     f"{k} {r[k]:.1f}" for k in ("acc", *FORMAL_BINS) if k in r) + f" ({r['wall_s']:.0f} s)")
@@ -486,10 +519,12 @@ def _report_locked(recipe: Recipe, ctx: _Suite, out: Path, command: str, path: P
 class _Suite:
     """The suite's finished rows and what it knows of the current code (its version and fingerprints)."""
 
-    def __init__(self, recipe: Recipe, done: list[dict]):
+    def __init__(self, recipe: Recipe, done: list[dict], partial: Path | None = None):
         self.recipe, self.done, self.version = recipe, done, code_version()["code"]
         self._mult: dict[tuple[str, str], float | None] = {}
         self._fp: dict[tuple[str, str], list[float]] = {}
+        self.partial = partial  # where runs in progress checkpoint (None: runs are not resumable)
+        self._finished: list[Path] = []  # checkpoints of runs whose rows are about to be stored
 
     def spec(self, name: str) -> dict:
         return self.recipe.variants.get(name, {"block": name})
@@ -540,17 +575,51 @@ class _Suite:
                 return r
         return None
 
+    def resume_dir(self, sub: Recipe, task: str, name: str, seed: int, phase: str, log) -> Path | None:
+        """The folder where this run checkpoints, keyed by everything that decides it. A run left there by
+        another code version is resumed only when that version's fingerprint equals this code's (the same
+        computation, as for rows); otherwise it is discarded and the run starts over."""
+        if self.partial is None:
+            return None
+        what = {"settings": {k: getattr(sub, k) for k in (*PROTOCOL, "lr", "device")}, "spec": self.spec(name),
+                "recipe_model": self.recipe.model, "task_args": self.recipe.tasks[task]}
+        digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        folder = self.partial / f"{task}-{name}-{phase}-seed{seed}-lr{rate(sub.lr):g}-{digest}"
+        meta = folder / "run.json"
+        fp = self.fingerprint(task, name)
+        if meta.is_file():
+            old = json.loads(meta.read_text())
+            if old.get("code") != self.version and not same_behaviour(old.get("fingerprint"), fp):
+                if log:
+                    log(f"  {task} {name} seed {seed}: the run in progress in {folder} ran other code "
+                        f"({old.get('code')}, another fingerprint): starting over")
+                shutil.rmtree(folder, ignore_errors=True)
+        if not meta.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(meta, json.dumps({"code": self.version, "fingerprint": fp, **what}, default=str))
+        return folder
+
     def run(self, sub: Recipe, task: str, name: str, seed: int, log, phase: str = "final") -> dict:
         spec = self.spec(name)
+        folder = self.resume_dir(sub, task, name, seed, phase, log)
         r = run_one(sub, task, spec["block"], seed, self.mult(task, name), log, name=name,
-                    overrides=spec.get("model"))
+                    overrides=spec.get("model"), resume_dir=folder)
         r["phase"] = phase
         r["fingerprint"] = self.fingerprint(task, name)
+        if folder is not None:
+            self._finished.append(folder)
         return r
 
+    def stored(self) -> None:
+        """The rows of the finished runs are in the store: their checkpoints go."""
+        for folder in self._finished:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._finished.clear()
 
-def _append(path: Path, r: dict, done: list[dict]) -> None:
-    done[:] = append_row(path, r)  # every row in the file: processes sharing the suite append theirs too
+
+def _append(path: Path, r: dict, ctx: _Suite) -> None:
+    ctx.done[:] = append_row(path, r)  # every row in the file: processes sharing the suite append theirs too
+    ctx.stored()
 
 
 def _select(ctx: _Suite, task: str, name: str, path: Path, log) -> float:
@@ -563,7 +632,7 @@ def _select(ctx: _Suite, task: str, name: str, path: Path, log) -> float:
         r = ctx.find(task, name, "select", recipe.select_seed, sub)
         if r is None:
             r = ctx.run(sub, task, name, recipe.select_seed, log, phase="select")
-            _append(path, r, ctx.done)
+            _append(path, r, ctx)
             if log:
                 log(f"{task} {name} lr {lr:g} (selection): validation loss {r.get('val_loss', float('inf')):.3g}")
         return r.get("val_loss", float("inf"))

@@ -3,8 +3,9 @@
     python -m nestlearn train configs/debug.yaml train.steps=20
 
 Deterministic: batch ``s`` depends only on (seed, s), so a resumed run continues exactly (bitwise on
-CPU). Checkpoints (weights as safetensors, optimizer + RNG, train state) are written to a temporary
-folder and renamed; ``latest`` points at the newest. A non-finite loss skips the step and is
+CPU). Checkpoints (weights as safetensors, optimizer + RNG, the train state with the early-stopping state,
+the best weights and the logged rows) are written to a temporary folder and renamed; ``latest`` points at
+the newest. A non-finite loss skips the step and is
 counted; ``train.max_bad_steps`` in a row stop the run with the step and the last good checkpoint.
 """
 
@@ -122,7 +123,9 @@ class Trainer:
     - ``evaluate``: ``evaluate() -> {"val_loss": …, "val_acc": …, …}`` (default: the LM's held-out loss and
       accuracy on ``batches.eval``);
     - ``optimizer``: an ``Optimizers`` (default: ``cfg.optim`` through ``nestlearn.optim.build_optimizer``);
-    - ``log``: called with every row the run logs (training and evaluation).
+    - ``log``: called with every row the run logs (training and evaluation);
+    - ``on_save``: ``on_save() -> dict`` (JSON), stored with every checkpoint and found in ``extra`` after
+      ``load()`` (a caller's own bookkeeping, e.g. the time spent before an interruption).
 
     ``train.out_dir = ""`` writes nothing (no config, metrics or checkpoints). With ``train.patience``
     the run stops after that many evaluations without a ``train.min_delta`` relative gain in validation
@@ -131,7 +134,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, model: nn.Module | None = None, batches=None, loss=None, evaluate=None,
-                 optimizer: Optimizers | None = None, log=None):
+                 optimizer: Optimizers | None = None, log=None, on_save=None):
         self.cfg = cfg
         self.out = Path(cfg.train.out_dir) if cfg.train.out_dir else None
         self.device = torch.device(cfg.train.device)
@@ -183,6 +186,8 @@ class Trainer:
         self.losses: list[float] = []  # every step's training loss, non-finite ones included
         self.last_ckpt: Path | None = None
         self.history: list[dict] = []
+        self.on_save = on_save  # () -> dict saved with every checkpoint; ``extra`` holds it after load()
+        self.extra: dict = {}
         self._tb = None  # a TensorBoard writer while run() is active, when tensorboard is installed
 
     # ---- one step ----------------------------------------------------------------------------
@@ -282,9 +287,18 @@ class Trainer:
         tmp.mkdir()
         save_file({k: v.detach().contiguous().cpu().clone() for k, v in weights.items()
                    if k != "head.weight" or not self.cfg.model.tie_embeddings}, str(tmp / "model.safetensors"))
-        torch.save({"optim": optim, "rng": torch.get_rng_state()}, tmp / "optim.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": self.step, "bad_total": self.bad_total,
-                                                    "bad_in_a_row": self.bad_in_a_row}))
+        torch.save({"optim": optim, "rng": torch.get_rng_state(), "losses": torch.tensor(self.losses,
+                    dtype=torch.float64)}, tmp / "optim.pt")
+        if self._best_weights is not None:  # keep_best: the weights of the best validation loss so far
+            save_file({k: v.detach().contiguous().cpu().clone() for k, v in self._best_weights.items()},
+                      str(tmp / "best.safetensors"))
+        # the early-stopping state and the logged rows travel with the checkpoint, so that a resumed run
+        # stops, keeps its best weights and reports its history as the uninterrupted run would
+        (tmp / "state.json").write_text(json.dumps({
+            "step": self.step, "bad_total": self.bad_total, "bad_in_a_row": self.bad_in_a_row,
+            "best_loss": self.best_loss, "best_step": self.best_step, "stale": self._stale, "solved": self._solved,
+            "stopped_at": self.stopped_at, "stop_reason": self.stop_reason, "history": self.history,
+            "extra": self.on_save() if self.on_save is not None else {}}))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         latest_tmp = root / ".latest.tmp"
@@ -311,6 +325,17 @@ class Trainer:
         self.dist.load_full_state(self.model, list(self.opt.opts), weights, extra["optim"], self.cfg.train.parallel)
         torch.set_rng_state(extra["rng"])
         self.step, self.bad_total, self.bad_in_a_row = state["step"], state["bad_total"], state["bad_in_a_row"]
+        # checkpoints from before the early-stopping state was saved resume with a fresh one
+        self.best_loss, self.best_step = state.get("best_loss", float("inf")), state.get("best_step")
+        self._stale, self._solved = state.get("stale", 0), state.get("solved", 0)
+        self.stopped_at, self.stop_reason = state.get("stopped_at"), state.get("stop_reason")
+        self.history = state.get("history", [])
+        self.extra = state.get("extra", {})
+        if "losses" in extra:
+            self.losses = extra["losses"].tolist()
+        self._best_weights = None
+        if (ckpt / "best.safetensors").is_file():
+            self._best_weights = {k: v.to(self.device) for k, v in load_file(str(ckpt / "best.safetensors")).items()}
         self.last_ckpt = ckpt
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -328,7 +353,7 @@ class Trainer:
             bar = tqdm(total=c.steps, initial=self.step, desc=self.cfg.model.block, dynamic_ncols=True)
         t0, tokens = time.perf_counter(), 0
         try:
-            while self.step < stop:
+            while self.step < stop and self.stopped_at is None:  # a run resumed after it stopped early is over
                 loss, items = self.train_step()
                 self.step += 1
                 tokens += items

@@ -128,6 +128,74 @@ def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     assert len((tmp_path / "out" / "mqar.jsonl").read_text().splitlines()) == 2
 
 
+class _Killed(Exception):
+    """A process killed mid-run (no KeyboardInterrupt handler runs, no checkpoint is written at the kill)."""
+
+
+@pytest.mark.parametrize("model", ["delta", "hope"])
+def test_a_run_killed_midway_resumes_from_its_checkpoint_to_the_same_row(tmp_path, monkeypatch, model):
+    """A suite killed in the middle of a run continues that run from its last checkpoint (in the out folder's
+    ``.partial``), and the row equals the uninterrupted run's: losses, validation curve, early stop, kept
+    weights and test scores. The times add up the parts; the checkpoints go once the row is stored."""
+    from nestlearn.train.loop import Trainer
+
+    path = tmp_path / "r.yaml"
+    path.write_text("family: formal\ntasks: {parity: {}}\nmax_len: 12\nmodels: [" + model + "]\nseeds: [0]\n"
+                    "steps: 10\nwarmup: 1\neval_every: 2\npatience: 3\nmin_delta: 0.5\neval_batches: 1\n"
+                    "eval_batch_size: 4\nval_batches: 1\nbatch_size: 4\n"
+                    "model: {dim: 16, layers: 1, heads: 2, max_seq_len: 32, delta: {heads: 2, chunk_size: 4},\n"
+                    "  selfmod: {heads: 2, chunk_size: 4, chunk_size_other: 4},\n"
+                    "  cms: {levels: [{chunk_size: 4, lr: 0.01}], hidden_mult: 1.0}}\n")
+    recipe = S.load_recipe(path)
+    monkeypatch.setattr(S, "CHECKPOINT_EVERY", 2)
+    clean = S.run_suite(recipe, tmp_path / "clean", log=None)[0]
+    assert not list((tmp_path / "clean" / S.PARTIAL).iterdir())  # removed once the row was stored
+    assert clean["stopped_at"] == 8  # early stopping (3 checks without a 50% gain), after the resume point
+    real = Trainer.train_step
+
+    def dies_at_step_5(self):
+        if self.step == 4 and not getattr(dies_at_step_5, "done", False):
+            dies_at_step_5.done = True
+            raise _Killed
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
+    with pytest.raises(_Killed):
+        S.run_suite(recipe, tmp_path / "out", log=None)
+    (left,) = (tmp_path / "out" / S.PARTIAL).iterdir()
+    assert (left / "checkpoints" / "latest").read_text() == "step_0000004"
+    logs = []
+    again = S.run_suite(recipe, tmp_path / "out", log=logs.append)[0]
+    assert any("resumed at step 4" in line for line in logs)
+    assert again["resumed_at"] == [4] and "resumed_at" not in clean
+    timing = {"wall_s", "train_s", "cpu_s", "resumed_at"}
+    assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in clean.items() if k not in timing}
+    assert not list((tmp_path / "out" / S.PARTIAL).iterdir())
+
+
+def test_a_run_in_progress_of_other_code_starts_over(tmp_path, monkeypatch):
+    """A checkpoint left by another code version whose fingerprint differs is not resumed: the run starts over."""
+    path = tmp_path / "r.yaml"
+    path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+                    "models: [delta]\nseeds: [0]\nsteps: 2\nwarmup: 1\neval_batches: 1\n"
+                    "eval_batch_size: 4\nbatch_size: 4\nmodel: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    recipe = S.load_recipe(path)
+    ctx = S._Suite(recipe, [], partial=tmp_path / "p")
+    sub = ctx.settings("delta", None)
+    folder = ctx.resume_dir(sub, "p2", "delta", 0, "final", None)
+    (folder / "checkpoints").mkdir()
+    meta = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**meta, "code": "other", "fingerprint": [1.0, 2.0]}))
+    logs = []
+    assert ctx.resume_dir(sub, "p2", "delta", 0, "final", logs.append) == folder
+    assert "ran other code" in logs[0] and not (folder / "checkpoints").exists()
+    # the same code, or another code version with this code's fingerprint: kept
+    (folder / "checkpoints").mkdir()
+    (folder / "run.json").write_text(json.dumps({**meta, "code": "other"}))
+    assert ctx.resume_dir(sub, "p2", "delta", 0, "final", logs.append) == folder and len(logs) == 1
+    assert (folder / "checkpoints").exists()
+
+
 def test_a_row_counts_only_under_the_settings_it_ran_with(tmp_path, monkeypatch):
     """A change to the protocol's settings (here the early-stopping rule) makes the finished rows stop counting:
     the suite runs them again and the table holds only the new ones (the rate and the code were the same)."""

@@ -58,7 +58,8 @@ def test_resume_equals_uninterrupted_bitwise(tmp_path):
     for (n, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
     losses = lambda t: [h["loss"] for h in t.history if "loss" in h]  # noqa: E731
-    assert losses(full)[3:] == losses(resumed)
+    assert losses(full) == losses(resumed)  # the logged rows before the interruption travel with the checkpoint
+    assert resumed.losses == full.losses
 
 
 def test_activation_checkpointing_setting_trains_the_same_run(tmp_path):
@@ -247,8 +248,8 @@ def _plugin_trainer(tmp_path, losses, **train):
     with torch.no_grad():
         model.weight.fill_(0.0)
     cfg = RunConfig(optim=OptimConfig(lr=0.1, schedule="constant", clip=0.0),
-                    train=TrainSettings(steps=len(losses), batch_size=1, out_dir="", progress=False, log_every=1,
-                                        eval_every=1, **train))
+                    train=TrainSettings(**{"steps": len(losses), "batch_size": 1, "out_dir": "", "progress": False,
+                                           "log_every": 1, "eval_every": 1, **train}))
     batches = SimpleNamespace(train=lambda step, micro: (torch.tensor([[float(step)]]),))
     vals = []
 
@@ -275,6 +276,30 @@ def test_plugins_early_stopping_best_weights_and_no_files(tmp_path, monkeypatch)
     assert abs(3.0 - trainer.model.weight.item()) == pytest.approx(vals[2])  # the best weights are kept
     assert list(tmp_path.iterdir()) == []  # out_dir "": nothing written
     assert len(trainer.losses) == 5
+
+
+@pytest.mark.parametrize("until", [2, 4, 5])
+def test_a_resumed_run_stops_and_keeps_its_best_weights_as_the_uninterrupted_one(tmp_path, monkeypatch, until):
+    """The early-stopping state (best loss and step, the best weights, the patience counters, a stop already
+    made) and the logged rows are saved with each checkpoint: an interrupted run resumes to the same end."""
+    monkeypatch.chdir(tmp_path)
+    schedule = [1.0] * 3 + [0.0] * 20
+    full, _ = _plugin_trainer(tmp_path, schedule, patience=2, keep_best=True)
+    full.run()
+    kw = dict(patience=2, keep_best=True, out_dir=str(tmp_path / "run"), ckpt_every=1)
+    half, _ = _plugin_trainer(tmp_path, schedule, **kw)
+    half.on_save = lambda: {"spent": half.step * 10}
+    half.run(until=until)
+    resumed, _ = _plugin_trainer(tmp_path, schedule, **kw)
+    resumed.load()
+    assert resumed.extra == {"spent": until * 10}
+    resumed.run()
+    assert (resumed.stopped_at, resumed.step, resumed.best_step, resumed.stop_reason) == \
+        (full.stopped_at, full.step, full.best_step, full.stop_reason) == (5, 5, 3, "validation loss flat for 2 checks")
+    assert resumed.model.weight.item() == full.model.weight.item()  # the best weights, restored at the end
+    assert resumed.losses == full.losses
+    strip = lambda h: [{k: v for k, v in r.items() if k != "tok_s"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
 
 
 def test_plugins_nonfinite_stop_ends_the_run_without_raising(tmp_path, monkeypatch):
