@@ -32,9 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -45,13 +45,26 @@ from ..models.vit import ViT, ViTConfig
 from ..optim import build_optimizer
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
 from ..train.config import device_problem
-from .protocol import append_row, code_version, grid_problem, rate, read_rows, same_behaviour, select_rate, write_atomic
+from .protocol import (
+    PARTIAL,
+    RunClock,
+    append_row,
+    code_version,
+    grid_problem,
+    partial_folder,
+    rate,
+    read_rows,
+    same_behaviour,
+    select_rate,
+    write_atomic,
+)
 
 GRID = (1e-4, 3.16e-4, 1e-3)  # ×√10
 MUON_MOMENTUM = (0.9, 0.95, 0.98)
 M3_ALPHA = (0.05, 0.1, 0.3)  # as many points as Muon's momentum
 M3_SLOW_EVERY = (10, 25, 100)
 SELECT_SEED = 100
+CHECKPOINT_EVERY = 250  # steps between a run's checkpoints (a killed run resumes from the latest)
 OPTIMIZERS = ("adamw", "muon", "m3", "m3-ema")
 DATASETS = {"cifar10": ("cifar10_subset", load_cifar10_subset, 32, 3),
             "fashion_mnist": ("fashion_mnist", load_fashion_mnist, 28, 1)}
@@ -98,31 +111,37 @@ class Epochs:
         return self.x[idx], self.y[idx]
 
 
-def run(name, lr, hp, seed, data, args, image_size, channels):
+def run(name, lr, hp, seed, data, args, image_size, channels, resume_dir: Path | None = None):
     """One run through ``nestlearn.train.Trainer``: constant rate, no clipping, stopped at the first
     non-finite loss (scored as inf). The validation loss is measured every ``--eval-every`` steps and the
     weights of the best one are kept and tested (9,000 training images can be overfitted within the
-    budget: the final weights would then rank the optimizers by how fast they overfit)."""
+    budget: the final weights would then rank the optimizers by how fast they overfit). ``resume_dir``: the
+    run checkpoints there every ``CHECKPOINT_EVERY`` steps and continues from the latest checkpoint it finds
+    (``protocol.RunClock``), to the row the uninterrupted run writes."""
     x_train, y_train, x_val, y_val, x_test, y_test = data
     torch.manual_seed(seed)
     model = ViT(ViTConfig(image_size=image_size, channels=channels, patch=4, dim=args.dim, depth=args.depth,
                           heads=4, classes=10))
     cfg = RunConfig(optim=OptimConfig(schedule="constant", clip=0.0), train=TrainSettings(
-        steps=args.steps, batch_size=args.batch, seed=seed, out_dir="", progress=False, log_every=args.steps,
-        eval_every=min(args.eval_every, args.steps), ckpt_every=args.steps, max_bad_steps=1, on_nonfinite="stop",
+        steps=args.steps, batch_size=args.batch, seed=seed, out_dir=str(resume_dir or ""), progress=False,
+        log_every=args.steps, eval_every=min(args.eval_every, args.steps),
+        ckpt_every=CHECKPOINT_EVERY if resume_dir else args.steps, max_bad_steps=1, on_nonfinite="stop",
         keep_best=True, device=args.device))
 
     def validation() -> dict:
         loss, acc = evaluate(model, x_val, y_val)
         return {"val_loss": loss, "val_acc": acc}
 
-    t_start, c_start = time.perf_counter(), time.process_time()
+    clock = RunClock(resume_dir)
     trainer = Trainer(cfg, model=model, batches=Epochs(x_train, y_train, args.batch, seed),
                       loss=lambda x, y: F.cross_entropy(model(x.to(args.device)), y.to(args.device)),
                       evaluate=validation,
-                      optimizer=make_optimizer(name, model, lr, hp, args))
+                      optimizer=make_optimizer(name, model, lr, hp, args),
+                      on_save=clock.on_save if resume_dir else None)
+    if clock.resume(trainer):
+        print(f"  {name} lr={lr:g} {hp} seed {seed}: resumed at step {trainer.step} ({resume_dir})", flush=True)
     trainer.run()
-    train_s = time.perf_counter() - t_start
+    clock.trained()
     curve = trainer.losses
     tail = curve[-max(1, args.steps // 20):]
     train_loss = statistics.mean(tail) if all(map(math.isfinite, tail)) else float("inf")
@@ -134,8 +153,8 @@ def run(name, lr, hp, seed, data, args, image_size, channels):
     return dict(optimizer=name, lr=lr, hp=hp, seed=seed, steps=args.steps, train_loss=train_loss,
                 val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
                 best_step=trainer.best_step, final_val_loss=val_curve[-1][1] if val_curve else float("inf"),
-                step_time=train_s / max(1, trainer.step), wall_s=time.perf_counter() - t_start,
-                cpu_s=time.process_time() - c_start, curve=curve, val_curve=val_curve, **code_version())
+                step_time=clock.totals()["train_s"] / max(1, trainer.step), **clock.totals(), curve=curve,
+                val_curve=val_curve, **code_version())
 
 
 class NotRun(Exception):
@@ -173,9 +192,14 @@ class Runs:
                 return r
         if args.report:
             raise NotRun
-        r = {"dataset": ds, **run(name, lr, hp, seed, data, args, size, channels), "settings": settings,
-             "fingerprint": self.fingerprint(ds, name, data, args, size, channels)}
+        fp = self.fingerprint(ds, name, data, args, size, channels)
+        folder = partial_folder(self.path.parent / PARTIAL, f"{ds}-{name}-lr{rate(lr):g}-seed{seed}",
+                                {"hp": hp, "settings": settings, "store": self.path.name, "device": args.device},
+                                self.version, fp, log=lambda line: print(line, flush=True))
+        r = {"dataset": ds, **run(name, lr, hp, seed, data, args, size, channels, resume_dir=folder),
+             "settings": settings, "fingerprint": fp}
         self.rows = append_row(self.path, r)
+        shutil.rmtree(folder, ignore_errors=True)  # the row is stored: the run's checkpoints go
         print(f"{ds} {name} lr={lr:g} {hp} seed {seed}: train {r['train_loss']:.3f} val {r['val_loss']:.3f} "
               f"test acc {r['test_acc']:.3f}", flush=True)
         return r

@@ -1,14 +1,18 @@
 """What the fair protocol (experiments/synthetic/README.md) shares between experiments: the selection
 rule (a geometric grid, grown past an edge while the best rate sits on it) and the provenance of a row
-(the code version it ran, and whether two fingerprints are the same computation), and the store of finished
-runs (one JSON line per run, appended under a file lock)."""
+(the code version it ran, and whether two fingerprints are the same computation), the store of finished
+runs (one JSON line per run, appended under a file lock), and the runs in progress (checkpointed, so that a
+killed run resumes where it was)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -147,3 +151,75 @@ def append_row(path: Path, row: dict) -> list[dict]:
 
 __all__ = ["append_row", "code_version", "grid_problem", "locked", "rate", "read_rows", "same_behaviour", "select_rate",
            "write_atomic"]
+
+
+# ---- runs in progress --------------------------------------------------------------------------
+
+PARTIAL = ".partial"  # an experiment's folder (beside its store, ignored by git) of its runs in progress
+
+
+def partial_folder(root: Path, label: str, what: dict, code: str, fingerprint: list[float] | None,
+                   log=None) -> Path:
+    """The folder where one run checkpoints while it is in progress: ``root/<label>-<digest of what>``,
+    ``what`` being everything that decides the run. A run left there by another code version is resumed only
+    when that version's fingerprint equals ``fingerprint`` (the same computation, as for stored rows);
+    otherwise its folder is emptied and the run starts over."""
+    digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    folder = Path(root) / f"{label}-{digest}"
+    meta = folder / "run.json"
+    if meta.is_file():
+        old = json.loads(meta.read_text())
+        if old.get("code") != code and not same_behaviour(old.get("fingerprint"), fingerprint):
+            if log:
+                log(f"  {label}: the run in progress in {folder} ran other code ({old.get('code')}, another "
+                    "fingerprint): starting over")
+            shutil.rmtree(folder, ignore_errors=True)
+    if not meta.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(meta, json.dumps({"code": code, "fingerprint": fingerprint, **what}, default=str))
+    return folder
+
+
+class RunClock:
+    """A run's time across interruptions, for a ``Trainer`` that checkpoints in ``folder`` (or None: a run that
+    is not resumable). ``on_save`` (the trainer's hook) records the time spent so far with each checkpoint and
+    removes the checkpoints older than the latest; ``resume`` loads the latest checkpoint, when there is one;
+    ``totals`` gives ``cpu_s``, ``wall_s`` and ``train_s`` summed over every part, and ``resumed_at`` (when
+    resumed) the steps the run continued from."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = None if folder is None else Path(folder)
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.before = {"cpu_s": 0.0, "wall_s": 0.0, "train_s": 0.0, "resumed_at": []}
+        self.train_s: float | None = None  # this part's training time, once ``trained`` is called
+
+    def on_save(self) -> dict:
+        root = self.folder / "checkpoints"
+        latest = (root / "latest").read_text().strip() if (root / "latest").is_file() else None
+        for old in root.glob("step_*"):
+            if old.name != latest:  # the latest stays until the checkpoint being written replaces it
+                shutil.rmtree(old, ignore_errors=True)
+        now = time.perf_counter() - self.t0
+        return {"cpu_s": self.before["cpu_s"] + time.process_time() - self.c0,
+                "wall_s": self.before["wall_s"] + now, "train_s": self.before["train_s"] + now,
+                "resumed_at": self.before["resumed_at"]}
+
+    def resume(self, trainer) -> bool:
+        if self.folder is None or not (self.folder / "checkpoints" / "latest").is_file():
+            return False
+        trainer.load()
+        self.before.update(trainer.extra)
+        self.before["resumed_at"] = [*self.before["resumed_at"], trainer.step]
+        return True
+
+    def trained(self) -> None:
+        self.train_s = time.perf_counter() - self.t0
+
+    def totals(self) -> dict:
+        train_s = self.train_s if self.train_s is not None else time.perf_counter() - self.t0
+        out = {"wall_s": self.before["wall_s"] + time.perf_counter() - self.t0,
+               "train_s": self.before["train_s"] + train_s,
+               "cpu_s": self.before["cpu_s"] + time.process_time() - self.c0}
+        if self.before["resumed_at"]:
+            out["resumed_at"] = self.before["resumed_at"]
+        return out

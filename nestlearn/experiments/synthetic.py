@@ -30,13 +30,11 @@ answer positions, scored as the accuracy of the argmax there.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import random
 import shutil
 import statistics
-import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +51,13 @@ from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
 from ..train.config import device_problem
 from .protocol import (
+    PARTIAL,
+    RunClock,
     append_row,
     code_version,
     grid_problem,
     locked,
+    partial_folder,
     rate,
     read_rows,
     same_behaviour,
@@ -343,7 +344,6 @@ def validate(model: CausalLM, recipe: Recipe, task: str) -> tuple[float, float]:
 
 
 CHECKPOINT_EVERY = 250  # steps between a resumable run's checkpoints (run_one's resume_dir)
-PARTIAL = ".partial"  # the suite's folder (in its out folder, ignored by git) of the runs in progress
 
 
 def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | None = None,
@@ -396,29 +396,13 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
 
     batches = types.SimpleNamespace(train=lambda step, micro: make_batch(recipe, task, recipe.batch_size,
                                                                          _train_seed(seed, step)))
-    t0, c0 = time.perf_counter(), time.process_time()
-    before = {"cpu_s": 0.0, "wall_s": 0.0, "train_s": 0.0, "resumed_at": []}  # the parts run before a resume
-
-    def spent() -> dict:  # saved with each checkpoint; older ones are removed (the latest stays until replaced)
-        root = Path(resume_dir) / "checkpoints"
-        latest = (root / "latest").read_text().strip() if (root / "latest").is_file() else None
-        for old in root.glob("step_*"):
-            if old.name != latest:
-                shutil.rmtree(old, ignore_errors=True)
-        now = time.perf_counter() - t0
-        return {"cpu_s": before["cpu_s"] + time.process_time() - c0, "wall_s": before["wall_s"] + now,
-                "train_s": before["train_s"] + now, "resumed_at": before["resumed_at"]}
-
+    clock = RunClock(resume_dir)
     trainer = Trainer(run, model=model, batches=batches, loss=loss, evaluate=validation if recipe.eval_every else
-                      (lambda: {}), log=progress, on_save=spent if resume_dir else None)
-    if resume_dir is not None and (Path(resume_dir) / "checkpoints" / "latest").is_file():
-        trainer.load()
-        before.update(trainer.extra)
-        before["resumed_at"] = [*before["resumed_at"], trainer.step]
-        if log:
-            log(f"  {task} {name} seed {seed}: resumed at step {trainer.step} ({resume_dir})")
+                      (lambda: {}), log=progress, on_save=clock.on_save if resume_dir else None)
+    if clock.resume(trainer) and log:
+        log(f"  {task} {name} seed {seed}: resumed at step {trainer.step} ({resume_dir})")
     trainer.run()
-    train_s = before["train_s"] + time.perf_counter() - t0
+    clock.trained()
     losses = trainer.losses
     if trace is not None:
         trace.extend(losses)
@@ -439,9 +423,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
             "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": finite[-1] if finite else float("nan"),
             "skipped": trainer.bad_total, "diverged_at": trainer.diverged_at, "lr": recipe.lr,
             "stopped_at": trainer.stopped_at, "steps_run": trainer.step,
-            "wall_s": before["wall_s"] + time.perf_counter() - t0, "train_s": train_s,
-            "cpu_s": before["cpu_s"] + time.process_time() - c0, "threads": torch.get_num_threads(),
-            **({"resumed_at": before["resumed_at"]} if before["resumed_at"] else {}), **val, **metrics}
+            **clock.totals(), "threads": torch.get_num_threads(), **val, **metrics}
 
 
 # ---- the suite ---------------------------------------------------------------------------------
@@ -576,28 +558,14 @@ class _Suite:
         return None
 
     def resume_dir(self, sub: Recipe, task: str, name: str, seed: int, phase: str, log) -> Path | None:
-        """The folder where this run checkpoints, keyed by everything that decides it. A run left there by
-        another code version is resumed only when that version's fingerprint equals this code's (the same
-        computation, as for rows); otherwise it is discarded and the run starts over."""
+        """Where this run checkpoints while in progress (``protocol.partial_folder``), or None."""
         if self.partial is None:
             return None
-        what = {"settings": {k: getattr(sub, k) for k in (*PROTOCOL, "lr", "device")}, "spec": self.spec(name),
+        what = {"family": self.recipe.family, "settings": {k: getattr(sub, k) for k in (*PROTOCOL, "lr", "device")},
+                "spec": self.spec(name),
                 "recipe_model": self.recipe.model, "task_args": self.recipe.tasks[task]}
-        digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        folder = self.partial / f"{task}-{name}-{phase}-seed{seed}-lr{rate(sub.lr):g}-{digest}"
-        meta = folder / "run.json"
-        fp = self.fingerprint(task, name)
-        if meta.is_file():
-            old = json.loads(meta.read_text())
-            if old.get("code") != self.version and not same_behaviour(old.get("fingerprint"), fp):
-                if log:
-                    log(f"  {task} {name} seed {seed}: the run in progress in {folder} ran other code "
-                        f"({old.get('code')}, another fingerprint): starting over")
-                shutil.rmtree(folder, ignore_errors=True)
-        if not meta.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            write_atomic(meta, json.dumps({"code": self.version, "fingerprint": fp, **what}, default=str))
-        return folder
+        return partial_folder(self.partial, f"{task}-{name}-{phase}-seed{seed}-lr{rate(sub.lr):g}", what,
+                              self.version, self.fingerprint(task, name), log)
 
     def run(self, sub: Recipe, task: str, name: str, seed: int, log, phase: str = "final") -> dict:
         spec = self.spec(name)

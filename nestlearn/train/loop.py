@@ -153,6 +153,9 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.model = (CausalLM(cfg.model) if model is None else model).to(self.device)
+        # a language model's head that is its embedding is not saved; another model's "head" (a ViT's
+        # classifier) is a weight of its own, whatever cfg.model (unused then) says
+        self._tied_head = isinstance(self.model, CausalLM) and cfg.model.tie_embeddings
         if cfg.train.activation_checkpointing:
             if not isinstance(self.model, CausalLM):
                 raise ValueError("train.activation_checkpointing needs a CausalLM model (its blocks recompute); "
@@ -286,7 +289,7 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         save_file({k: v.detach().contiguous().cpu().clone() for k, v in weights.items()
-                   if k != "head.weight" or not self.cfg.model.tie_embeddings}, str(tmp / "model.safetensors"))
+                   if k != "head.weight" or not self._tied_head}, str(tmp / "model.safetensors"))
         torch.save({"optim": optim, "rng": torch.get_rng_state(), "losses": torch.tensor(self.losses,
                     dtype=torch.float64)}, tmp / "optim.pt")
         if self._best_weights is not None:  # keep_best: the weights of the best validation loss so far
@@ -321,7 +324,7 @@ class Trainer:
             others = sorted(p.name for p in root.glob("step_*") if p != ckpt)
             raise ValueError(f"checkpoint {ckpt} is unreadable ({type(e).__name__}: {e}); the other checkpoints "
                              f"are untouched: {others or 'none'}") from e
-        check_weights(self.model, weights, ckpt, self.cfg.model.tie_embeddings)
+        check_weights(self.model, weights, ckpt, self._tied_head)
         self.dist.load_full_state(self.model, list(self.opt.opts), weights, extra["optim"], self.cfg.train.parallel)
         torch.set_rng_state(extra["rng"])
         self.step, self.bad_total, self.bad_in_a_row = state["step"], state["bad_total"], state["bad_in_a_row"]

@@ -66,6 +66,48 @@ def test_a_run_trains_and_scores_on_the_device_it_is_given(monkeypatch):
     assert seen == ["cpu:0"] and 0.0 <= r["test_acc"] <= 1.0 and r["test_loss"] > 0
 
 
+class _Killed(Exception):
+    """A process killed mid-run: no handler runs, no checkpoint is written at the kill."""
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon", "m3", "m3-ema"])
+def test_a_run_killed_midway_resumes_to_the_uninterrupted_row(tmp_path, monkeypatch, name):
+    """Each optimizer's state (M3's slow momentum and its block of summed gradients included) travels with the
+    run's checkpoint: a run killed after its checkpoint at step 4 continues from there to the same losses,
+    validation curve, kept weights and scores as the run that was not killed. (The ViT's classifier is named
+    ``head``: the trainer once took it for a language model's tied head and did not save it.)"""
+    import argparse
+
+    import torch
+
+    from nestlearn.train.loop import Trainer
+
+    vit = _vit()
+    monkeypatch.setattr(vit, "CHECKPOINT_EVERY", 2)
+    g = torch.Generator().manual_seed(0)
+    data = [torch.rand(24, 1, 8, 8, generator=g) if i % 2 == 0 else torch.randint(0, 10, (24,), generator=g)
+            for i in range(6)]
+    args = argparse.Namespace(dim=16, depth=1, steps=9, batch=4, eval_every=2, rest_lr=1e-3, weight_decay=0.0,
+                              device="cpu")
+    hp = {"alpha": 0.3, "slow_every": 3} if name.startswith("m3") else {}
+    clean = vit.run(name, 1e-3, hp, 0, data, args, 8, 1)
+    real = Trainer.train_step
+
+    def dies_at_step_5(self):
+        if self.step == 4 and not getattr(dies_at_step_5, "done", False):
+            dies_at_step_5.done = True
+            raise _Killed
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
+    with pytest.raises(_Killed):
+        vit.run(name, 1e-3, hp, 0, data, args, 8, 1, resume_dir=tmp_path / "run")
+    again = vit.run(name, 1e-3, hp, 0, data, args, 8, 1, resume_dir=tmp_path / "run")
+    assert again["resumed_at"] == [4]
+    timing = {"wall_s", "train_s", "cpu_s", "step_time", "resumed_at"}
+    assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in clean.items() if k not in timing}
+
+
 @pytest.mark.skipif(not (DATA / "fashion_mnist").is_dir(), reason="../shared/data/fashion_mnist is not here")
 def test_tables_appear_with_the_first_finished_optimizer_and_report_trains_nothing(tmp_path):
     vit = _vit()
