@@ -776,7 +776,8 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     complete = sum(1 for t in tasks for m in recipe.models
                    if {r["seed"] for r in rows if (r["task"], r["model"]) == (t, m)} >= set(recipe.seeds))
     lines += ["", f"Progress: {complete} of {len(tasks) * len(recipe.models)} (task, model) pairs have all "
-              f"{len(recipe.seeds)} reported seeds" + (f"; {len(selection)} selection runs" if selection else "") + "."]
+              f"{len(recipe.seeds)} reported seeds" + (f"; {len(selection)} selection runs" if selection else "") + "."
+              + _remaining(recipe, rows, selection)]
     lines += ["", "Task arguments: " + json.dumps(recipe.tasks), "",
               f"Total wall time of these runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min"
               + (f", and {sum(r['wall_s'] for r in selection) / 60:.1f} min of selection runs" if selection else "")
@@ -791,6 +792,31 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     write_atomic(path, "# Synthetic experiments (NL Tables 4 and 5)\n\n"
            + "\n".join(p.replace("# Synthetic experiments: ", "## ", 1) for p in parts))
     return path
+
+
+def _remaining(recipe: Recipe, rows: list[dict], selection: list[dict]) -> str:
+    """What is left, in runs and in CPU hours at the mean CPU time of each model's finished runs in this table
+    (a lower bound: a grid that grows past an edge adds selection runs)."""
+    left: dict[str, int] = {}
+    for m in recipe.models:
+        for t in recipe.tasks:
+            picked = {rate(r["lr"]) for r in selection if (r["task"], r["model"]) == (t, m)}
+            seeds = {r["seed"] for r in rows if (r["task"], r["model"]) == (t, m)}
+            left[m] = left.get(m, 0) + max(0, len(recipe.lr_grid) - len(picked)) + len(set(recipe.seeds) - seeds)
+    if not sum(left.values()):
+        return ""
+    hours, unknown = 0.0, []
+    for m, n in left.items():
+        spent = [r["cpu_s"] for r in rows + selection if r["model"] == m and "cpu_s" in r]
+        if n and spent:
+            hours += n * statistics.mean(spent) / 3600
+        elif n:
+            unknown.append(f"{m} ({n})")
+    return (f" Left: at least {sum(left.values())} runs ("
+            + ", ".join(f"{m} {n}" for m, n in left.items() if n)
+            + f"); ≈ {hours:.1f} CPU hours for those of the models with finished runs, at the mean CPU time of "
+            "their runs here"
+            + (f"; no finished run yet, so no estimate: {', '.join(unknown)}" if unknown else "") + ".")
 
 
 def _params(rows, m) -> str:

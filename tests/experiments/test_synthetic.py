@@ -319,8 +319,12 @@ def test_rows_record_their_code_and_a_table_refuses_to_mix_versions(tmp_path):
     assert rows[0]["config"]["block"] == "delta" and rows[0]["settings"]["steps"] == 1
     assert f"Code version {version['code']}" in (tmp_path / "out" / "mqar.md").read_text()
     assert "of 2 seeds)" not in (tmp_path / "out" / "mqar.md").read_text()
+    assert "Left:" not in (tmp_path / "out" / "mqar.md").read_text()
     S.write_results(recipe, rows[:1], tmp_path / "out")  # a mean over fewer seeds than the recipe's says so
-    assert "(1 of 2 seeds)" in (tmp_path / "out" / "mqar.md").read_text()
+    text = (tmp_path / "out" / "mqar.md").read_text()
+    assert "(1 of 2 seeds)" in text
+    hours = rows[0]["cpu_s"] / 3600  # what is left, at the mean CPU time of the model's finished runs
+    assert f"Left: at least 1 runs (delta 1); ≈ {hours:.1f} CPU hours" in text
     fp = rows[0]["fingerprint"]
     assert len(fp) == 3 + 2 * 2 + 1 and rows[1]["fingerprint"] == fp  # 3 losses, 2 validations, the test accuracy
     # another code version that computes the same numbers may share the table, and says so
