@@ -12,3 +12,23 @@ def record_trainer_devices(monkeypatch, module) -> list[str]:
 
     monkeypatch.setattr(module, "Trainer", recording)
     return seen
+
+
+class Killed(Exception):
+    """A process killed mid-run: no handler runs, and no checkpoint is written at the kill."""
+
+
+def kill_once_after(monkeypatch, step: int) -> None:
+    """The next training run dies before its step ``step + 1`` (once; the runs after it train normally)."""
+    from nestlearn.train.loop import Trainer
+
+    real = Trainer.train_step
+    state = {"done": False}
+
+    def dies(self):
+        if self.step == step and not state["done"]:
+            state["done"] = True
+            raise Killed
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dies)

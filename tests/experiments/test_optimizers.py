@@ -8,7 +8,7 @@ import pytest
 
 from nestlearn.cli import main
 
-from .conftest import record_trainer_devices
+from .conftest import Killed, kill_once_after, record_trainer_devices
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
@@ -66,10 +66,6 @@ def test_a_run_trains_and_scores_on_the_device_it_is_given(monkeypatch):
     assert seen == ["cpu:0"] and 0.0 <= r["test_acc"] <= 1.0 and r["test_loss"] > 0
 
 
-class _Killed(Exception):
-    """A process killed mid-run: no handler runs, no checkpoint is written at the kill."""
-
-
 @pytest.mark.parametrize("name", ["adamw", "muon", "m3", "m3-ema"])
 def test_a_run_killed_midway_resumes_to_the_uninterrupted_row(tmp_path, monkeypatch, name):
     """Each optimizer's state (M3's slow momentum and its block of summed gradients included) travels with the
@@ -80,8 +76,6 @@ def test_a_run_killed_midway_resumes_to_the_uninterrupted_row(tmp_path, monkeypa
 
     import torch
 
-    from nestlearn.train.loop import Trainer
-
     vit = _vit()
     monkeypatch.setattr(vit, "CHECKPOINT_EVERY", 2)
     g = torch.Generator().manual_seed(0)
@@ -91,16 +85,8 @@ def test_a_run_killed_midway_resumes_to_the_uninterrupted_row(tmp_path, monkeypa
                               device="cpu")
     hp = {"alpha": 0.3, "slow_every": 3} if name.startswith("m3") else {}
     clean = vit.run(name, 1e-3, hp, 0, data, args, 8, 1)
-    real = Trainer.train_step
-
-    def dies_at_step_5(self):
-        if self.step == 4 and not getattr(dies_at_step_5, "done", False):
-            dies_at_step_5.done = True
-            raise _Killed
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
-    with pytest.raises(_Killed):
+    kill_once_after(monkeypatch, 4)
+    with pytest.raises(Killed):
         vit.run(name, 1e-3, hp, 0, data, args, 8, 1, resume_dir=tmp_path / "run")
     again = vit.run(name, 1e-3, hp, 0, data, args, 8, 1, resume_dir=tmp_path / "run")
     assert again["resumed_at"] == [4]

@@ -12,7 +12,7 @@ import torch
 from nestlearn.cli import main
 from nestlearn.experiments import synthetic as S
 
-from .conftest import record_trainer_devices
+from .conftest import Killed, kill_once_after, record_trainer_devices
 
 RECIPES = Path(__file__).resolve().parents[2] / "experiments" / "synthetic"
 
@@ -128,17 +128,11 @@ def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     assert len((tmp_path / "out" / "mqar.jsonl").read_text().splitlines()) == 2
 
 
-class _Killed(Exception):
-    """A process killed mid-run (no KeyboardInterrupt handler runs, no checkpoint is written at the kill)."""
-
-
 @pytest.mark.parametrize("model", ["delta", "hope"])
 def test_a_run_killed_midway_resumes_from_its_checkpoint_to_the_same_row(tmp_path, monkeypatch, model):
     """A suite killed in the middle of a run continues that run from its last checkpoint (in the out folder's
     ``.partial``), and the row equals the uninterrupted run's: losses, validation curve, early stop, kept
     weights and test scores. The times add up the parts; the checkpoints go once the row is stored."""
-    from nestlearn.train.loop import Trainer
-
     path = tmp_path / "r.yaml"
     path.write_text("family: formal\ntasks: {parity: {}}\nmax_len: 12\nmodels: [" + model + "]\nseeds: [0]\n"
                     "steps: 10\nwarmup: 1\neval_every: 2\npatience: 3\nmin_delta: 0.5\neval_batches: 1\n"
@@ -151,16 +145,8 @@ def test_a_run_killed_midway_resumes_from_its_checkpoint_to_the_same_row(tmp_pat
     clean = S.run_suite(recipe, tmp_path / "clean", log=None)[0]
     assert not list((tmp_path / "clean" / S.PARTIAL).iterdir())  # removed once the row was stored
     assert clean["stopped_at"] == 8  # early stopping (3 checks without a 50% gain), after the resume point
-    real = Trainer.train_step
-
-    def dies_at_step_5(self):
-        if self.step == 4 and not getattr(dies_at_step_5, "done", False):
-            dies_at_step_5.done = True
-            raise _Killed
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
-    with pytest.raises(_Killed):
+    kill_once_after(monkeypatch, 4)
+    with pytest.raises(Killed):
         S.run_suite(recipe, tmp_path / "out", log=None)
     (left,) = (tmp_path / "out" / S.PARTIAL).iterdir()
     assert (left / "checkpoints" / "latest").read_text() == "step_0000004"
