@@ -88,6 +88,10 @@ case "${1:-status}" in
   status)
     pgrep -af "$PATTERN" || echo "no suite running"
     for f in "$LOGS"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 3 "$f"; }; done
+    echo "== runs in progress (their latest checkpoints; a restarted suite resumes them)"
+    for d in experiments/synthetic/*/.partial/* experiments/optimizers/.partial/*; do
+      [ -f "$d/checkpoints/latest" ] && echo "$d: $(cat "$d/checkpoints/latest")"
+    done
     ;;
   *) echo "usage: $0 start [SUITE…] | pause | resume | status | stop" >&2; exit 2 ;;
 esac
