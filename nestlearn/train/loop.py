@@ -186,6 +186,7 @@ class Trainer:
         self.stopped_at: int | None = None  # the step at which early stopping ended the run
         self.stop_reason: str | None = None  # why early stopping ended it
         self.best_loss, self.best_step, self._best_weights, self._stale, self._solved = float("inf"), None, None, 0, 0
+        self._best_whole = False  # whether _best_weights are whole tensors read from a checkpoint
         self.losses: list[float] = []  # every step's training loss, non-finite ones included
         self.last_ckpt: Path | None = None
         self.history: list[dict] = []
@@ -263,6 +264,7 @@ class Trainer:
             self.best_loss, self.best_step = val, self.step
             if t.keep_best:
                 self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self._best_whole = False
         self._solved = self._solved + 1 if acc >= 1.0 else 0
         if t.solved_patience and self._solved >= t.solved_patience:
             self.stopped_at, self.stop_reason = self.step, f"100% validation accuracy for {self._solved} checks"
@@ -279,6 +281,10 @@ class Trainer:
         if self.out is None:  # train.out_dir = "": a run that writes nothing
             return None
         weights, optim = self.dist.full_state(self.model, list(self.opt.opts), self.cfg.train.parallel)
+        best = None
+        if self._best_weights is not None:  # keep_best: the weights of the best validation loss so far, whole
+            # (a sharded model's are DTensors: gathering them is collective, so every rank takes part)
+            best = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in self._best_weights.items()}
         if not self.dist.main:
             self.dist.barrier()
             return None
@@ -292,8 +298,8 @@ class Trainer:
                    if k != "head.weight" or not self._tied_head}, str(tmp / "model.safetensors"))
         torch.save({"optim": optim, "rng": torch.get_rng_state(), "losses": torch.tensor(self.losses,
                     dtype=torch.float64)}, tmp / "optim.pt")
-        if self._best_weights is not None:  # keep_best: the weights of the best validation loss so far
-            save_file({k: v.detach().contiguous().cpu().clone() for k, v in self._best_weights.items()},
+        if best is not None:
+            save_file({k: v.detach().contiguous().cpu().clone() for k, v in best.items()},
                       str(tmp / "best.safetensors"))
         # the early-stopping state and the logged rows travel with the checkpoint, so that a resumed run
         # stops, keeps its best weights and reports its history as the uninterrupted run would
@@ -301,7 +307,7 @@ class Trainer:
             "step": self.step, "bad_total": self.bad_total, "bad_in_a_row": self.bad_in_a_row,
             "best_loss": self.best_loss, "best_step": self.best_step, "stale": self._stale, "solved": self._solved,
             "stopped_at": self.stopped_at, "stop_reason": self.stop_reason, "history": self.history,
-            "extra": self.on_save() if self.on_save is not None else {}}))
+            "extra": self.on_save() if self.on_save is not None else {}}, default=_plain))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         latest_tmp = root / ".latest.tmp"
@@ -336,9 +342,10 @@ class Trainer:
         self.extra = state.get("extra", {})
         if "losses" in extra:
             self.losses = extra["losses"].tolist()
-        self._best_weights = None
-        if (ckpt / "best.safetensors").is_file():
+        self._best_weights, self._best_whole = None, False
+        if (ckpt / "best.safetensors").is_file():  # whole tensors (also for a sharded model: see the end of run)
             self._best_weights = {k: v.to(self.device) for k, v in load_file(str(ckpt / "best.safetensors")).items()}
+            self._best_whole = True
         self.last_ckpt = ckpt
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -382,7 +389,12 @@ class Trainer:
                     break
             if self._best_weights is not None and (self.step >= c.steps or self.stopped_at is not None
                                                    or self.diverged_at is not None):
-                self.model.load_state_dict(self._best_weights)  # the run is over: keep its best weights
+                # the run is over: keep its best weights (read from a checkpoint: whole tensors, which a
+                # sharded model takes through its full-state path)
+                if self._best_whole:
+                    self.dist.load_full_state(self.model, [], self._best_weights, [], self.cfg.train.parallel)
+                else:
+                    self.model.load_state_dict(self._best_weights)
         except KeyboardInterrupt:
             path = self.save() or "nowhere (train.out_dir is empty)"
             print(f"\ninterrupted at step {self.step}: checkpoint written to {path}; resume with --resume")
@@ -401,12 +413,20 @@ class Trainer:
         if self.on_log is not None:
             self.on_log(row)
         if self.dist.main:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(row, default=_plain) + "\n")
             fh.flush()
         if self._tb is not None:
             for key, value in row.items():
                 if key != "step":
                     self._tb.add_scalar(key, value, row["step"])
+
+
+def _plain(x):
+    """JSON for what a plug-in's evaluation may log besides Python numbers (a 0-d tensor, a NumPy scalar)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return str(x)
 
 
 def latest_checkpoint(out_dir: Path) -> Path:

@@ -63,3 +63,32 @@ def test_ddp_gradients_equal_one_process_with_recomputed_segments(tmp_path, bloc
     assert run.returncode == 0, run.stderr[-3000:]
     worst, segments, refused = out.read_text().split()
     assert segments == "True" and float(worst) < 1e-10 and refused == "yes"
+
+
+def test_fsdp_checkpoints_keep_the_best_weights_whole_and_resume(tmp_path):
+    """``train.keep_best`` under FSDP2: the best weights are DTensors, gathered whole by every rank into each
+    checkpoint's ``best.safetensors`` (equal to one process's); a resumed two-process run reads them back and
+    restores them at its end through the full-state path."""
+    from safetensors.torch import load_file
+
+    common = ["train.log_every=1", "train.eval_every=3", "train.ckpt_every=3", "train.progress=false",
+              "model.block=transformer", "train.batch_size=8", "train.parallel=fsdp", "train.keep_best=true"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    one = ["-m", "nestlearn", "train", "configs/debug.yaml", "train.steps=6", f"train.out_dir={tmp_path / 'one'}"]
+    single = subprocess.run([sys.executable, *one, *common], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nestlearn",
+                "train", "configs/debug.yaml", f"train.out_dir={tmp_path / 'two'}", *common]
+    first = subprocess.run([*torchrun, "train.steps=6"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    a = load_file(str(tmp_path / "one" / "checkpoints" / "step_0000006" / "best.safetensors"))
+    b = load_file(str(tmp_path / "two" / "checkpoints" / "step_0000006" / "best.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() <= 1e-4 * (1 + a[k].abs().max()), k
+    resumed = subprocess.run([*torchrun, "train.steps=9", "--resume"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (tmp_path / "two" / "checkpoints" / "latest").read_text() == "step_0000009"

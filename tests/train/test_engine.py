@@ -302,6 +302,20 @@ def test_a_resumed_run_stops_and_keeps_its_best_weights_as_the_uninterrupted_one
     assert strip(resumed.history) == strip(full.history)
 
 
+def test_a_checkpoint_keeps_what_a_plugin_evaluation_logs_beside_python_numbers(tmp_path, monkeypatch):
+    """The logged rows (metrics.jsonl, and the checkpoint's copy) are JSON: a 0-d tensor or a NumPy scalar that a
+    plug-in evaluation returns is written as a number, where it once stopped the run with a TypeError."""
+    monkeypatch.chdir(tmp_path)
+    trainer, _ = _plugin_trainer(tmp_path, [1.0] * 4, out_dir=str(tmp_path / "run"), ckpt_every=2)
+    trainer.evaluate = lambda: {"val_loss": torch.tensor(0.5), "val_acc": np.float32(0.25)}
+    trainer.run()
+    again, _ = _plugin_trainer(tmp_path, [1.0] * 4, out_dir=str(tmp_path / "run"), ckpt_every=2)
+    again.load()
+    assert [r for r in again.history if "val_loss" in r][-1] == {"step": 4, "val_loss": 0.5, "val_acc": 0.25}
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1] == {"step": 4, "val_loss": 0.5, "val_acc": 0.25}
+
+
 def test_plugins_nonfinite_stop_ends_the_run_without_raising(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     trainer, _ = _plugin_trainer(tmp_path, [1.0, float("nan"), float("nan"), 1.0], max_bad_steps=2,
