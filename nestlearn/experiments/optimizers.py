@@ -314,6 +314,25 @@ def _ms(xs):
     return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+def _claim(per: dict, done: list[str], names: list[str]) -> str:
+    """The paper's claim (NL Fig. 11: M3 reaches the lowest training and test loss) against the finished
+    optimizers' means: which is lowest on each, and whether the claim holds among them."""
+    mean = {n: {k: statistics.mean(r[k] for r in per[n]["runs"]) for k in ("train_loss", "test_loss")} for n in done}
+    low = {k: min(done, key=lambda n: mean[n][k]) for k in ("train_loss", "test_loss")}
+    m3 = [n for n in done if n.startswith("m3")]
+    if not m3:
+        verdict = "no M3 run has finished yet"
+    elif all(low[k] in m3 for k in low):
+        verdict = "**holds** among the optimizers finished here"
+    else:
+        verdict = "**does not hold** among the optimizers finished here"
+    rest = [n for n in names if n not in done]
+    return (f"The paper's claim (Fig. 11: M3 reaches the lowest training and test loss) {verdict}: the lowest mean "
+            f"final training loss is {low['train_loss']}'s ({mean[low['train_loss']]['train_loss']:.3f}), the lowest "
+            f"mean test loss {low['test_loss']}'s ({mean[low['test_loss']]['test_loss']:.3f})"
+            + (f"; not finished: {', '.join(rest)}" if rest else "") + ".")
+
+
 def write_results(results, args, names, stored=()):
     """RESULTS.md, results.json and curves.png from the finished (dataset, optimizer) pairs in ``results``;
     a pair not finished yet is listed with its selection runs found in ``stored`` (the store's rows)."""
@@ -347,6 +366,8 @@ def write_results(results, args, names, stored=()):
             lines.append(f"| {name} | {v['lr']:g}{edge} | {json.dumps(v['hp']) if v['hp'] else '–'} | "
                          f"{tl[0]:.3f} ± {tl[1]:.3f} | {vl[0]:.3f} ± {vl[1]:.3f} | {te[0]:.3f} ± {te[1]:.3f} | "
                          f"{100 * acc[0]:.1f} ± {100 * acc[1]:.1f}% | {f'{st / mu:.2f}×' if mu else '–'} |")
+        if len(done) > 1:
+            lines += ["", _claim(per, done, names)]
         if done:
             lines += ["", "Selection (best validation loss at seed 100; † = the selected rate is on an edge of the "
                       "grown grid): "

@@ -137,3 +137,18 @@ def test_quick_mode_keeps_a_budget_the_user_gives(monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         vit.main(["--quick", "--out", str(tmp_path), "--steps", "12", "--seeds", "2"])
     assert seen == {"steps": 12, "seeds": 2, "extend": 0}
+
+
+def test_the_papers_claim_is_checked_against_the_finished_optimizers():
+    vit = _vit()
+
+    def per(**losses):  # name -> (train, test): one run each
+        return {n: {"runs": [{"train_loss": a, "test_loss": b}]} for n, (a, b) in losses.items()}
+
+    both = per(adamw=(0.5, 1.5), muon=(0.3, 1.4), m3=(0.2, 1.3))
+    assert "**holds**" in vit._claim(both, list(both), list(vit.OPTIMIZERS))
+    assert "not finished: m3-ema" in vit._claim(both, list(both), list(vit.OPTIMIZERS))
+    split = per(muon=(0.3, 1.2), m3=(0.2, 1.3), **{"m3-ema": (0.25, 1.25)})
+    text = vit._claim(split, list(split), list(split))
+    assert "**does not hold**" in text and "test loss muon's (1.200)" in text and "training loss is m3's" in text
+    assert "no M3 run has finished yet" in vit._claim(per(adamw=(1, 2), muon=(1, 1)), ["adamw", "muon"], ["adamw"])
