@@ -492,3 +492,29 @@ def test_the_device_reaches_the_trainer_and_the_scoring(tmp_path, monkeypatch):
     rows = S.main(str(path), out=str(tmp_path / "out"), device="cpu:0")
     assert set(seen) == {"cpu:0"} and rows[0]["settings"]["device"] == "cpu:0"
     assert S.load_recipe(path).device == "cpu"
+
+
+def test_the_tables_state_the_issues_targets_from_the_reported_means():
+    formal_recipe = S.Recipe(family="formal", tasks={"parity": {}, "aa_star": {}}, seeds=[0, 1],
+                             models=["hope", "delta", "titans"])
+
+    def row(task, model, seed, **kw):
+        return {"task": task, "model": model, "seed": seed, "diverged_at": None, **kw}
+
+    rows = [row("parity", "hope", s, bin1=96.0, bin0=100.0) for s in (0, 1)] + [row("aa_star", "hope", 0, bin1=99.0)]
+    rows += [row("parity", "delta", s, bin0=v, bin1=0.0) for s, v in ((0, 95.0), (1, 91.0))]
+    text = "\n".join(S._targets(formal_recipe, rows, []))
+    assert "HOPE ≥ 95% on Bin1 for every language (hope): open: parity 96.0, aa_star –." in text  # a seed missing
+    assert "(delta): met: 93.0." in text and "Titans with no diverged run: open (0 runs" in text
+    rows += [row("aa_star", "hope", 1, bin1=80.0), row("parity", "titans", 100, diverged_at=7)]
+    text = "\n".join(S._targets(formal_recipe, rows[:-1], rows[-1:]))
+    assert "(hope): **not met**: parity 96.0, aa_star 89.5." in text
+    assert "Titans with no diverged run: **not met** (1 runs, selection runs included; diverged: " \
+        "parity/titans/seed 100)" in text
+    mad = S.Recipe(family="mad", tasks={"compression": {}, "memorization": {}}, seeds=[0],
+                   models=["hope", "transformer", "titans"])
+    accs = {("compression", "hope"): 50.0, ("compression", "transformer"): 40.0, ("compression", "titans"): 45.0,
+            ("memorization", "hope"): 90.0, ("memorization", "transformer"): 95.0, ("memorization", "titans"): 80.0}
+    text = "\n".join(S._targets(mad, [row(t, m, 0, acc=a) for (t, m), a in accs.items()], []))
+    assert "(hope): **not met**: below on memorization (90.0 < 95.0)." in text
+    assert "Titans with no diverged run: met so far (2 runs" in text
