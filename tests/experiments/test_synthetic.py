@@ -128,13 +128,17 @@ def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     assert len((tmp_path / "out" / "mqar.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.parametrize("model", ["delta", "hope"])
+@pytest.mark.parametrize("model", ["delta", "hope", "mad-compression"])
 def test_a_run_killed_midway_resumes_from_its_checkpoint_to_the_same_row(tmp_path, monkeypatch, model):
     """A suite killed in the middle of a run continues that run from its last checkpoint (in the out folder's
     ``.partial``), and the row equals the uninterrupted run's: losses, validation curve, early stop, kept
     weights and test scores. The times add up the parts; the checkpoints go once the row is stored."""
     path = tmp_path / "r.yaml"
-    path.write_text("family: formal\ntasks: {parity: {}}\nmax_len: 12\nmodels: [" + model + "]\nseeds: [0]\n"
+    # MAD's compression: the model is wrapped (LastTokenAutoencoder), its language model's head tied
+    task = "tasks: {compression: {seq_len: 12, vocab: 6}}\n" if model == "mad-compression" else \
+        "tasks: {parity: {}}\nmax_len: 12\n"
+    family, model = ("mad", "transformer") if model == "mad-compression" else ("formal", model)
+    path.write_text(f"family: {family}\n{task}models: [{model}]\nseeds: [0]\n"
                     "steps: 10\nwarmup: 1\neval_every: 2\npatience: 3\nmin_delta: 0.5\neval_batches: 1\n"
                     "eval_batch_size: 4\nval_batches: 1\nbatch_size: 4\n"
                     "model: {dim: 16, layers: 1, heads: 2, max_seq_len: 32, delta: {heads: 2, chunk_size: 4},\n"
