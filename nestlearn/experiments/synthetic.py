@@ -657,9 +657,12 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     def cell(task, model, key):
         return _ms([r[key] for r in rows if r["task"] == task and r["model"] == model])
 
-    def seeds_note(task, model) -> str:  # a mean over fewer seeds than the recipe's says so
-        n = len({r["seed"] for r in rows if r["task"] == task and r["model"] == model})
-        return f" ({n} of {len(recipe.seeds)} seeds)" if 0 < n < len(recipe.seeds) else ""
+    def seeds_note(task, model) -> str:  # the cell's rate (selected per task), and fewer seeds than the recipe's
+        ran = [r for r in rows if r["task"] == task and r["model"] == model]
+        n = len({r["seed"] for r in ran})
+        lrs = sorted({rate(r["lr"]) for r in ran}) if recipe.lr_grid else []
+        return ((f" lr {', '.join(f'{x:g}' for x in lrs)}" if lrs else "")
+                + (f" ({n} of {len(recipe.seeds)} seeds)" if 0 < n < len(recipe.seeds) else ""))
 
     tasks = list(recipe.tasks)
     models = [m for m in recipe.models if any(r["model"] == m for r in rows)]
@@ -700,7 +703,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                   f"Bin2: {l2}–{h2} test length generalisation; "
                   f"{recipe.eval_batches * recipe.eval_batch_size} strings per bin. "
                   "Paper (NL Table 5, Bin0/Bin1) in brackets; a variant shows its block kind's row.", "",
-                  "| model | params | " + " | ".join(tasks) + " | lr | steps run | wall / run |",
+                  "| model | params | " + " | ".join(tasks) + " | rates selected | steps run | wall / run |",
                   "|---|---:|" + "---|" * len(tasks) + "---|---:|---:|"]
         paper_idx = {lang: i for i, lang in enumerate(formal.LANGUAGES)}
         for m in models:
@@ -715,7 +718,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
         metric = "token accuracy on the answer positions" if recipe.family == "mad" else "accuracy on the queries"
         lines += [f"Held-out {metric} (%), {recipe.eval_batches * recipe.eval_batch_size} sequences per task."
                   + (" Paper (NL Table 4) in brackets." if recipe.family == "mad" else ""), "",
-                  "| model | params | " + " | ".join(tasks) + " | lr | steps run | wall / run |",
+                  "| model | params | " + " | ".join(tasks) + " | rates selected | steps run | wall / run |",
                   "|---|---:|" + "---|" * len(tasks) + "---|---:|---:|"]
         for m in models:
             cells = []
