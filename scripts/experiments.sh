@@ -31,7 +31,7 @@ command_of() {
     # a substring of the other, which pgrep below relies on)
     formal) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models hope_eta2 hope --threads 1" ;;
     formal-baselines) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models transformer delta delta_beta2 --threads 1" ;;
-    # Titans' memory and its variant (the slowest baseline: ~40 CPU minutes per 10,000-step run at the formal
+    # Titans' memory and its variant (the slowest baseline: ~26 CPU minutes per 10,000-step run at the formal
     # shape) in a process of their own, so that the target "Titans with no diverged run" does not wait for the
     # delta rule's rows
     formal-titans) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models titans titans_lr2 --threads 1" ;;
