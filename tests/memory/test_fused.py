@@ -161,3 +161,34 @@ def test_failed_build_falls_back_with_a_warning(monkeypatch):
     with warnings.catch_warnings():  # warned once, not on every chunk
         warnings.simplefilter("error")
         mem.write(mem.init_state(2), k, v, eta, alpha, beta)
+
+
+def test_a_build_lock_left_by_a_killed_build_is_cleared_and_a_fresh_one_kept(tmp_path):
+    """torch's build lock is a plain file: a process killed while compiling left it, and every later process
+    waited on it forever (seen on 2026-11-30). A lock older than ``STALE_LOCK_S`` is removed with a warning;
+    a fresh one (a build in progress elsewhere) is left alone."""
+    import os
+    import time
+
+    lock = tmp_path / "lock"
+    lock.touch()
+    assert not fused._clear_stale_lock(tmp_path) and lock.exists()
+    old = time.time() - fused.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="removing the kernel build lock"):
+        assert fused._clear_stale_lock(tmp_path)
+    assert not lock.exists() and not fused._clear_stale_lock(tmp_path)
+
+
+def test_the_source_is_staged_in_its_build_folder_once(tmp_path):
+    """Every checkout compiles the copy in the build folder (one ``build.ninja`` for all): the copy is rewritten
+    only when the source differs, so a second checkout with the same source does not touch it."""
+    import os
+
+    text = fused._SOURCE.read_text()
+    staged = fused._staged_source(tmp_path, text)
+    assert staged.read_text() == text and staged.parent == tmp_path
+    os.utime(staged, (1, 1))
+    assert fused._staged_source(tmp_path, text) == staged and staged.stat().st_mtime == 1
+    assert fused._staged_source(tmp_path, text + "\n// changed\n").read_text().endswith("// changed\n")
+    assert [p.name for p in tmp_path.iterdir()] == [staged.name]  # no temporary file left

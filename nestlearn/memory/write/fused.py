@@ -6,10 +6,10 @@ does the same arithmetic per batch entry with that entry's state in cache, calli
 PyTorch links for the products, and its backward recomputes the chunk's ``n × D`` panels instead of
 saving them. ``chunk.chunk_step`` stays the reference: the tests compare values and gradients.
 
-The kernel is compiled on first use (about 30 s, once per machine and torch version) into
-``$NESTLEARN_KERNEL_DIR`` (default ``~/.cache/nestlearn``). ``NESTLEARN_KERNELS=torch`` turns it off;
-if it cannot be built (no C++ compiler, a torch without the BLAS symbols), a warning says so once
-and the PyTorch ops run instead.
+The kernel is compiled on first use (about 30–60 s, once per machine, torch version and kernel source)
+into ``$NESTLEARN_KERNEL_DIR`` (default ``~/.cache/nestlearn``); checkouts with the same source share
+the binary. ``NESTLEARN_KERNELS=torch`` turns it off; if it cannot be built (no C++ compiler, a torch
+without the BLAS symbols), a warning says so once and the PyTorch ops run instead.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import hashlib
 import os
 import platform
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -47,19 +48,56 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
+# -fopenmp: at::parallel_for is OpenMP in the header; without the flag it would run serially
+_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
+STALE_LOCK_S = 600  # a build takes about a minute; a build lock older than this was left by a killed process
+
+
+def _staged_source(build: Path, text: str) -> Path:
+    """The kernel's source, copied into its build folder (rewritten only when it differs), so that every
+    checkout with the same source compiles the same ``build.ninja`` and shares one binary: with the source's
+    own path in it, each checkout (a CI clone in /tmp, a worktree) rebuilt the kernel for the others."""
+    staged = build / _SOURCE.name
+    if not staged.is_file() or staged.read_text() != text:
+        tmp = build / f".{_SOURCE.name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        tmp.replace(staged)
+    return staged
+
+
+def _clear_stale_lock(build: Path, max_age_s: float = STALE_LOCK_S) -> bool:
+    """Remove ``build/lock`` when it is older than ``max_age_s``: torch's build lock is a plain file that a
+    process killed while compiling never removes, and every later process would wait on it forever."""
+    lock = build / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age < max_age_s:
+        return False
+    warnings.warn(f"nestlearn: removing the kernel build lock {lock}, left {age / 60:.0f} min ago by a build that "
+                  "did not finish (a killed process)", RuntimeWarning, stacklevel=2)
+    lock.unlink(missing_ok=True)
+    return True
+
+
 def _build():
     from torch.utils.cpp_extension import load
 
     name = "nestlearn_chunk_cpu"
     tag = torch.__version__.replace("+", "_")
+    text = _SOURCE.read_text()
+    source = hashlib.sha1("\n".join([text, *_CFLAGS, *_LDFLAGS]).encode()).hexdigest()[:8]
     root = Path(os.environ.get("NESTLEARN_KERNEL_DIR", Path.home() / ".cache" / "nestlearn"))
-    build = root / f"{name}-torch{tag}-cpu{_cpu_tag()}"
+    build = root / f"{name}-torch{tag}-cpu{_cpu_tag()}-src{source}"
     build.mkdir(parents=True, exist_ok=True)
+    staged = _staged_source(build, text)
+    _clear_stale_lock(build)
     if not any(build.glob(f"{name}*.so")):
         print(f"nestlearn: compiling the fused CPU chunk kernel into {build} (once)", file=sys.stderr, flush=True)
-    # -fopenmp: at::parallel_for is OpenMP in the header; without the flag it would run serially
-    return load(name=name, sources=[str(_SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                extra_ldflags=["-fopenmp"], build_directory=str(build), verbose=False)
+    return load(name=name, sources=[str(staged)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
+                build_directory=str(build), verbose=False)
 
 
 def _reason(e: Exception) -> str:
