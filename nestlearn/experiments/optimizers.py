@@ -46,6 +46,7 @@ from ..optim import build_optimizer
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
 from ..train.config import device_problem
 from .protocol import (
+    CHECKPOINT_EVERY,
     PARTIAL,
     RunClock,
     append_row,
@@ -64,7 +65,6 @@ MUON_MOMENTUM = (0.9, 0.95, 0.98)
 M3_ALPHA = (0.05, 0.1, 0.3)  # as many points as Muon's momentum
 M3_SLOW_EVERY = (10, 25, 100)
 SELECT_SEED = 100
-CHECKPOINT_EVERY = 250  # steps between a run's checkpoints (a killed run resumes from the latest)
 OPTIMIZERS = ("adamw", "muon", "m3", "m3-ema")
 DATASETS = {"cifar10": ("cifar10_subset", load_cifar10_subset, 32, 3),
             "fashion_mnist": ("fashion_mnist", load_fashion_mnist, 28, 1)}

@@ -156,6 +156,7 @@ __all__ = ["append_row", "code_version", "grid_problem", "locked", "rate", "read
 # ---- runs in progress --------------------------------------------------------------------------
 
 PARTIAL = ".partial"  # an experiment's folder (beside its store, ignored by git) of its runs in progress
+CHECKPOINT_EVERY = 250  # steps between a run's checkpoints while it is in progress (a killed run resumes there)
 
 
 def partial_folder(root: Path, label: str, what: dict, code: str, fingerprint: list[float] | None,

@@ -51,6 +51,7 @@ from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
 from ..train.config import device_problem
 from .protocol import (
+    CHECKPOINT_EVERY,
     PARTIAL,
     RunClock,
     append_row,
@@ -343,13 +344,9 @@ def validate(model: CausalLM, recipe: Recipe, task: str) -> tuple[float, float]:
     return loss, acc
 
 
-CHECKPOINT_EVERY = 250  # steps between a resumable run's checkpoints (run_one's resume_dir)
-
-
 def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | None = None,
             log=print, name: str | None = None, overrides: dict | None = None,
-            trace: list | None = None, resume_dir: Path | None = None,
-            checkpoint_every: int | None = None) -> dict[str, Any]:
+            trace: list | None = None, resume_dir: Path | None = None) -> dict[str, Any]:
     """Train one model from scratch (``nestlearn.train.Trainer``) and evaluate it; ``name`` labels a variant
     of ``block``.
 
@@ -358,9 +355,8 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     it by ``min_delta`` (relative); the test metrics are those of the kept weights. ``trace`` (a list)
     receives every step's training loss.
 
-    ``resume_dir``: the run checkpoints there every ``checkpoint_every`` steps (default ``CHECKPOINT_EVERY``;
-    the latest two kept) and, when
-    it holds a checkpoint, continues from it: an interrupted run ends as the uninterrupted one would
+    ``resume_dir``: the run checkpoints there every ``CHECKPOINT_EVERY`` steps (the latest two kept) and,
+    when it holds a checkpoint, continues from it: an interrupted run ends as the uninterrupted one would
     (the data of step s depends only on (seed, s); the early-stopping state travels with the checkpoint).
     ``cpu_s``, ``wall_s`` and ``train_s`` then add up every part, and ``resumed_at`` lists the steps it
     resumed from."""
@@ -375,7 +371,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         warmup=recipe.warmup, min_lr_ratio=0.1, clip=1.0), train=TrainSettings(
         steps=recipe.steps, batch_size=recipe.batch_size, seed=seed, out_dir=str(resume_dir or ""), progress=False,
         device=recipe.device, log_every=max(1, recipe.steps // 5), eval_every=recipe.eval_every or recipe.steps + 1,
-        ckpt_every=(checkpoint_every or CHECKPOINT_EVERY) if resume_dir else recipe.steps, max_bad_steps=10,
+        ckpt_every=CHECKPOINT_EVERY if resume_dir else recipe.steps, max_bad_steps=10,
         on_nonfinite="stop", patience=recipe.patience, min_delta=recipe.min_delta,
         solved_patience=recipe.solved_patience, keep_best=bool(recipe.eval_every)))
 
@@ -657,7 +653,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     def cell(task, model, key):
         return _ms([r[key] for r in rows if r["task"] == task and r["model"] == model])
 
-    def seeds_note(task, model) -> str:  # the cell's rate (selected per task), and fewer seeds than the recipe's
+    def cell_note(task, model) -> str:  # the cell's rate (selected per task), and fewer seeds than the recipe's
         ran = [r for r in rows if r["task"] == task and r["model"] == model]
         n = len({r["seed"] for r in ran})
         lrs = sorted({rate(r["lr"]) for r in ran}) if recipe.lr_grid else []
@@ -668,7 +664,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     models = [m for m in recipe.models if any(r["model"] == m for r in rows)]
 
     def block_of(m: str) -> str:  # a variant is compared with the paper's row of its block kind
-        return recipe.variants.get(m, {}).get("block", m)
+        return _block(recipe, m)
     lines = [f"# Synthetic experiments: {recipe.family}", ""]
     if command:
         lines += ["Command:", "", f"    {command}", ""]
@@ -711,7 +707,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
             for t in tasks:
                 ours = " / ".join(cell(t, m, b) for b in FORMAL_BINS)
                 paper = PAPER_FORMAL.get(block_of(m))
-                cells.append(ours + (f" [{paper[paper_idx[t]]}]" if paper else "") + seeds_note(t, m))
+                cells.append(ours + (f" [{paper[paper_idx[t]]}]" if paper else "") + cell_note(t, m))
             lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells)
                          + f" | {_lrs(recipe, rows, selection, m)} | {_steps_run(rows, m)} | {_wall(rows, m)} |")
     else:
@@ -726,7 +722,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                 c = cell(t, m, "acc")
                 if recipe.family == "mad" and block_of(m) in PAPER_MAD and t in _MAD_ORDER:
                     c += f" [{PAPER_MAD[block_of(m)][_MAD_ORDER.index(t)]}]"
-                cells.append(c + seeds_note(t, m))
+                cells.append(c + cell_note(t, m))
             lines.append(f"| {m} | {_params(rows, m)} | " + " | ".join(cells)
                          + f" | {_lrs(recipe, rows, selection, m)} | {_steps_run(rows, m)} | {_wall(rows, m)} |")
     if selection:
@@ -798,11 +794,16 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     return path
 
 
+def _block(recipe: Recipe, name: str) -> str:
+    """The block kind of a model of the recipe (a variant's ``block``, else the name itself)."""
+    return recipe.variants.get(name, {}).get("block", name)
+
+
 def _targets(recipe: Recipe, rows: list[dict], selection: list[dict]) -> list[str]:
     """Issue 13's targets (the paper's) against the reported seeds' means in this table: met, not met, or not
     yet measurable (a mean needs every reported seed)."""
     def block(m: str) -> str:
-        return recipe.variants.get(m, {}).get("block", m)
+        return _block(recipe, m)
 
     def mean(task: str, model: str, key: str) -> float | None:  # over every reported seed, else None
         xs = {r["seed"]: r[key] for r in rows if (r["task"], r["model"]) == (task, model) and key in r}
