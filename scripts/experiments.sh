@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The long experiments, in the background, resumable: each finished run is a line of its suite's .jsonl,
-# and a loop commits those lines every 5 minutes (README files are left to their authors' commits), so a
-# session that ends loses at most the last 250 steps of each run in progress (runs checkpoint in .partial/).
+# and a loop commits those lines every 5 minutes (README files are left to their authors' commits). Runs
+# checkpoint every 250 steps in .partial/ (ignored by git), so a restart on this machine loses at most the last
+# 250 steps of each run in progress; a new session's fresh checkout has no .partial/ and starts them over.
 #
 #   bash scripts/experiments.sh start [SUITE…]   # default: formal-baselines formal-titans (one thread each, one
 #                                                # process per core; rows record CPU time). Waiting for a core, in
