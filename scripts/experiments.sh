@@ -4,17 +4,20 @@
 # checkpoint every 250 steps in .partial/ (ignored by git), so a restart on this machine loses at most the last
 # 250 steps of each run in progress; a new session's fresh checkout has no .partial/ and starts them over.
 #
-#   bash scripts/experiments.sh start [SUITE…]   # default: formal-baselines formal-titans (one thread each, one
-#                                                # process per core; rows record CPU time). Waiting for a core, in
-#                                                # this order: formal (HOPE's anbn seeds, anbncn, shuffle2),
-#                                                # optimizers (m3-ema, then Fashion-MNIST), budget-mad, then mad
+#   bash scripts/experiments.sh start [SUITE…]   # default: formal mad-recall (one thread each, one process per
+#                                                # core; rows record CPU time): HOPE's formal rows, and MAD's
+#                                                # recall columns, the one target with no row yet. Waiting for a
+#                                                # core, in this order: formal-titans, formal-baselines, mad (its
+#                                                # compression and memorization), optimizers (m3-ema, then
+#                                                # Fashion-MNIST), budget-mad
 #   bash scripts/experiments.sh pause            # SIGSTOP every suite (for CI or a benchmark); note the times
 #   bash scripts/experiments.sh resume           # SIGCONT
 #   bash scripts/experiments.sh status           # what runs, and the last lines of each log
-#   bash scripts/experiments.sh stop
+#   bash scripts/experiments.sh stop [SUITE…]    # every suite and the commit loop, or only the suites named
 #
 # Suites: formal (HOPE's models), formal-baselines (transformer, delta and delta_beta2 of formal.yaml),
-# formal-titans (titans and titans_lr2), mad, mqar, mqar-d128
+# formal-titans (titans and titans_lr2), mad, mad-recall (MAD's four recall and copying tasks alone, those
+# whose runs can stop once solved; compression and memorization run to the budget), mqar, mqar-d128
 # (experiments/synthetic/*.yaml), budget-mad (the Transformer's asymptote on MAD: budget/mad.yaml) and
 # optimizers (the ViT experiment).
 # Logs: runs/experiments/<suite>.log. A suite already running is not started twice.
@@ -37,8 +40,9 @@ command_of() {
     # delta rule's rows
     formal-titans) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models titans titans_lr2 --threads 1" ;;
     mad|mqar|mqar-d128) echo "nestlearn synthetic experiments/synthetic/$1.yaml --threads 1" ;;
+    mad-recall) echo "nestlearn synthetic experiments/synthetic/mad.yaml --tasks in_context_recall noisy_in_context_recall fuzzy_in_context_recall selective_copying --threads 1" ;;
     budget-mad) echo "nestlearn synthetic experiments/synthetic/budget/mad.yaml --threads 1" ;;  # MAD's step budget
-    *) echo "unknown suite '$1' (formal, formal-baselines, formal-titans, mad, mqar, mqar-d128, budget-mad, optimizers)" >&2; return 1 ;;
+    *) echo "unknown suite '$1' (formal, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, optimizers)" >&2; return 1 ;;
   esac
 }
 
@@ -59,7 +63,7 @@ case "${1:-status}" in
   start)
     shift
     suites=("$@")
-    [ ${#suites[@]} -eq 0 ] && suites=(formal-baselines formal-titans)
+    [ ${#suites[@]} -eq 0 ] && suites=(formal mad-recall)
     for s in "${suites[@]}"; do
       cmd=$(command_of "$s")
       if pgrep -f "$cmd" > /dev/null; then echo "$s: already running"; continue; fi
@@ -82,6 +86,14 @@ case "${1:-status}" in
   pause) pkill -STOP -f "$PATTERN" && echo "paused at $(date -u +%H:%M) UTC" || echo "nothing running" ;;
   resume) pkill -CONT -f "$PATTERN" && echo "resumed at $(date -u +%H:%M) UTC" || echo "nothing running" ;;
   stop)
+    shift
+    if [ $# -gt 0 ]; then
+      for s in "$@"; do
+        cmd=$(command_of "$s")
+        pkill -f "$cmd" && echo "$s: stopped at $(date -u +%H:%M) UTC" || echo "$s: not running"
+      done
+      exit 0
+    fi
     pkill -f "$PATTERN" || true
     pkill -f "scripts/experiments.sh commit-loop" || true
     echo "stopped (finished runs are in the .jsonl files; a restart resumes them)"
