@@ -107,7 +107,27 @@ def length_bins(max_len: int = 50) -> dict[str, tuple[int, int]]:
 
 def formal_batch(lang: str, batch: int, bin_range: tuple[int, int], seed: int) -> tuple[Tensor, Tensor, Tensor]:
     """``ids [B, L]`` (``^`` then the string, right-padded with ``$``), ``targets [B, L, |SYMBOLS|]``
-    (multi-hot next-symbol sets) and ``mask [B, L]`` (positions up to the end of each string)."""
+    (multi-hot next-symbol sets) and ``mask [B, L]`` (positions up to the end of each string).
+
+    Built in Python lists and turned into tensors once (about 10× faster than writing the tensors entry by
+    entry, which cost a Titans step at the formal shape ~10% of its time); the same tensors as
+    ``formal_batch_reference`` (tested)."""
+    rng = random.Random(seed)
+    strings = [sample_string(lang, bin_range, rng) for _ in range(batch)]
+    L = max(len(s) for s in strings) + 1
+    pad, n_sym = TOKEN["$"], len(SYMBOLS)
+    ids = [[TOKEN["^"]] + [TOKEN[ch] for ch in s] + [pad] * (L - 1 - len(s)) for s in strings]
+    ones = [b * L * n_sym + i * n_sym + TOKEN[ch]  # flat index of every 1 of targets
+            for b, s in enumerate(strings) for i in range(len(s) + 1) for ch in next_symbols(lang, s[:i])]
+    targets = torch.zeros(batch * L * n_sym)
+    targets[torch.tensor(ones, dtype=torch.long)] = 1.0
+    mask = torch.arange(L) < torch.tensor([len(s) + 1 for s in strings])[:, None]
+    return torch.tensor(ids, dtype=torch.long), targets.view(batch, L, n_sym), mask
+
+
+def formal_batch_reference(lang: str, batch: int, bin_range: tuple[int, int],
+                           seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``formal_batch`` written entry by entry: the reference its tests compare against."""
     rng = random.Random(seed)
     strings = [sample_string(lang, bin_range, rng) for _ in range(batch)]
     L = max(len(s) for s in strings) + 1

@@ -62,7 +62,31 @@ def mqar(batch: int, n_pairs: int, seq_len: int, n_keys: int = 64, n_values: int
 def in_context_recall(batch: int, seq_len: int, n_keys: int = 16, n_values: int = 16,
                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """MAD in-context recall: a stream of ``k v`` pairs with keys drawn with repetition and a
-    per-sequence key→value map; the target is the value wherever its key has been seen before."""
+    per-sequence key→value map; the target is the value wherever its key has been seen before.
+    The same tensors as ``in_context_recall_reference`` (tested), without its Python loop."""
+    n = seq_len // 2
+    mapping = torch.randint(0, n_values, (batch, n_keys), generator=generator) + n_keys + 1
+    keys = torch.randint(0, n_keys, (batch, n), generator=generator)
+    values = mapping.gather(1, keys)
+    ids = torch.stack([keys + 1, values], 2).flatten(1)
+    targets = torch.full_like(ids, -100)
+    targets[:, 0:2 * n:2] = torch.where(_seen_before(keys, n_keys), values, -100)
+    return ids, targets
+
+
+def _seen_before(keys: Tensor, n_keys: int, kept: Tensor | None = None) -> Tensor:
+    """``[B, n]``: whether ``keys[b, i]`` (in ``0 … n_keys − 1``) occurs at an earlier kept position of row b
+    (every position is kept when ``kept`` is None; a position not kept is never seen)."""
+    hot = torch.nn.functional.one_hot(keys, n_keys)
+    if kept is not None:
+        hot = hot * kept.unsqueeze(-1)
+    before = (hot.cumsum(1) - hot).gather(2, keys.unsqueeze(-1)).squeeze(-1) > 0
+    return before if kept is None else before & kept
+
+
+def in_context_recall_reference(batch: int, seq_len: int, n_keys: int = 16, n_values: int = 16,
+                                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """``in_context_recall`` with its targets found by a loop over each sequence: the reference."""
     n = seq_len // 2
     mapping = torch.randint(0, n_values, (batch, n_keys), generator=generator) + n_keys + 1
     keys = torch.randint(0, n_keys, (batch, n), generator=generator)
@@ -83,22 +107,40 @@ def noisy_in_context_recall(batch: int, seq_len: int, n_keys: int = 8, n_values:
                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """MAD noisy in-context recall: the in-context recall stream in which each two-token slot is, with
     probability ``frac_noise``, two noise tokens (a vocabulary of their own, ``n_keys + n_values + 1 …``)
-    instead of a ``k v`` pair; noise is never a target and never a key."""
+    instead of a ``k v`` pair; noise is never a target and never a key. The same tensors as
+    ``noisy_in_context_recall_reference`` (tested), without its Python loop."""
+    ids, kept, n = _noisy_stream(batch, seq_len, n_keys, n_values, noise_vocab, frac_noise, generator)
+    keys, values = ids[:, 0:2 * n:2], ids[:, 1:2 * n:2]
+    targets = torch.full_like(ids, -100)
+    # a key counts as seen only where its pair was kept
+    seen = _seen_before(torch.where(kept, keys - 1, 0), n_keys, kept)
+    targets[:, 0:2 * n:2] = torch.where(seen, values, -100)
+    return ids, targets
+
+
+def _noisy_stream(batch, seq_len, n_keys, n_values, noise_vocab, frac_noise, generator):
+    """The noisy recall sequences ``ids``, which pairs were kept, and the number of pairs ``n``."""
     if not 0.0 <= frac_noise < 1.0:
         raise ValueError(f"frac_noise must be in [0, 1) (got {frac_noise})")
-    ids, targets = in_context_recall(batch, seq_len, n_keys, n_values, generator=generator)
+    ids, _ = in_context_recall(batch, seq_len, n_keys, n_values, generator=generator)
     n = seq_len // 2
     noisy = torch.rand(batch, n, generator=generator) < frac_noise
     noise = torch.randint(0, noise_vocab, (batch, n, 2), generator=generator) + n_keys + n_values + 1
     pairs = ids[:, :2 * n].reshape(batch, n, 2)
     pairs = torch.where(noisy.unsqueeze(-1), noise, pairs)
-    ids = torch.cat([pairs.flatten(1), ids[:, 2 * n:]], dim=1)
-    # a key counts as seen only where its pair was kept: recompute the targets over the kept pairs
+    return torch.cat([pairs.flatten(1), ids[:, 2 * n:]], dim=1), ~noisy, n
+
+
+def noisy_in_context_recall_reference(batch: int, seq_len: int, n_keys: int = 8, n_values: int = 8,
+                                      noise_vocab: int = 16, frac_noise: float = 0.2,
+                                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """``noisy_in_context_recall`` with its targets found by a loop over each sequence: the reference."""
+    ids, kept, n = _noisy_stream(batch, seq_len, n_keys, n_values, noise_vocab, frac_noise, generator)
     targets = torch.full_like(ids, -100)
     for b in range(batch):
         seen: dict[int, int] = {}
         for i in range(n):
-            if noisy[b, i]:
+            if not kept[b, i]:
                 continue
             k, v = int(ids[b, 2 * i]), int(ids[b, 2 * i + 1])
             if k in seen:
@@ -110,15 +152,44 @@ def noisy_in_context_recall(batch: int, seq_len: int, n_keys: int = 8, n_values:
 def fuzzy_in_context_recall(batch: int, seq_len: int, n_keys: int = 8, vocab: int = 16, max_span: int = 3,
                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """MAD fuzzy in-context recall: keys and values are spans of 1…``max_span`` tokens (key tokens
-    ``1…vocab``, value tokens ``vocab+1…2·vocab``); after a repeated key span, its value span is the target."""
+    ``1…vocab``, value tokens ``vocab+1…2·vocab``); after a repeated key span, its value span is the target.
+    Written into Python lists and turned into tensors once; the same tensors as
+    ``fuzzy_in_context_recall_reference`` (tested), from the same draws in the same order."""
+    ids = [[0] * seq_len for _ in range(batch)]
+    targets = [[-100] * seq_len for _ in range(batch)]
+    for b in range(batch):
+        key_spans, value_spans = _spans(n_keys, max_span, 1, vocab, generator), \
+            _spans(n_keys, max_span, vocab + 1, vocab, generator)
+        pos, seen, row, target = 0, set(), ids[b], targets[b]
+        while True:
+            k = int(torch.randint(0, n_keys, (1,), generator=generator))
+            ks, vs = key_spans[k], value_spans[k]
+            if pos + len(ks) + len(vs) > seq_len:
+                break
+            row[pos:pos + len(ks)] = ks
+            row[pos + len(ks):pos + len(ks) + len(vs)] = vs
+            if k in seen:  # predict each value token from the token before it
+                target[pos + len(ks) - 1:pos + len(ks) + len(vs) - 1] = vs
+            seen.add(k)
+            pos += len(ks) + len(vs)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(targets, dtype=torch.long)
+
+
+def _spans(n_keys: int, max_span: int, lo: int, vocab: int, generator: torch.Generator | None) -> list[list[int]]:
+    """``n_keys`` spans of 1…``max_span`` tokens drawn from ``lo … lo + vocab − 1``."""
+    sizes = torch.randint(1, max_span + 1, (n_keys,), generator=generator).tolist()
+    return [torch.randint(lo, lo + vocab, (n,), generator=generator).tolist() for n in sizes]
+
+
+def fuzzy_in_context_recall_reference(batch: int, seq_len: int, n_keys: int = 8, vocab: int = 16,
+                                      max_span: int = 3,
+                                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """``fuzzy_in_context_recall`` written into the tensors span by span: the reference."""
     ids = torch.zeros(batch, seq_len, dtype=torch.long)
     targets = torch.full((batch, seq_len), -100, dtype=torch.long)
     for b in range(batch):
-        def spans(lo: int) -> list[list[int]]:
-            sizes = torch.randint(1, max_span + 1, (n_keys,), generator=generator).tolist()
-            return [torch.randint(lo, lo + vocab, (n,), generator=generator).tolist() for n in sizes]
-
-        key_spans, value_spans = spans(1), spans(vocab + 1)
+        key_spans, value_spans = _spans(n_keys, max_span, 1, vocab, generator), \
+            _spans(n_keys, max_span, vocab + 1, vocab, generator)
         pos, seen = 0, set()
         while True:
             k = int(torch.randint(0, n_keys, (1,), generator=generator))
@@ -127,7 +198,7 @@ def fuzzy_in_context_recall(batch: int, seq_len: int, n_keys: int = 8, vocab: in
                 break
             ids[b, pos:pos + len(ks)] = torch.tensor(ks)
             ids[b, pos + len(ks):pos + len(ks) + len(vs)] = torch.tensor(vs)
-            if k in seen:  # predict each value token from the token before it
+            if k in seen:
                 targets[b, pos + len(ks) - 1:pos + len(ks) + len(vs) - 1] = torch.tensor(vs)
             seen.add(k)
             pos += len(ks) + len(vs)

@@ -6,7 +6,16 @@ import re
 import pytest
 import torch
 
-from nestlearn.data.formal import LANGUAGES, SYMBOLS, formal_batch, length_bins, next_symbols, sample_string
+from nestlearn.data import synthetic
+from nestlearn.data.formal import (
+    LANGUAGES,
+    SYMBOLS,
+    formal_batch,
+    formal_batch_reference,
+    length_bins,
+    next_symbols,
+    sample_string,
+)
 from nestlearn.data.synthetic import (
     compression,
     compression_lm,
@@ -100,6 +109,36 @@ def test_formal_batch_shapes_and_seeds():
     assert ids.shape == mask.shape and targets.shape == (*ids.shape, len(SYMBOLS))
     assert (ids[:, 0] == SYMBOLS.index("^")).all()
     assert ((targets.sum(-1) > 0) == mask).all()  # a target set wherever a prediction is scored
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_formal_batch_equals_its_reference(lang):
+    """The list-built batch is the entry-by-entry one exactly: ids, targets, mask, dtypes, every bin."""
+    for bin_range in ((1, 50), (51, 100), (101, 200), (1, 3)):
+        for seed in range(4):
+            for batch in (1, 32):
+                got = formal_batch(lang, batch, bin_range, seed)
+                for a, b in zip(got, formal_batch_reference(lang, batch, bin_range, seed), strict=True):
+                    assert a.dtype == b.dtype and torch.equal(a, b), (lang, bin_range, seed, batch)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("in_context_recall", dict(seq_len=128, n_keys=8, n_values=8)),
+    ("in_context_recall", dict(seq_len=41, n_keys=16, n_values=16)),
+    ("noisy_in_context_recall", dict(seq_len=128, n_keys=8, n_values=8, noise_vocab=16, frac_noise=0.2)),
+    ("noisy_in_context_recall", dict(seq_len=65, n_keys=4, n_values=8, noise_vocab=3, frac_noise=0.6)),
+    ("fuzzy_in_context_recall", dict(seq_len=128, n_keys=8, vocab=8, max_span=3)),
+    ("fuzzy_in_context_recall", dict(seq_len=40, n_keys=16, vocab=16, max_span=5)),
+])
+def test_mad_generators_equal_their_references(name, kwargs):
+    """The loop-free generators give the references' tensors and leave the generator where they leave it."""
+    for seed in range(6):
+        g, g_ref = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        got = getattr(synthetic, name)(16, **kwargs, generator=g)
+        ref = getattr(synthetic, name + "_reference")(16, **kwargs, generator=g_ref)
+        for a, b in zip(got, ref, strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b), (name, kwargs, seed)
+        assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=g_ref))
 
 
 def test_recall_tasks_are_correct_by_construction():
