@@ -158,8 +158,8 @@ def fuzzy_in_context_recall(batch: int, seq_len: int, n_keys: int = 8, vocab: in
     ids = [[0] * seq_len for _ in range(batch)]
     targets = [[-100] * seq_len for _ in range(batch)]
     for b in range(batch):
-        key_spans, value_spans = _spans(n_keys, max_span, 1, vocab, generator), \
-            _spans(n_keys, max_span, vocab + 1, vocab, generator)
+        key_spans = _spans(n_keys, max_span, 1, vocab, generator)
+        value_spans = _spans(n_keys, max_span, vocab + 1, vocab, generator)
         pos, seen, row, target = 0, set(), ids[b], targets[b]
         while True:
             k = int(torch.randint(0, n_keys, (1,), generator=generator))
@@ -188,8 +188,8 @@ def fuzzy_in_context_recall_reference(batch: int, seq_len: int, n_keys: int = 8,
     ids = torch.zeros(batch, seq_len, dtype=torch.long)
     targets = torch.full((batch, seq_len), -100, dtype=torch.long)
     for b in range(batch):
-        key_spans, value_spans = _spans(n_keys, max_span, 1, vocab, generator), \
-            _spans(n_keys, max_span, vocab + 1, vocab, generator)
+        key_spans = _spans(n_keys, max_span, 1, vocab, generator)
+        value_spans = _spans(n_keys, max_span, vocab + 1, vocab, generator)
         pos, seen = 0, set()
         while True:
             k = int(torch.randint(0, n_keys, (1,), generator=generator))
