@@ -16,8 +16,9 @@
 #   bash scripts/experiments.sh stop [SUITE…]    # every suite and the commit loop, or only the suites named
 #
 # Suites: formal (HOPE's models), formal-baselines (transformer, delta and delta_beta2 of formal.yaml),
-# formal-titans (titans and titans_lr2), mad, mad-recall (MAD's four recall and copying tasks alone, those
-# whose runs can stop once solved; compression and memorization run to the budget), mqar, mqar-d128
+# formal-titans (titans and titans_lr2), mad, mad-recall (HOPE, the Transformer and Titans on MAD's four
+# recall and copying tasks, whose runs can stop once solved; compression and memorization run to the budget,
+# and the delta rule is not in the MAD target), mqar, mqar-d128
 # (experiments/synthetic/*.yaml), budget-mad (the Transformer's asymptote on MAD: budget/mad.yaml) and
 # optimizers (the ViT experiment).
 # Logs: runs/experiments/<suite>.log. A suite already running is not started twice.
@@ -40,7 +41,9 @@ command_of() {
     # delta rule's rows
     formal-titans) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models titans titans_lr2 --threads 1" ;;
     mad|mqar|mqar-d128) echo "nestlearn synthetic experiments/synthetic/$1.yaml --threads 1" ;;
-    mad-recall) echo "nestlearn synthetic experiments/synthetic/mad.yaml --tasks in_context_recall noisy_in_context_recall fuzzy_in_context_recall selective_copying --threads 1" ;;
+    # the models the MAD target names (HOPE against the Transformer and Titans) on MAD's four recall and copying
+    # tasks; the delta rule's MAD rows and the two budget-long tasks come later, with the suite `mad`
+    mad-recall) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope transformer titans --tasks in_context_recall noisy_in_context_recall fuzzy_in_context_recall selective_copying --threads 1" ;;
     budget-mad) echo "nestlearn synthetic experiments/synthetic/budget/mad.yaml --threads 1" ;;  # MAD's step budget
     *) echo "unknown suite '$1' (formal, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, optimizers)" >&2; return 1 ;;
   esac
