@@ -5,17 +5,18 @@
 # 250 steps of each run in progress; a new session's fresh checkout has no .partial/ and starts them over.
 #
 #   bash scripts/experiments.sh start [SUITE…]   # default: formal mad-recall (one thread each, one process per
-#                                                # core; rows record CPU time): HOPE's formal rows, and MAD's
-#                                                # recall columns, the one target with no row yet. Waiting for a
-#                                                # core, in this order: formal-titans, formal-baselines, mad (its
-#                                                # compression and memorization), optimizers (m3-ema, then
-#                                                # Fashion-MNIST), budget-mad
+#                                                # core; rows record CPU time): HOPE's formal rows (η_max = 2),
+#                                                # and MAD's recall columns, the one target with no row yet.
+#                                                # Waiting for a core, in this order: formal-titans,
+#                                                # formal-baselines, optimizers (m3-ema, then Fashion-MNIST), mad
+#                                                # (compression, memorization, the delta rule), formal-hope
+#                                                # (HOPE under D20's default bound), budget-mad
 #   bash scripts/experiments.sh pause            # SIGSTOP every suite (for CI or a benchmark); note the times
 #   bash scripts/experiments.sh resume           # SIGCONT
 #   bash scripts/experiments.sh status           # what runs, and the last lines of each log
 #   bash scripts/experiments.sh stop [SUITE…]    # every suite and the commit loop, or only the suites named
 #
-# Suites: formal (HOPE's models), formal-baselines (transformer, delta and delta_beta2 of formal.yaml),
+# Suites: formal (HOPE with η_max = 2, hope_eta2), formal-hope (HOPE under D20's default bound), formal-baselines (transformer, delta and delta_beta2 of formal.yaml),
 # formal-titans (titans and titans_lr2), mad, mad-recall (HOPE, the Transformer and Titans on MAD's four
 # recall and copying tasks, whose runs can stop once solved; compression and memorization run to the budget,
 # and the delta rule is not in the MAD target), mqar, mqar-d128
@@ -34,7 +35,8 @@ command_of() {
     # the formal suite in two disjoint processes: HOPE's models (most of the compute), and the baselines, so
     # that the baselines' rows do not wait for HOPE's (--models before --threads: neither command line is
     # a substring of the other, which pgrep below relies on)
-    formal) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models hope_eta2 hope --threads 1" ;;
+    formal) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models hope_eta2 --threads 1" ;;
+    formal-hope) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models hope --threads 1" ;;
     formal-baselines) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models transformer delta delta_beta2 --threads 1" ;;
     # Titans' memory and its variant (the slowest baseline: ~26 CPU minutes per 10,000-step run at the formal
     # shape) in a process of their own, so that the target "Titans with no diverged run" does not wait for the
@@ -45,7 +47,7 @@ command_of() {
     # tasks; the delta rule's MAD rows and the two budget-long tasks come later, with the suite `mad`
     mad-recall) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope transformer titans --tasks in_context_recall noisy_in_context_recall fuzzy_in_context_recall selective_copying --threads 1" ;;
     budget-mad) echo "nestlearn synthetic experiments/synthetic/budget/mad.yaml --threads 1" ;;  # MAD's step budget
-    *) echo "unknown suite '$1' (formal, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, optimizers)" >&2; return 1 ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, optimizers)" >&2; return 1 ;;
   esac
 }
 
