@@ -37,6 +37,7 @@ class TitansConfig:
     window: int = 64  # sliding window of the attention branch (MAG, MAL)
     read: str = "token"  # the LMM's read (LMM, MAG, MAL): "token" or "chunk_start" (D21); MAC reads per segment
     step: str = "proximal"  # the memory's gradient step: "proximal" (D27) or "plain" (Titans eq. 13 as printed)
+    weight_decay: bool = True  # False = Titans Table 5's "w/o Weight Decay": α = 1, the memory never forgets
 
     def validate(self, dim: int) -> None:
         if self.read not in READS:
@@ -57,6 +58,10 @@ class TitansConfig:
 
     def resolved_max_lr(self) -> float:
         return stable_eta_max(self.chunk_size) if self.max_lr is None else self.max_lr
+
+    def retention(self, g_forget: Tensor) -> Tensor:
+        """The memory's α = 1 − σ(forget gate), or 1 everywhere without weight decay."""
+        return 1 - torch.sigmoid(g_forget) if self.weight_decay else torch.ones_like(g_forget)
 
 
 class TitansState(NamedTuple):
@@ -122,7 +127,7 @@ class TitansLMM(ConvQKV):
         q, k, v, conv = self.project(x, state.conv)
         g_lr, g_forget, g_mom = self.gates(x).view(B, T, 3, H).unbind(2)
         lr = self.cfg.resolved_max_lr() * torch.sigmoid(g_lr)
-        alpha = 1 - torch.sigmoid(g_forget)
+        alpha = self.cfg.retention(g_forget)
         beta = torch.sigmoid(g_mom)
         o, ms = self.memory.read_write(state.memory, q, k, v, lr, alpha, beta, read=self.cfg.read, validate=False)
         return self.output(o, x), TitansState(conv, ms)
@@ -207,7 +212,7 @@ class TitansMAC(nn.Module):
             g_lr, g_forget, g_mom = self.gates(y).view(B, n, 3, self.mh).unbind(2)
             read_y = self.memory.read(ms, F.normalize(kw, dim=-1), at="chunk_start").reshape(B, n, self.dim)
             ms = self.memory.write(ms, F.normalize(kw, dim=-1), vw, self.cfg.resolved_max_lr() * torch.sigmoid(g_lr),
-                                   1 - torch.sigmoid(g_forget), torch.sigmoid(g_mom), validate=False)
+                                   self.cfg.retention(g_forget), torch.sigmoid(g_mom), validate=False)
             outs.append(y * torch.sigmoid(self.out_norm(read_y)))  # o = y ⊗ M*(y) (eq. 25)
             ck, cv = torch.cat([ck, kh, kx], dim=1), torch.cat([cv, vh, vx], dim=1)
             pos += n

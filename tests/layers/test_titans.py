@@ -28,3 +28,28 @@ def test_mag_and_mal_attention_depend_on_the_persistent_tokens():
         b, _ = blk.mixer.attn(n, None, prefix=blk.mixer.memory.persistent)
         assert not torch.allclose(a[:, -1], b[:, -1]), block
         assert torch.isfinite(model(ids)[0]).all()
+
+
+@pytest.mark.parametrize("block", ["titans", "titans_mag", "titans_mal", "titans_mac"])
+def test_without_weight_decay_the_memory_never_forgets(block):
+    """``titans.weight_decay: False`` (Titans Table 5's "w/o Weight Decay") is the same model with its forget gate
+    shut (α = 1 at every token); it changes the computation, and a sequence in pieces still equals one call."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 256, (2, 20))
+    plain = CausalLM(preset("debug", block=block)).double()
+    no_decay = CausalLM(preset("debug", block=block, **{"titans.weight_decay": False})).double()
+    no_decay.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        a, _, _ = plain(ids)
+        b, _, _ = no_decay(ids)
+        assert (a - b).abs().max() > 1e-6  # the switch matters
+        for m in plain.modules():  # shut the forget gate: rows H … 2H of the three gates (lr, forget, momentum)
+            if hasattr(m, "gates") and hasattr(m, "memory"):
+                h = m.gates.out_features // 3
+                m.gates.weight[h:2 * h] = 0.0
+                m.gates.bias[h:2 * h] = -1e4  # σ(−1e4) = 0 in float64: α = 1 exactly
+        shut, _, _ = plain(ids)
+        assert torch.equal(shut, b)
+        first, _, state = no_decay(ids[:, :7])
+        rest, _, _ = no_decay(ids[:, 7:], state=state)
+        assert torch.allclose(torch.cat([first, rest], 1), b, atol=1e-10, rtol=1e-9)
