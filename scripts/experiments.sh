@@ -2,7 +2,10 @@
 # The long experiments, in the background, resumable: each finished run is a line of its suite's .jsonl,
 # and a loop commits those lines every 5 minutes (README files are left to their authors' commits). Runs
 # checkpoint every 250 steps in .partial/ (ignored by git), so a restart on this machine loses at most the last
-# 250 steps of each run in progress; a new session's fresh checkout has no .partial/ and starts them over.
+# 250 steps of each run in progress. A new session's fresh checkout has no .partial/: `carry` commits each run
+# in progress's latest checkpoint (~2 MB) under experiments/carry/, which `start` puts back, so the next
+# session resumes it. The commit loop carries by itself at CARRY_AT minutes (default 150 and 170) after this
+# machine's first `start`, before a session's end (about three hours).
 #
 #   bash scripts/experiments.sh start [SUITE…]   # default: formal mad-recall (one thread each, one process per
 #                                                # core; rows record CPU time): HOPE's formal rows (η_max = 2),
@@ -14,6 +17,7 @@
 #   bash scripts/experiments.sh pause            # SIGSTOP every suite (for CI or a benchmark); note the times
 #   bash scripts/experiments.sh resume           # SIGCONT
 #   bash scripts/experiments.sh status           # what runs, and the last lines of each log
+#   bash scripts/experiments.sh carry            # commit the runs in progress for the next session, now
 #   bash scripts/experiments.sh stop [SUITE…]    # every suite and the commit loop, or only the suites named
 #
 # Suites: formal (HOPE with η_max = 2, hope_eta2), formal-hope (HOPE under D20's default bound), formal-baselines (transformer, delta and delta_beta2 of formal.yaml),
@@ -51,9 +55,28 @@ command_of() {
   esac
 }
 
+carry() {
+  python -m nestlearn.experiments.protocol carry experiments
+  git add -A -- experiments/carry 2> /dev/null || true
+  if [ -n "$(git status --porcelain -- experiments/carry)" ]; then
+    git commit -q -m "experiments: runs in progress carried to the next session (experiments/carry)" \
+      -- experiments/carry >> "$LOGS/commits.log" 2>&1 || echo "carry commit failed $(date -u)" >> "$LOGS/commits.log"
+  fi
+}
+
 commit_loop() {
+  local carried=""
   while true; do
     sleep 300
+    if [ -f "$LOGS/.first_start" ]; then  # carry before the session ends
+      local age=$(( ($(date +%s) - $(cat "$LOGS/.first_start")) / 60 ))
+      for at in ${CARRY_AT:-150 170}; do
+        if [ "$age" -ge "$at" ] && [[ " $carried " != *" $at "* ]]; then
+          carry >> "$LOGS/commits.log" 2>&1
+          carried="$carried $at"
+        fi
+      done
+    fi
     for d in experiments/synthetic/results experiments/synthetic/budget experiments/synthetic/eta experiments/optimizers; do
       if [ -n "$(git status --porcelain -- "$d" ":(exclude)$d/README.md")" ]; then
         git add -- "$d" ":(exclude)$d/README.md" 2>/dev/null || true
@@ -69,6 +92,8 @@ case "${1:-status}" in
     shift
     suites=("$@")
     [ ${#suites[@]} -eq 0 ] && suites=(formal mad-recall)
+    [ -f "$LOGS/.first_start" ] || date +%s > "$LOGS/.first_start"
+    python -m nestlearn.experiments.protocol restore experiments  # the runs a past session carried
     for s in "${suites[@]}"; do
       cmd=$(command_of "$s")
       if pgrep -f "$cmd" > /dev/null; then echo "$s: already running"; continue; fi
@@ -88,6 +113,7 @@ case "${1:-status}" in
     fi
     ;;
   commit-loop) commit_loop ;;
+  carry) carry ;;
   pause) pkill -STOP -f "$PATTERN" && echo "paused at $(date -u +%H:%M) UTC" || echo "nothing running" ;;
   resume) pkill -CONT -f "$PATTERN" && echo "resumed at $(date -u +%H:%M) UTC" || echo "nothing running" ;;
   stop)
@@ -111,5 +137,5 @@ case "${1:-status}" in
       [ -f "$d/checkpoints/latest" ] && echo "$d: $(cat "$d/checkpoints/latest")"
     done
     ;;
-  *) echo "usage: $0 start [SUITE…] | pause | resume | status | stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start [SUITE…] | pause | resume | status | stop [SUITE…] | carry" >&2; exit 2 ;;
 esac

@@ -181,6 +181,77 @@ def partial_folder(root: Path, label: str, what: dict, code: str, fingerprint: l
     return folder
 
 
+def _step(latest: Path) -> int:
+    return int(latest.read_text().strip().rpartition("_")[2])
+
+
+def _cpu_s(latest: Path) -> float:
+    """The CPU time a run had spent at its latest checkpoint (``RunClock``'s record; infinite when unknown)."""
+    try:
+        state = json.loads((latest.parent / latest.read_text().strip() / "state.json").read_text())
+        return float(state["extra"]["cpu_s"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return math.inf
+
+
+def carry_runs(root: Path, dest: Path, min_cpu_s: float = 0.0) -> list[str]:
+    """Copy every run in progress under ``root`` (each ``…/.partial/<run>`` with a checkpoint: its files and its
+    latest checkpoint only) into ``dest``, at the same relative paths, replacing what ``dest`` held; returns the
+    runs carried. ``.partial/`` is ignored by git, so a new session's fresh checkout starts those runs over;
+    ``dest`` is a folder that can be committed (``scripts/experiments.sh carry``), and :func:`restore_runs`
+    puts the runs back. ``dest`` itself is not searched. Runs whose checkpoint records less than ``min_cpu_s``
+    of CPU time are left out: cheaper to redo than to store (a checkpoint is ~2 MB in git's history)."""
+    root, dest = Path(root), Path(dest)
+    staged = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(staged, ignore_errors=True)
+    carried = []
+    for latest in sorted(root.glob(f"**/{PARTIAL}/*/checkpoints/latest")):
+        run = latest.parent.parent
+        if dest in run.parents or staged in run.parents:
+            continue
+        target = staged / run.relative_to(root)
+        if min_cpu_s > 0 and _cpu_s(latest) < min_cpu_s:
+            continue
+        for _ in range(3):  # the run may write its next checkpoint meanwhile (every few minutes): read again
+            try:
+                step = latest.read_text().strip()
+                shutil.rmtree(target, ignore_errors=True)
+                (target / "checkpoints").mkdir(parents=True)
+                for f in run.iterdir():
+                    if f.is_file():
+                        shutil.copy2(f, target / f.name)
+                shutil.copytree(latest.parent / step, target / "checkpoints" / step)
+                (target / "checkpoints" / "latest").write_text(step)
+                carried.append(str(run.relative_to(root)))
+                break
+            except FileNotFoundError:
+                continue
+    shutil.rmtree(dest, ignore_errors=True)
+    if carried:
+        staged.rename(dest)
+    else:
+        shutil.rmtree(staged, ignore_errors=True)
+    return carried
+
+
+def restore_runs(dest: Path, root: Path) -> list[str]:
+    """Put the runs :func:`carry_runs` copied into ``dest`` back under ``root``, each unless its ``.partial``
+    folder there already holds a checkpoint as late or later; returns the runs restored. A restored run is then
+    resumed as any other (:func:`partial_folder` checks its code's fingerprint)."""
+    dest, root = Path(dest), Path(root)
+    restored = []
+    for latest in sorted(dest.glob(f"**/{PARTIAL}/*/checkpoints/latest")):
+        run = latest.parent.parent
+        target = root / run.relative_to(dest)
+        have = target / "checkpoints" / "latest"
+        if have.is_file() and _step(have) >= _step(latest):
+            continue
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(run, target)
+        restored.append(str(run.relative_to(dest)))
+    return restored
+
+
 class RunClock:
     """A run's time across interruptions, for a ``Trainer`` that checkpoints in ``folder`` (or None: a run that
     is not resumable). ``on_save`` (the trainer's hook) records the time spent so far with each checkpoint and
@@ -224,3 +295,28 @@ class RunClock:
         if self.before["resumed_at"]:
             out["resumed_at"] = self.before["resumed_at"]
         return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nestlearn.experiments.protocol carry|restore [ROOT]``: copy the runs in progress under ROOT
+    (default ``experiments``) into ``ROOT/carry``, or put them back (what ``scripts/experiments.sh`` calls)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    p.add_argument("verb", choices=["carry", "restore"])
+    p.add_argument("root", nargs="?", default="experiments")
+    p.add_argument("--min-cpu-min", type=float, default=15.0,
+                   help="carry only runs that have spent at least this many CPU minutes (default 15)")
+    args = p.parse_args(argv)
+    root = Path(args.root)
+    if args.verb == "carry":
+        runs = carry_runs(root, root / "carry", min_cpu_s=60 * args.min_cpu_min)
+        print(f"carried {len(runs)} run(s) in progress to {root / 'carry'}" + "".join(f"\n  {r}" for r in runs))
+    else:
+        runs = restore_runs(root / "carry", root)
+        print(f"restored {len(runs)} run(s) in progress from {root / 'carry'}" + "".join(f"\n  {r}" for r in runs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,6 +4,7 @@ its tables; an interrupted suite resumes; bad recipes are named."""
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,40 @@ def test_a_run_killed_midway_resumes_from_its_checkpoint_to_the_same_row(tmp_pat
     timing = {"wall_s", "train_s", "cpu_s", "resumed_at"}
     assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in clean.items() if k not in timing}
     assert not list((tmp_path / "out" / S.PARTIAL).iterdir())
+
+
+def test_a_run_in_progress_is_carried_to_a_fresh_checkout(tmp_path, monkeypatch):
+    """``.partial`` is ignored by git, so a new session's checkout lacks it: ``carry_runs`` copies each run in
+    progress (its latest checkpoint only) into a folder that is committed, ``restore_runs`` puts it back in the
+    fresh checkout, and the run resumes there to the uninterrupted run's row."""
+    from nestlearn.experiments.protocol import carry_runs, restore_runs
+
+    path = tmp_path / "r.yaml"
+    path.write_text("family: formal\ntasks: {parity: {}}\nmax_len: 12\nmodels: [delta]\nseeds: [0]\n"
+                    "steps: 10\nwarmup: 1\neval_every: 2\npatience: 3\nmin_delta: 0.5\neval_batches: 1\n"
+                    "eval_batch_size: 4\nval_batches: 1\nbatch_size: 4\n"
+                    "model: {dim: 16, layers: 1, heads: 2, max_seq_len: 32, delta: {heads: 2, chunk_size: 4}}\n")
+    recipe = S.load_recipe(path)
+    monkeypatch.setattr(S, "CHECKPOINT_EVERY", 2)
+    clean = S.run_suite(recipe, tmp_path / "clean", log=None)[0]
+    machine, fresh = tmp_path / "machine", tmp_path / "fresh"  # two checkouts' experiments/ folders
+    kill_once_after(monkeypatch, 6)
+    with pytest.raises(Killed):
+        S.run_suite(recipe, machine / "out", log=None)
+    (run,) = (machine / "out" / S.PARTIAL).iterdir()
+    assert carry_runs(machine, machine / "few", min_cpu_s=1e9) == []  # not worth its bytes: left out
+    assert carry_runs(machine, machine / "carry") == [f"out/{S.PARTIAL}/{run.name}"]
+    carried = machine / "carry" / "out" / S.PARTIAL / run.name / "checkpoints"
+    assert sorted(p.name for p in carried.iterdir()) == ["latest", "step_0000006"]  # the latest checkpoint only
+    shutil.copytree(machine / "carry", fresh / "carry")  # what a commit carries to the next checkout
+    assert restore_runs(fresh / "carry", fresh) == [f"out/{S.PARTIAL}/{run.name}"]
+    assert restore_runs(fresh / "carry", fresh) == []  # already there, as late: left alone
+    logs = []
+    again = S.run_suite(recipe, fresh / "out", log=logs.append)[0]
+    assert any("resumed at step 6" in line for line in logs)
+    timing = {"wall_s", "train_s", "cpu_s", "resumed_at"}
+    assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in clean.items() if k not in timing}
+    assert carry_runs(fresh, fresh / "carry") == [] and not (fresh / "carry").exists()  # nothing left in progress
 
 
 def test_a_run_in_progress_of_other_code_starts_over(tmp_path, monkeypatch):
