@@ -194,13 +194,23 @@ def _cpu_s(latest: Path) -> float:
         return math.inf
 
 
-def carry_runs(root: Path, dest: Path, min_cpu_s: float = 0.0) -> list[str]:
+def _written(latest: Path) -> float:
+    """When a run's latest checkpoint was written (its ``state.json``'s modification time; 0 when missing)."""
+    try:
+        return (latest.parent / latest.read_text().strip() / "state.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def carry_runs(root: Path, dest: Path, min_cpu_s: float = 0.0, max_age_s: float | None = None) -> list[str]:
     """Copy every run in progress under ``root`` (each ``…/.partial/<run>`` with a checkpoint: its files and its
     latest checkpoint only) into ``dest``, at the same relative paths, replacing what ``dest`` held; returns the
     runs carried. ``.partial/`` is ignored by git, so a new session's fresh checkout starts those runs over;
     ``dest`` is a folder that can be committed (``scripts/experiments.sh carry``), and :func:`restore_runs`
     puts the runs back. ``dest`` itself is not searched. Runs whose checkpoint records less than ``min_cpu_s``
-    of CPU time are left out: cheaper to redo than to store (a checkpoint is ~2 MB in git's history)."""
+    of CPU time are left out: cheaper to redo than to store (a checkpoint is ~2 MB in git's history). So are runs
+    whose latest checkpoint is older than ``max_age_s``: a run no process is running, such as one a past session
+    carried whose row was stored after that carry (restored, it would never be resumed, and carried again)."""
     root, dest = Path(root), Path(dest)
     staged = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(staged, ignore_errors=True)
@@ -211,6 +221,8 @@ def carry_runs(root: Path, dest: Path, min_cpu_s: float = 0.0) -> list[str]:
             continue
         target = staged / run.relative_to(root)
         if min_cpu_s > 0 and _cpu_s(latest) < min_cpu_s:
+            continue
+        if max_age_s is not None and time.time() - _written(latest) > max_age_s:
             continue
         for _ in range(3):  # the run may write its next checkpoint meanwhile (every few minutes): read again
             try:
@@ -307,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", nargs="?", default="experiments")
     p.add_argument("--min-cpu-min", type=float, default=15.0,
                    help="carry only runs that have spent at least this many CPU minutes (default 15)")
+    p.add_argument("--max-age-min", type=float, default=120.0,
+                   help="carry only runs whose latest checkpoint is at most this many minutes old (default 120)")
     args = p.parse_args(argv)
     root = Path(args.root)
     if args.verb == "carry":
-        runs = carry_runs(root, root / "carry", min_cpu_s=60 * args.min_cpu_min)
+        runs = carry_runs(root, root / "carry", min_cpu_s=60 * args.min_cpu_min, max_age_s=60 * args.max_age_min)
         print(f"carried {len(runs)} run(s) in progress to {root / 'carry'}" + "".join(f"\n  {r}" for r in runs))
     else:
         runs = restore_runs(root / "carry", root)

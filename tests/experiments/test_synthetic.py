@@ -4,7 +4,9 @@ its tables; an interrupted suite resumes; bad recipes are named."""
 import dataclasses
 import json
 import math
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -184,6 +186,10 @@ def test_a_run_in_progress_is_carried_to_a_fresh_checkout(tmp_path, monkeypatch)
         S.run_suite(recipe, machine / "out", log=None)
     (run,) = (machine / "out" / S.PARTIAL).iterdir()
     assert carry_runs(machine, machine / "few", min_cpu_s=1e9) == []  # not worth its bytes: left out
+    step_file = run / "checkpoints" / "step_0000006" / "state.json"
+    os.utime(step_file, (time.time() - 7200, time.time() - 7200))  # a checkpoint no process has touched for 2 h
+    assert carry_runs(machine, machine / "old", max_age_s=3600) == []
+    os.utime(step_file)
     assert carry_runs(machine, machine / "carry") == [f"out/{S.PARTIAL}/{run.name}"]
     carried = machine / "carry" / "out" / S.PARTIAL / run.name / "checkpoints"
     assert sorted(p.name for p in carried.iterdir()) == ["latest", "step_0000006"]  # the latest checkpoint only
