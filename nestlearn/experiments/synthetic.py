@@ -30,6 +30,7 @@ answer positions, scored as the accuracy of the argmax there.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -465,7 +466,8 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
     pairs = [(t, m) for t, m in pairs if (only_tasks is None or t in only_tasks)
              and (only_models is None or m in only_models)]
     for task, name in ([] if report_only else pairs):
-        lr = _select(ctx, task, name, path, log) if recipe.lr_grid else None
+        report = functools.partial(_report_locked, recipe, ctx, out, command, path)
+        lr = _select(ctx, task, name, path, log, report) if recipe.lr_grid else None
         for seed in recipe.seeds:
             sub = ctx.settings(name, lr)
             if ctx.find(task, name, "final", seed, sub) is not None:
@@ -586,9 +588,10 @@ def _append(path: Path, r: dict, ctx: _Suite) -> None:
     ctx.stored()
 
 
-def _select(ctx: _Suite, task: str, name: str, path: Path, log) -> float:
+def _select(ctx: _Suite, task: str, name: str, path: Path, log, report=None) -> float:
     """The learning rate of the lowest validation loss over the grid (grown past an edge while the best
-    rate sits on it: ``protocol.select_rate``); every selection run is a row with ``phase: "select"``."""
+    rate sits on it: ``protocol.select_rate``); every selection run is a row with ``phase: "select"``, and
+    ``report()`` rewrites the tables after each."""
     recipe = ctx.recipe
 
     def score(lr: float) -> float:
@@ -599,6 +602,8 @@ def _select(ctx: _Suite, task: str, name: str, path: Path, log) -> float:
             _append(path, r, ctx)
             if log:
                 log(f"{task} {name} lr {lr:g} (selection): validation loss {r.get('val_loss', float('inf')):.3g}")
+            if report is not None:
+                report()
         return r.get("val_loss", float("inf"))
 
     return select_rate(score, recipe.lr_grid, recipe.lr_extend)[0]

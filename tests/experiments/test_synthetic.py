@@ -499,6 +499,29 @@ def test_selection_takes_the_lowest_validation_loss_and_grows_the_grid_past_an_e
     assert len((tmp_path / "out" / "mqar.jsonl").read_text().splitlines()) == n
 
 
+def test_the_tables_are_rewritten_after_each_selection_run(tmp_path, monkeypatch):
+    """A suite stopped during selection has its finished selection runs in the tables already (they used to
+    wait for the next reported seed's run)."""
+    path = tmp_path / "r.yaml"
+    path.write_text(_TINY + "models: [delta]\nsteps: 2\neval_every: 1\nselect_seed: 7\n"
+                    "lr_grid: [0.001, 0.002, 0.004]\nlr_extend: 0\n")
+    recipe = S.load_recipe(path)
+    real, calls = S.run_one, []
+
+    def stopping(*args, **kwargs):
+        if kwargs.get("trace") is None:  # a run, not a fingerprint
+            calls.append(args[0].lr)
+            if len(calls) == 3:
+                raise KeyboardInterrupt  # stopped during the third selection run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S, "run_one", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_suite(recipe, tmp_path / "out", log=None)
+    text = (tmp_path / "out" / "mqar.md").read_text()
+    assert "| p2 | 0.001 | 0.002 |\n" in text and "2 selection runs" in text  # the two that finished
+
+
 @pytest.mark.parametrize("extra, message", [
     ("lr_grid: [0.001, 0.003, 0.004]\neval_every: 1\n", "geometric"),
     ("lr_grid: [0.001, 0.002]\neval_every: 1\n", "at least 3"),
