@@ -64,14 +64,18 @@ def in_context_recall(batch: int, seq_len: int, n_keys: int = 16, n_values: int 
     """MAD in-context recall: a stream of ``k v`` pairs with keys drawn with repetition and a
     per-sequence key→value map; the target is the value wherever its key has been seen before.
     The same tensors as ``in_context_recall_reference`` (tested), without its Python loop."""
-    n = seq_len // 2
-    mapping = torch.randint(0, n_values, (batch, n_keys), generator=generator) + n_keys + 1
-    keys = torch.randint(0, n_keys, (batch, n), generator=generator)
-    values = mapping.gather(1, keys)
-    ids = torch.stack([keys + 1, values], 2).flatten(1)
+    keys, values, ids = _recall_pairs(batch, seq_len, n_keys, n_values, generator)
     targets = torch.full_like(ids, -100)
-    targets[:, 0:2 * n:2] = torch.where(_seen_before(keys, n_keys), values, -100)
+    targets[:, 0:2 * keys.shape[1]:2] = torch.where(_seen_before(keys, n_keys), values, -100)
     return ids, targets
+
+
+def _recall_pairs(batch, seq_len, n_keys, n_values, generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The recall stream's keys (``0 … n_keys − 1``), their values under a per-sequence map, and ``ids``."""
+    mapping = torch.randint(0, n_values, (batch, n_keys), generator=generator) + n_keys + 1
+    keys = torch.randint(0, n_keys, (batch, seq_len // 2), generator=generator)
+    values = mapping.gather(1, keys)
+    return keys, values, torch.stack([keys + 1, values], 2).flatten(1)
 
 
 def _seen_before(keys: Tensor, n_keys: int, kept: Tensor | None = None) -> Tensor:
@@ -87,11 +91,7 @@ def _seen_before(keys: Tensor, n_keys: int, kept: Tensor | None = None) -> Tenso
 def in_context_recall_reference(batch: int, seq_len: int, n_keys: int = 16, n_values: int = 16,
                                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """``in_context_recall`` with its targets found by a loop over each sequence: the reference."""
-    n = seq_len // 2
-    mapping = torch.randint(0, n_values, (batch, n_keys), generator=generator) + n_keys + 1
-    keys = torch.randint(0, n_keys, (batch, n), generator=generator)
-    values = mapping.gather(1, keys)
-    ids = torch.stack([keys + 1, values], 2).flatten(1)
+    keys, values, ids = _recall_pairs(batch, seq_len, n_keys, n_values, generator)
     targets = torch.full_like(ids, -100)
     for b in range(batch):
         seen = set()
