@@ -20,8 +20,8 @@
 #   bash scripts/experiments.sh carry            # commit the runs in progress for the next session, now
 #   bash scripts/experiments.sh stop [SUITE…]    # every suite and the commit loop, or only the suites named
 #
-# Suites: formal (HOPE with η_max = 2, hope_eta2), formal-hope (HOPE under D20's default bound), formal-baselines (transformer, delta and delta_beta2 of formal.yaml),
-# formal-titans (titans and titans_lr2), mad, mad-recall (HOPE, the Transformer and Titans on MAD's four
+# Suites: formal (HOPE with η_max = 2, hope_eta2), formal-hope (HOPE under D20's default bound),
+# formal-baselines (transformer, delta and delta_beta2 of formal.yaml), formal-titans (titans and titans_lr2), mad, mad-recall (HOPE, the Transformer and Titans on MAD's four
 # recall and copying tasks, whose runs can stop once solved; compression and memorization run to the budget,
 # and the delta rule is not in the MAD target), mqar, mqar-d128
 # (experiments/synthetic/*.yaml), budget-mad (the Transformer's asymptote on MAD: budget/mad.yaml) and

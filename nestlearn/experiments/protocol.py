@@ -185,11 +185,15 @@ def _step(latest: Path) -> int:
     return int(latest.read_text().strip().rpartition("_")[2])
 
 
+def _state_file(latest: Path) -> Path:
+    """The ``state.json`` of the checkpoint a run's ``checkpoints/latest`` names."""
+    return latest.parent / latest.read_text().strip() / "state.json"
+
+
 def _cpu_s(latest: Path) -> float:
     """The CPU time a run had spent at its latest checkpoint (``RunClock``'s record; infinite when unknown)."""
     try:
-        state = json.loads((latest.parent / latest.read_text().strip() / "state.json").read_text())
-        return float(state["extra"]["cpu_s"])
+        return float(json.loads(_state_file(latest).read_text())["extra"]["cpu_s"])
     except (OSError, KeyError, TypeError, ValueError):
         return math.inf
 
@@ -197,7 +201,7 @@ def _cpu_s(latest: Path) -> float:
 def _written(latest: Path) -> float:
     """When a run's latest checkpoint was written (its ``state.json``'s modification time; 0 when missing)."""
     try:
-        return (latest.parent / latest.read_text().strip() / "state.json").stat().st_mtime
+        return _state_file(latest).stat().st_mtime
     except OSError:
         return 0.0
 

@@ -465,8 +465,8 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
         pairs = [(t, m) for m in recipe.models for t in recipe.tasks]
     pairs = [(t, m) for t, m in pairs if (only_tasks is None or t in only_tasks)
              and (only_models is None or m in only_models)]
+    report = functools.partial(_report_locked, recipe, ctx, out, command, path)  # the tables from every row so far
     for task, name in ([] if report_only else pairs):
-        report = functools.partial(_report_locked, recipe, ctx, out, command, path)
         lr = _select(ctx, task, name, path, log, report) if recipe.lr_grid else None
         for seed in recipe.seeds:
             sub = ctx.settings(name, lr)
@@ -485,8 +485,8 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
             if log:
                 log(f"{task} {name} seed {seed}: " + ", ".join(
                     f"{k} {r[k]:.1f}" for k in ("acc", *FORMAL_BINS) if k in r) + f" ({r['wall_s']:.0f} s)")
-            _report_locked(recipe, ctx, out, command, path)  # the tables so far, after every run
-    return _report_locked(recipe, ctx, out, command, path)
+            report()  # after every run
+    return report()
 
 
 def _report_locked(recipe: Recipe, ctx: _Suite, out: Path, command: str, path: Path) -> list[dict]:

@@ -131,11 +131,8 @@ def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     assert len((tmp_path / "out" / "mqar.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.parametrize("model", ["delta", "hope", "mad-compression"])
-def test_a_run_killed_midway_resumes_from_its_checkpoint_to_the_same_row(tmp_path, monkeypatch, model):
-    """A suite killed in the middle of a run continues that run from its last checkpoint (in the out folder's
-    ``.partial``), and the row equals the uninterrupted run's: losses, validation curve, early stop, kept
-    weights and test scores. The times add up the parts; the checkpoints go once the row is stored."""
+def _stoppable_recipe(tmp_path, model: str):
+    """A 10-step suite of one run that checkpoints and stops early (3 checks without a 50% gain, at step 8)."""
     path = tmp_path / "r.yaml"
     # MAD's compression: the model is wrapped (LastTokenAutoencoder), its language model's head tied
     task = "tasks: {compression: {seq_len: 12, vocab: 6}}\n" if model == "mad-compression" else \
@@ -147,7 +144,15 @@ def test_a_run_killed_midway_resumes_from_its_checkpoint_to_the_same_row(tmp_pat
                     "model: {dim: 16, layers: 1, heads: 2, max_seq_len: 32, delta: {heads: 2, chunk_size: 4},\n"
                     "  selfmod: {heads: 2, chunk_size: 4, chunk_size_other: 4},\n"
                     "  cms: {levels: [{chunk_size: 4, lr: 0.01}], hidden_mult: 1.0}}\n")
-    recipe = S.load_recipe(path)
+    return S.load_recipe(path)
+
+
+@pytest.mark.parametrize("model", ["delta", "hope", "mad-compression"])
+def test_a_run_killed_midway_resumes_from_its_checkpoint_to_the_same_row(tmp_path, monkeypatch, model):
+    """A suite killed in the middle of a run continues that run from its last checkpoint (in the out folder's
+    ``.partial``), and the row equals the uninterrupted run's: losses, validation curve, early stop, kept
+    weights and test scores. The times add up the parts; the checkpoints go once the row is stored."""
+    recipe = _stoppable_recipe(tmp_path, model)
     monkeypatch.setattr(S, "CHECKPOINT_EVERY", 2)
     clean = S.run_suite(recipe, tmp_path / "clean", log=None)[0]
     assert not list((tmp_path / "clean" / S.PARTIAL).iterdir())  # removed once the row was stored
@@ -172,12 +177,7 @@ def test_a_run_in_progress_is_carried_to_a_fresh_checkout(tmp_path, monkeypatch)
     fresh checkout, and the run resumes there to the uninterrupted run's row."""
     from nestlearn.experiments.protocol import carry_runs, restore_runs
 
-    path = tmp_path / "r.yaml"
-    path.write_text("family: formal\ntasks: {parity: {}}\nmax_len: 12\nmodels: [delta]\nseeds: [0]\n"
-                    "steps: 10\nwarmup: 1\neval_every: 2\npatience: 3\nmin_delta: 0.5\neval_batches: 1\n"
-                    "eval_batch_size: 4\nval_batches: 1\nbatch_size: 4\n"
-                    "model: {dim: 16, layers: 1, heads: 2, max_seq_len: 32, delta: {heads: 2, chunk_size: 4}}\n")
-    recipe = S.load_recipe(path)
+    recipe = _stoppable_recipe(tmp_path, "delta")
     monkeypatch.setattr(S, "CHECKPOINT_EVERY", 2)
     clean = S.run_suite(recipe, tmp_path / "clean", log=None)[0]
     machine, fresh = tmp_path / "machine", tmp_path / "fresh"  # two checkouts' experiments/ folders
