@@ -29,13 +29,15 @@ def associative_recall(batch: int, n_pairs: int, n_queries: int, n_keys: int = 1
 
 
 def mqar(batch: int, n_pairs: int, seq_len: int, n_keys: int = 64, n_values: int = 64, power_a: float = 0.01,
-         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+         random_fill: bool = True, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Multi-query associative recall as Zoology defines it (Arora et al. 2023): ``n_pairs`` key–value pairs
     with distinct keys, then every key queried once, in a random order (queries without replacement).
     The rest of the sequence is ``(seq_len − 2·n_pairs) // 2`` two-token slots; each query takes a slot
     drawn with probability ∝ d^(a − 1) for the slot's distance d from the pairs (a power law that favours
-    near slots, ``power_a = a``), and the other slots hold random tokens. The target is −100 except at
-    each query, whose target is its value (the next token)."""
+    near slots, ``power_a = a``), and the other slots hold random tokens (``random_fill``, Zoology's
+    ``random_non_queries``) or the unused token 0 (``random_fill=False``, as in Zoology's Figure 2 runs; the
+    same draws, so the pairs, queries and slots equal those of ``random_fill=True``). The target is −100
+    except at each query, whose target is its value (the next token)."""
     space = (seq_len - 2 * n_pairs) // 2
     if space < n_pairs:
         raise ValueError(f"seq_len={seq_len} leaves {space} query slots after {n_pairs} pairs, but MQAR queries "
@@ -48,6 +50,8 @@ def mqar(batch: int, n_pairs: int, seq_len: int, n_keys: int = 64, n_values: int
     slots = torch.multinomial(weights.expand(batch, space), n_pairs, replacement=False, generator=generator)
     order = torch.argsort(torch.rand(batch, n_pairs, generator=generator), dim=1)  # key asked in each slot
     rest = torch.randint(1, n_keys + n_values + 1, (batch, seq_len - 2 * n_pairs), generator=generator)
+    if not random_fill:
+        rest.zero_()
     slot_view = rest[:, :2 * space].reshape(batch, space, 2)
     slot_view.scatter_(1, slots.unsqueeze(-1).expand(-1, -1, 2),
                        torch.stack([keys.gather(1, order), values.gather(1, order)], dim=2))

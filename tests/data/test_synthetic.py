@@ -141,6 +141,20 @@ def test_mad_generators_equal_their_references(name, kwargs):
         assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=g_ref))
 
 
+def test_mqar_zero_fill_keeps_the_draws():
+    """``random_fill=False`` (Zoology's Figure 2): token 0 in every slot no query takes, nothing else changed."""
+    a_ids, a_t = mqar(8, 6, 48, n_keys=16, n_values=16, generator=torch.Generator().manual_seed(3))
+    b_ids, b_t = mqar(8, 6, 48, n_keys=16, n_values=16, random_fill=False, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a_t, b_t)
+    kept = torch.zeros_like(a_ids, dtype=torch.bool)
+    kept[:, :12] = True  # the pairs
+    q = (a_t != -100).nonzero()
+    kept[q[:, 0], q[:, 1]] = True  # each query key ...
+    kept[q[:, 0], q[:, 1] + 1] = True  # ... and its value after it
+    assert torch.equal(b_ids[kept], a_ids[kept])
+    assert (b_ids[~kept] == 0).all() and (a_ids[~kept] > 0).all()
+
+
 def test_recall_tasks_are_correct_by_construction():
     g = torch.Generator().manual_seed(0)
     ids, t = mqar(4, 5, 31, generator=g)
