@@ -5,7 +5,7 @@
 # 250 steps of each run in progress. A new session's fresh checkout has no .partial/: `carry` commits each run
 # in progress's latest checkpoint (~2 MB) under experiments/carry/, which `start` puts back, so the next
 # session resumes it. The commit loop carries by itself at CARRY_AT minutes (default 150 and 170) after this
-# machine's first `start`, before a session's end (about three hours).
+# session's first `start`, before a session's end (about three hours).
 #
 #   bash scripts/experiments.sh start [SUITE…]   # default: formal mad-recall (one thread each, one process per
 #                                                # core; rows record CPU time): HOPE's formal rows (η_max = 2),
@@ -24,7 +24,8 @@
 # formal-baselines (transformer, delta and delta_beta2 of formal.yaml), formal-titans (titans and titans_lr2), mad, mad-recall (HOPE, the Transformer and Titans on MAD's four
 # recall and copying tasks, whose runs can stop once solved; compression and memorization run to the budget,
 # and the delta rule is not in the MAD target), mqar, mqar-d128
-# (experiments/synthetic/*.yaml), budget-mad (the Transformer's asymptote on MAD: budget/mad.yaml) and
+# (experiments/synthetic/*.yaml), budget-mad (the Transformer's asymptote on MAD: budget/mad.yaml), budget-mqar-zero
+# (its MQAR budget with token 0 as the filler: budget/mqar128_zero.yaml) and
 # optimizers (the ViT experiment).
 # Logs: runs/experiments/<suite>.log. A suite already running is not started twice.
 set -euo pipefail
@@ -51,7 +52,9 @@ command_of() {
     # tasks; the delta rule's MAD rows and the two budget-long tasks come later, with the suite `mad`
     mad-recall) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope transformer titans --tasks in_context_recall noisy_in_context_recall fuzzy_in_context_recall selective_copying --threads 1" ;;
     budget-mad) echo "nestlearn synthetic experiments/synthetic/budget/mad.yaml --threads 1" ;;  # MAD's step budget
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, optimizers)" >&2; return 1 ;;
+    # the Transformer's MQAR budget with Zoology's Figure 2 filler (token 0 where no query is)
+    budget-mqar-zero) echo "nestlearn synthetic experiments/synthetic/budget/mqar128_zero.yaml --threads 1" ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, optimizers)" >&2; return 1 ;;
   esac
 }
 
@@ -92,7 +95,12 @@ case "${1:-status}" in
     shift
     suites=("$@")
     [ ${#suites[@]} -eq 0 ] && suites=(formal mad-recall)
-    [ -f "$LOGS/.first_start" ] || date +%s > "$LOGS/.first_start"
+    # the session's first start: a session lasts about three hours, and the same machine may serve the next one
+    # (its runs/ kept, its processes gone), so a mark older than SESSION_MIN minutes is a past session's
+    mark="$LOGS/.first_start"
+    if [ ! -f "$mark" ] || [ $(( ($(date +%s) - $(cat "$mark")) / 60 )) -ge "${SESSION_MIN:-180}" ]; then
+      date +%s > "$mark"
+    fi
     python -m nestlearn.experiments.protocol restore experiments  # the runs a past session carried
     for s in "${suites[@]}"; do
       cmd=$(command_of "$s")
