@@ -25,7 +25,7 @@
 # recall and copying tasks, whose runs can stop once solved; compression and memorization run to the budget,
 # and the delta rule is not in the MAD target), mqar, mqar-d128
 # (experiments/synthetic/*.yaml), budget-mad (the Transformer's asymptote on MAD: budget/mad.yaml), budget-mqar-zero
-# (its MQAR budget with token 0 as the filler: budget/mqar128_zero.yaml) and
+# (its MQAR budget with token 0 as the filler: budget/mqar128_zero.yaml), budget-mqar-k32 (with 32 keys) and
 # optimizers (the ViT experiment).
 # Logs: runs/experiments/<suite>.log. A suite already running is not started twice.
 set -euo pipefail
@@ -54,7 +54,8 @@ command_of() {
     budget-mad) echo "nestlearn synthetic experiments/synthetic/budget/mad.yaml --threads 1" ;;  # MAD's step budget
     # the Transformer's MQAR budget with Zoology's Figure 2 filler (token 0 where no query is)
     budget-mqar-zero) echo "nestlearn synthetic experiments/synthetic/budget/mqar128_zero.yaml --threads 1" ;;
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, optimizers)" >&2; return 1 ;;
+    budget-mqar-k32) echo "nestlearn synthetic experiments/synthetic/budget/mqar128_k32.yaml --threads 1" ;;  # 32 keys
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, optimizers)" >&2; return 1 ;;
   esac
 }
 
