@@ -10,10 +10,11 @@
 #   bash scripts/experiments.sh start [SUITE…]   # default: formal mad-recall (one thread each, one process per
 #                                                # core; rows record CPU time): HOPE's formal rows (η_max = 2),
 #                                                # and MAD's recall columns, the one target with no row yet.
-#                                                # Waiting for a core, in this order: formal-titans,
-#                                                # formal-baselines, optimizers (m3-ema, then Fashion-MNIST), mad
-#                                                # (compression, memorization, the delta rule), formal-hope
-#                                                # (HOPE under D20's default bound), budget-mad
+#                                                # Waiting for a core, in this order: optimizers (m3-ema, then
+#                                                # Fashion-MNIST: about 8 CPU hours close Fig. 11's target),
+#                                                # formal-titans, formal-baselines, mad (compression,
+#                                                # memorization, the delta rule), formal-hope (HOPE under D20's
+#                                                # default bound), budget-mad
 #   bash scripts/experiments.sh pause            # SIGSTOP every suite (for CI or a benchmark); note the times
 #   bash scripts/experiments.sh resume           # SIGCONT
 #   bash scripts/experiments.sh status           # what runs, and the last lines of each log
