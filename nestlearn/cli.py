@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run only these of the recipe's models (processes sharing a suite take disjoint parts)")
     p.add_argument("--tasks", nargs="+", default=None, dest="only_tasks", help="run only these of its tasks")
     p.add_argument("--device", default=None, help="train and score on this device (default: the recipe's, cpu)")
+    p.add_argument("--left", action="store_true",
+                   help="print the next run the suite would start ('left: …') or 'nothing left'; train nothing")
     sub.add_parser("bench", help="training tokens/s of every block kind (debug preset), vs the Transformer")
     p = sub.add_parser("demo", help="memories learning key→value pairs in context, as a table")
     p.add_argument("--passes", type=int, default=6, help="passes over the pairs (default 6)")
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             command = "nestlearn " + " ".join(_suite_words(argv if argv is not None else sys.argv[1:]))
             synthetic(args.recipe, quick=args.quick, out=args.out, threads=args.threads, command=command,
                       report_only=args.report, only_models=args.only_models, only_tasks=args.only_tasks,
-                      device=args.device)
+                      device=args.device, left=args.left)
         elif args.verb == "bench":
             _bench()
         elif args.verb == "demo":
@@ -124,7 +126,7 @@ def _suite_words(words: list[str]) -> list[str]:
         if w.startswith("--"):
             key = w.split("=", 1)[0]
             skipping = key in ("--models", "--tasks") and "=" not in w  # their values follow
-            if key in ("--models", "--tasks", "--report"):
+            if key in ("--models", "--tasks", "--report", "--left"):
                 continue
         elif skipping:
             continue

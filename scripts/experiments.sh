@@ -7,28 +7,29 @@
 # session resumes it. The commit loop carries by itself at CARRY_AT minutes (default 150 and 170) after this
 # session's first `start`, before a session's end (about three hours).
 #
-#   bash scripts/experiments.sh start [SUITE…]   # default: formal mad-recall (one thread each, one process per
-#                                                # core; rows record CPU time): HOPE's formal rows (η_max = 2),
-#                                                # and MAD's recall columns, the one target with no row yet.
-#                                                # Waiting for a core, in this order: optimizers (m3-ema, then
-#                                                # Fashion-MNIST: about 8 CPU hours close Fig. 11's target),
-#                                                # formal-titans, formal-baselines, mad (compression,
-#                                                # memorization, the delta rule), formal-hope (HOPE under D20's
-#                                                # default bound), budget-mad
-#   bash scripts/experiments.sh pause            # SIGSTOP every suite (for CI or a benchmark); note the times
+#   bash scripts/experiments.sh start            # the queue (QUEUE below): the first suites with a run left,
+#                                                # one process per core, one thread each (rows record CPU time);
+#                                                # the commit loop starts the next one whenever a core is free
+#   bash scripts/experiments.sh start SUITE…     # these suites now, beside whatever runs
+#   bash scripts/experiments.sh queue            # the queue, and what each suite in it has left (trains nothing)
+#   bash scripts/experiments.sh hold             # no more refilling (the running suites go on) until `start`
+#   bash scripts/experiments.sh pause            # SIGSTOP every suite (for CI or a benchmark); log the times
 #   bash scripts/experiments.sh resume           # SIGCONT
 #   bash scripts/experiments.sh status           # what runs, and the last lines of each log
 #   bash scripts/experiments.sh carry            # commit the runs in progress for the next session, now
-#   bash scripts/experiments.sh stop [SUITE…]    # every suite and the commit loop, or only the suites named
+#   bash scripts/experiments.sh stop [SUITE…]    # every suite, the queue and the commit loop, or the suites named
+#                                                # (with the queue on, a core a stopped suite frees is refilled
+#                                                # within 5 minutes: `hold` first to keep it free)
 #
-# Suites: formal (HOPE with η_max = 2, hope_eta2), formal-hope (HOPE under D20's default bound),
-# formal-baselines (transformer, delta and delta_beta2 of formal.yaml), formal-titans (titans and titans_lr2), mad, mad-recall (HOPE, the Transformer and Titans on MAD's four
-# recall and copying tasks, whose runs can stop once solved; compression and memorization run to the budget,
-# and the delta rule is not in the MAD target), mqar, mqar-d128
-# (experiments/synthetic/*.yaml), budget-mad (the Transformer's asymptote on MAD: budget/mad.yaml), budget-mqar-zero
-# (its MQAR budget with token 0 as the filler: budget/mqar128_zero.yaml), budget-mqar-k32 (with 32 keys) and
-# optimizers (the ViT experiment).
-# Logs: runs/experiments/<suite>.log. A suite already running is not started twice.
+# Suites (experiments/synthetic/*.yaml unless said): formal (HOPE with η_max = 2, hope_eta2), formal-hope (HOPE
+# under D20's default bound), formal-baselines (transformer, delta and delta_beta2), formal-titans (titans and
+# titans_lr2); mad-recall (HOPE, the Transformer and Titans on MAD's four recall and copying tasks, whose runs can
+# stop once solved), mad-long (every model on compression and memorization, which run to the budget), mad-delta
+# (the delta rule, not in the MAD target, on the four recall tasks): three disjoint parts of mad.yaml, and mad
+# (all of it, one process: never beside those three); mqar, mqar-d128 (blocked: budget/README.md); budget-mad (the
+# Transformer's asymptote on MAD: budget/mad.yaml), budget-mqar-zero and budget-mqar-k32 (its MQAR budget with token
+# 0 as the filler, and with 32 keys); optimizers (the ViT experiment, experiments/optimizers).
+# Logs: runs/experiments/<suite>.log, the queue's in queue.log. A suite already running is not started twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOGS=runs/experiments
@@ -52,11 +53,15 @@ command_of() {
     # the models the MAD target names (HOPE against the Transformer and Titans) on MAD's four recall and copying
     # tasks; the delta rule's MAD rows and the two budget-long tasks come later, with the suite `mad`
     mad-recall) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope transformer titans --tasks in_context_recall noisy_in_context_recall fuzzy_in_context_recall selective_copying --threads 1" ;;
+    # the rest of mad.yaml, disjoint from mad-recall (so that the queue can run them beside it): the two tasks that
+    # run to the budget, for every model; and the delta rule on the four recall and copying tasks
+    mad-long) echo "nestlearn synthetic experiments/synthetic/mad.yaml --tasks compression memorization --threads 1" ;;
+    mad-delta) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models delta --tasks in_context_recall noisy_in_context_recall fuzzy_in_context_recall selective_copying --threads 1" ;;
     budget-mad) echo "nestlearn synthetic experiments/synthetic/budget/mad.yaml --threads 1" ;;  # MAD's step budget
     # the Transformer's MQAR budget with Zoology's Figure 2 filler (token 0 where no query is)
     budget-mqar-zero) echo "nestlearn synthetic experiments/synthetic/budget/mqar128_zero.yaml --threads 1" ;;
     budget-mqar-k32) echo "nestlearn synthetic experiments/synthetic/budget/mqar128_k32.yaml --threads 1" ;;  # 32 keys
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, optimizers)" >&2; return 1 ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers)" >&2; return 1 ;;
   esac
 }
 
@@ -67,6 +72,53 @@ carry() {
     git commit -q -m "experiments: runs in progress carried to the next session (experiments/carry)" \
       -- experiments/carry >> "$LOGS/commits.log" 2>&1 || echo "carry commit failed $(date -u)" >> "$LOGS/commits.log"
   fi
+}
+
+# The queue: `start` without suites runs the first suites of QUEUE that have a run left, one per core (CORES), and
+# the commit loop starts the next one whenever a core is free (a suite finished, or died). The priority order:
+# HOPE's formal rows and MAD's recall columns, then the optimizer experiment (the Fig. 11 target), Titans' formal
+# rows (the target "no diverged run"), the other baselines, the rest of MAD, HOPE under D20's default bound, and the
+# Transformer's MAD budget rows. `hold` stops the refilling (the running suites go on); `start` turns it on again.
+QUEUE=${QUEUE:-formal mad-recall optimizers formal-titans formal-baselines mad-long mad-delta formal-hope budget-mad}
+CORES=${CORES:-$(nproc)}
+
+launch() {  # start suite $1 in the background, unless it runs; 0 when it runs
+  local s=$1 cmd pid
+  cmd=$(command_of "$s")
+  if pgrep -f "$cmd" > /dev/null; then echo "$s: already running"; return 0; fi
+  date +%s > "$LOGS/.started_$s"
+  OMP_NUM_THREADS=1 nohup $cmd >> "$LOGS/$s.log" 2>&1 &
+  pid=$!
+  sleep 5  # a suite that cannot start (nestlearn not importable, a bad recipe) dies at once: say so
+  if ! kill -0 "$pid" 2> /dev/null; then
+    echo "$s: FAILED to start ($cmd); the end of $LOGS/$s.log:" >&2
+    tail -n 5 "$LOGS/$s.log" >&2
+    return 1
+  fi
+  echo "$s: started at $(date -u +%H:%M) UTC ($cmd), log $LOGS/$s.log"
+}
+
+has_work() {  # whether suite $1 has a run left (`--left` trains nothing); prints what
+  local out
+  out=$(OMP_NUM_THREADS=1 $(command_of "$1") --left 2>> "$LOGS/queue.log" | tail -n 1) || true
+  echo "$1: ${out:-no answer (see $LOGS/queue.log)}"
+  [[ "$out" == left:* ]]
+}
+
+refill() {  # start queued suites while a core is free
+  local s cmd started
+  for s in $QUEUE; do
+    [ "$(pgrep -fc "$PATTERN")" -ge "$CORES" ] && return 0
+    cmd=$(command_of "$s")
+    pgrep -f "$cmd" > /dev/null && continue
+    started=$(cat "$LOGS/.started_$s" 2> /dev/null || echo 0)
+    if [ $(( $(date +%s) - started )) -lt 600 ]; then  # it stopped within 10 minutes of its start: not again
+      echo "$s: stopped within 10 minutes of its start at $(date -u -d "@$started" +%H:%M) UTC; skipped (see $LOGS/$s.log)"
+      continue
+    fi
+    if has_work "$s"; then launch "$s" || true; fi
+  done
+  return 0
 }
 
 commit_loop() {
@@ -89,14 +141,13 @@ commit_loop() {
           >> "$LOGS/commits.log" 2>&1 || echo "commit failed $(date -u)" >> "$LOGS/commits.log"
       fi
     done
+    [ -f "$LOGS/.queue" ] && refill >> "$LOGS/queue.log" 2>&1
   done
 }
 
 case "${1:-status}" in
   start)
     shift
-    suites=("$@")
-    [ ${#suites[@]} -eq 0 ] && suites=(formal mad-recall)
     # the session's first start: a session lasts about three hours, and the same machine may serve the next one
     # (its runs/ kept, its processes gone), so a mark older than SESSION_MIN minutes is a past session's
     mark="$LOGS/.first_start"
@@ -104,19 +155,13 @@ case "${1:-status}" in
       date +%s > "$mark"
     fi
     python -m nestlearn.experiments.protocol restore experiments  # the runs a past session carried
-    for s in "${suites[@]}"; do
-      cmd=$(command_of "$s")
-      if pgrep -f "$cmd" > /dev/null; then echo "$s: already running"; continue; fi
-      OMP_NUM_THREADS=1 nohup $cmd >> "$LOGS/$s.log" 2>&1 &
-      pid=$!
-      sleep 5  # a suite that cannot start (nestlearn not importable, a bad recipe) dies at once: say so
-      if ! kill -0 "$pid" 2> /dev/null; then
-        echo "$s: FAILED to start ($cmd); the end of $LOGS/$s.log:" >&2
-        tail -n 5 "$LOGS/$s.log" >&2
-        continue
-      fi
-      echo "$s: started ($cmd), log $LOGS/$s.log"
-    done
+    if [ $# -eq 0 ]; then  # the queue: the first suites with a run left, one per core, refilled by the commit loop
+      touch "$LOGS/.queue"
+      rm -f "$LOGS"/.started_*  # a new start forgives the suites that stopped early
+      refill
+    else
+      for s in "$@"; do command_of "$s" > /dev/null && launch "$s" || true; done
+    fi
     if ! pgrep -f "scripts/experiments.sh commit-loop" > /dev/null; then
       nohup bash "$0" commit-loop > /dev/null 2>&1 &
       echo "commit loop: started (every 5 minutes)"
@@ -124,6 +169,13 @@ case "${1:-status}" in
     ;;
   commit-loop) commit_loop ;;
   carry) carry ;;
+  queue)  # what each queued suite has left (trains nothing)
+    echo "queue $([ -f "$LOGS/.queue" ] && echo on || echo held), $CORES cores: $QUEUE"
+    for s in $QUEUE; do
+      if pgrep -f "$(command_of "$s")" > /dev/null; then echo "$s: running"; else has_work "$s" || true; fi
+    done
+    ;;
+  hold) rm -f "$LOGS/.queue" && echo "queue held at $(date -u +%H:%M) UTC: free cores stay free until \`start\`" ;;
   pause) pkill -STOP -f "$PATTERN" && echo "paused at $(date -u +%H:%M) UTC" || echo "nothing running" ;;
   resume) pkill -CONT -f "$PATTERN" && echo "resumed at $(date -u +%H:%M) UTC" || echo "nothing running" ;;
   stop)
@@ -135,6 +187,7 @@ case "${1:-status}" in
       done
       exit 0
     fi
+    rm -f "$LOGS/.queue"
     pkill -f "$PATTERN" || true
     pkill -f "scripts/experiments.sh commit-loop" || true
     echo "stopped (finished runs are in the .jsonl files; a restart resumes them)"
@@ -147,5 +200,5 @@ case "${1:-status}" in
       [ -f "$d/checkpoints/latest" ] && echo "$d: $(cat "$d/checkpoints/latest")"
     done
     ;;
-  *) echo "usage: $0 start [SUITE…] | pause | resume | status | stop [SUITE…] | carry" >&2; exit 2 ;;
+  *) echo "usage: $0 start [SUITE…] | queue | hold | pause | resume | status | stop [SUITE…] | carry" >&2; exit 2 ;;
 esac

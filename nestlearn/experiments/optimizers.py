@@ -274,8 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="train and score on this device (default cpu)")
     p.add_argument("--report", action="store_true",
                    help="only rewrite RESULTS.md from the runs already done (train nothing)")
+    p.add_argument("--left", action="store_true",
+                   help="print the first (dataset, optimizer) with a run still to do ('left: …') or 'nothing left'; "
+                        "train and write nothing")
     args = p.parse_args(argv)
-    args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report"]
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--report", "--left")]
+    args.report = args.report or args.left  # a run not in the store raises NotRun instead of training
     for key, full, quick in (("steps", 2000, 10), ("seeds", 3, 1), ("extend", 3, 0)):  # a given value is kept
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
@@ -303,9 +307,16 @@ def main(argv: list[str] | None = None) -> int:
                 seeds = [runs.get(ds, name, chosen["lr"], chosen["hp"], s, args, data, size, channels)
                          for s in range(args.seeds)]
             except NotRun:  # --report: this optimizer's selection or seeds are not finished
+                if args.left:
+                    print(f"left: {ds} {name}", flush=True)
+                    return 0
                 continue
             results[ds][name] = {**chosen, "runs": seeds}
-            write_results(results, args, names, runs.rows)  # the tables so far, after every optimizer
+            if not args.left:
+                write_results(results, args, names, runs.rows)  # the tables so far, after every optimizer
+    if args.left:
+        print("nothing left", flush=True)
+        return 0
     write_results(results, args, names, runs.rows)
     return 0
 

@@ -439,8 +439,25 @@ def fingerprint(recipe: Recipe, task: str, block: str, mlp_mult: float | None = 
     return trace + curve + [float(r[k]) for k in ("acc", *FORMAL_BINS) if k in r]
 
 
+class WorkLeft(Exception):
+    """``dry``: the suite reached a run that is not in the store yet (the message names it)."""
+
+
+def runs_left(recipe: Recipe, out: str | Path, only_models: list[str] | None = None,
+              only_tasks: list[str] | None = None) -> str | None:
+    """The next run the suite (or the part of it named) would start, as ``"task model seed S lr R"`` (a selection
+    run's seed is ``select_seed``), or None when every run it needs is stored: what ``--left`` prints. It trains
+    nothing and writes nothing; rows of another code version count as ``run_suite`` counts them (fingerprints)."""
+    try:
+        run_suite(recipe, out, log=None, only_models=only_models, only_tasks=only_tasks, dry=True)
+    except WorkLeft as e:
+        return str(e)
+    return None
+
+
 def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, report_only: bool = False,
-              only_models: list[str] | None = None, only_tasks: list[str] | None = None) -> list[dict]:
+              only_models: list[str] | None = None, only_tasks: list[str] | None = None,
+              dry: bool = False) -> list[dict]:
     """Run every (task, model, seed) not yet in ``out``; ``report_only`` just rewrites the tables.
 
     With ``lr_grid``, each (task, model) first trains once per grid rate at ``select_seed`` (the selection
@@ -451,21 +468,26 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
 
     ``only_models`` / ``only_tasks`` run a part of the suite, so that several processes (one per core or per
     machine with a shared folder) can share one: give them disjoint parts. Rows are appended under a file
-    lock, and every process re-reads the file after each of its runs, so the tables hold every process's rows."""
+    lock, and every process re-reads the file after each of its runs, so the tables hold every process's rows.
+
+    ``dry`` trains and writes nothing: the first run not in the store raises ``WorkLeft`` (``runs_left``)."""
     for name, only, known in (("models", only_models, recipe.models), ("tasks", only_tasks, list(recipe.tasks))):
         unknown = sorted(set(only or ()) - set(known))
         if unknown:
             raise ValueError(f"--{name} {unknown} not in the recipe's {name} {known}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not dry:
+        out.mkdir(parents=True, exist_ok=True)
     path = out / f"{recipe.family}.jsonl"
-    ctx = _Suite(recipe, read_rows(path), partial=out / PARTIAL)
+    ctx = _Suite(recipe, read_rows(path), partial=out / PARTIAL, dry=dry)
     pairs = [(t, m) for t in recipe.tasks for m in recipe.models]
     if recipe.order == "model":
         pairs = [(t, m) for m in recipe.models for t in recipe.tasks]
     pairs = [(t, m) for t, m in pairs if (only_tasks is None or t in only_tasks)
              and (only_models is None or m in only_models)]
     report = functools.partial(_report_locked, recipe, ctx, out, command, path)  # the tables from every row so far
+    if dry:
+        report = list  # nothing is written
     for task, name in ([] if report_only else pairs):
         lr = _select(ctx, task, name, path, log, report) if recipe.lr_grid else None
         for seed in recipe.seeds:
@@ -499,8 +521,9 @@ def _report_locked(recipe: Recipe, ctx: _Suite, out: Path, command: str, path: P
 class _Suite:
     """The suite's finished rows and what it knows of the current code (its version and fingerprints)."""
 
-    def __init__(self, recipe: Recipe, done: list[dict], partial: Path | None = None):
+    def __init__(self, recipe: Recipe, done: list[dict], partial: Path | None = None, dry: bool = False):
         self.recipe, self.done, self.version = recipe, done, code_version()["code"]
+        self.dry = dry  # run() refuses: WorkLeft names the run
         self._mult: dict[tuple[str, str], float | None] = {}
         self._fp: dict[tuple[str, str], list[float]] = {}
         self.partial = partial  # where runs in progress checkpoint (None: runs are not resumable)
@@ -566,6 +589,8 @@ class _Suite:
                               self.version, self.fingerprint(task, name), log)
 
     def run(self, sub: Recipe, task: str, name: str, seed: int, log, phase: str = "final") -> dict:
+        if self.dry:
+            raise WorkLeft(f"{task} {name} seed {seed} lr {sub.lr:g}")
         spec = self.spec(name)
         folder = self.resume_dir(sub, task, name, seed, phase, log)
         r = run_one(sub, task, spec["block"], seed, self.mult(task, name), log, name=name,
@@ -932,7 +957,8 @@ def _plot_mqar(recipe: Recipe, rows: list[dict], path: Path) -> bool:
 
 def main(recipe_path: str, quick: bool = False, out: str | None = None, threads: int | None = None,
          command: str = "", report_only: bool = False, only_models: list[str] | None = None,
-         only_tasks: list[str] | None = None, device: str | None = None) -> list[dict]:
+         only_tasks: list[str] | None = None, device: str | None = None, left: bool = False) -> list[dict]:
+    """``left``: print the next run the suite would start (``left: …``) or ``nothing left``, and train nothing."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be ≥ 1 (got {threads})")
@@ -943,9 +969,13 @@ def main(recipe_path: str, quick: bool = False, out: str | None = None, threads:
         recipe.validate()
     if out is None:
         out = "runs/synthetic-quick" if quick else str(Path(recipe_path).parent / recipe.out)
+    if left:
+        nxt = runs_left(recipe, out, only_models=only_models, only_tasks=only_tasks)
+        print(f"left: {nxt}" if nxt else "nothing left", flush=True)
+        return []
     return run_suite(recipe, out, command=command, report_only=report_only, only_models=only_models,
                      only_tasks=only_tasks)
 
 
-__all__ = ["FAMILIES", "MODELS", "Recipe", "evaluate", "load_recipe", "main", "make_batch", "run_one",
-           "run_suite", "write_results"]
+__all__ = ["FAMILIES", "MODELS", "Recipe", "WorkLeft", "evaluate", "load_recipe", "main", "make_batch", "run_one",
+           "run_suite", "runs_left", "write_results"]

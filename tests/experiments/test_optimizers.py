@@ -95,12 +95,18 @@ def test_a_run_killed_midway_resumes_to_the_uninterrupted_row(tmp_path, monkeypa
 
 
 @pytest.mark.skipif(not (DATA / "fashion_mnist").is_dir(), reason="../shared/data/fashion_mnist is not here")
-def test_tables_appear_with_the_first_finished_optimizer_and_report_trains_nothing(tmp_path):
+def test_tables_appear_with_the_first_finished_optimizer_and_report_trains_nothing(tmp_path, capsys):
     vit = _vit()
     base = ["--quick", "--dataset", "fashion_mnist", "--out", str(tmp_path), "--data-root", str(DATA)]
     assert vit.main([*base, "--optimizers", "adamw"]) == 0  # AdamW finished, the others not started
     store = tmp_path / "runs-quick.jsonl"
     n_rows = len(store.read_text().splitlines())
+    tables = {p.name: p.read_text() for p in tmp_path.glob("*.md")}
+    capsys.readouterr()
+    assert vit.main([*base, "--left"]) == 0 and capsys.readouterr().out == "left: fashion_mnist muon\n"
+    assert vit.main([*base, "--optimizers", "adamw", "--left"]) == 0 and capsys.readouterr().out == "nothing left\n"
+    assert {p.name: p.read_text() for p in tmp_path.glob("*.md")} == tables  # --left wrote nothing
+    assert len(store.read_text().splitlines()) == n_rows
     assert vit.main([*base, "--report"]) == 0  # every optimizer asked for; only AdamW's runs exist
     assert len(store.read_text().splitlines()) == n_rows  # nothing trained
     text = (tmp_path / "RESULTS-quick.md").read_text()

@@ -100,7 +100,8 @@ def test_processes_share_a_suite_by_disjoint_parts(tmp_path):
 def test_the_recorded_command_runs_the_whole_suite():
     from nestlearn.cli import _suite_words
 
-    words = ["synthetic", "r.yaml", "--models", "hope", "delta", "--threads", "1", "--report", "--tasks=parity"]
+    words = ["synthetic", "r.yaml", "--models", "hope", "delta", "--threads", "1", "--report", "--tasks=parity",
+             "--left"]
     assert _suite_words(words) == ["synthetic", "r.yaml", "--threads", "1"]
 
 
@@ -129,6 +130,24 @@ def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
     S.run_suite(recipe, tmp_path / "out", log=None)
     assert calls == ["transformer", "delta", "delta"]  # the finished run was not redone
     assert len((tmp_path / "out" / "mqar.jsonl").read_text().splitlines()) == 2
+
+
+def test_left_names_the_next_run_and_trains_and_writes_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "r.yaml"
+    path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
+                    "models: [transformer, delta]\nseeds: [0]\nsteps: 2\nwarmup: 1\neval_batches: 1\n"
+                    "eval_batch_size: 4\nbatch_size: 4\neval_every: 1\nlr_grid: [0.001, 0.00316, 0.01]\n"
+                    "lr_extend: 0\nmodel: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    recipe, out = S.load_recipe(path), tmp_path / "out"
+    assert S.runs_left(recipe, out) == "p2 transformer seed 100 lr 0.001"  # its first selection run
+    assert not out.exists()
+    S.run_suite(recipe, out, log=None, only_models=["transformer"])
+    tables = (out / "mqar.md").read_text()
+    assert S.runs_left(recipe, out, only_models=["transformer"]) is None
+    assert S.runs_left(recipe, out) == "p2 delta seed 100 lr 0.001"
+    monkeypatch.setattr(S, "run_one", lambda *a, **k: pytest.fail("--left trained"))
+    S.main(str(path), out=str(out), left=True)
+    assert (out / "mqar.md").read_text() == tables and not list(out.glob(".partial/*"))
 
 
 def _stoppable_recipe(tmp_path, model: str):
