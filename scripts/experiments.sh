@@ -76,10 +76,12 @@ carry() {
 
 # The queue: `start` without suites runs the first suites of QUEUE that have a run left, one per core (CORES), and
 # the commit loop starts the next one whenever a core is free (a suite finished, or died). The priority order:
-# HOPE's formal rows and MAD's recall columns, then the optimizer experiment (the Fig. 11 target), Titans' formal
-# rows (the target "no diverged run"), the other baselines, the rest of MAD, HOPE under D20's default bound, and the
-# Transformer's MAD budget rows. `hold` stops the refilling (the running suites go on); `start` turns it on again.
-QUEUE=${QUEUE:-formal mad-recall optimizers formal-titans formal-baselines mad-long mad-delta formal-hope budget-mad}
+# MAD's recall columns and the optimizer experiment (the two targets with the least measured: m3-ema and
+# Fashion-MNIST, about 8 CPU hours, close Fig. 11's), then HOPE's formal rows (aⁿbⁿcⁿ's seeds and Shuffle-2 left),
+# Titans' formal rows (the target "no diverged run"), the other baselines, the rest of MAD, HOPE under D20's default
+# bound, and the Transformer's MAD budget rows. `hold` stops the refilling (the running suites go on); `start`
+# turns it on again.
+QUEUE=${QUEUE:-mad-recall optimizers formal formal-titans formal-baselines mad-long mad-delta formal-hope budget-mad}
 CORES=${CORES:-$(nproc)}
 
 launch() {  # start suite $1 in the background, unless it runs; 0 when it runs
