@@ -892,18 +892,27 @@ def _remaining(recipe: Recipe, rows: list[dict], selection: list[dict]) -> str:
             left[m] = left.get(m, 0) + max(0, len(recipe.lr_grid) - len(picked)) + len(set(recipe.seeds) - seeds)
     if not sum(left.values()):
         return ""
-    hours, unknown = 0.0, []
+    hours, kin, kin_hours, unknown = 0.0, [], 0.0, []
+    block = {m: recipe.variants.get(m, {}).get("block", m) for m in recipe.models}
     for m, n in left.items():
         spent = [r["cpu_s"] for r in rows + selection if r["model"] == m and "cpu_s" in r]
+        # a model with no finished run: the mean of the other models of its block kind (its variants), if any
+        same = [r["cpu_s"] for r in rows + selection if block.get(r["model"]) == block[m] and "cpu_s" in r]
         if n and spent:
             hours += n * statistics.mean(spent) / 3600
+        elif n and same:
+            kin_hours += n * statistics.mean(same) / 3600
+            kin.append(f"{m} ({n})")
         elif n:
             unknown.append(f"{m} ({n})")
     return (f" Left: at least {sum(left.values())} runs ("
             + ", ".join(f"{m} {n}" for m, n in left.items() if n)
             + f"); ≈ {hours:.1f} CPU hours for those of the models with finished runs, at the mean CPU time of "
             "their runs here"
-            + (f"; no finished run yet, so no estimate: {', '.join(unknown)}" if unknown else "") + ".")
+            + (f"; ≈ {kin_hours:.1f} more for {', '.join(kin)}, which have none, at the mean of their block kind's "
+               "runs" if kin else "")
+            + (f"; no finished run of their block kind yet, so no estimate: {', '.join(unknown)}" if unknown else "")
+            + ".")
 
 
 def _params(rows, m) -> str:

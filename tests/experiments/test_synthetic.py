@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -375,6 +376,14 @@ def test_rows_record_their_code_and_a_table_refuses_to_mix_versions(tmp_path):
     assert "(1 of 2 seeds)" in text
     hours = rows[0]["cpu_s"] / 3600  # what is left, at the mean CPU time of the model's finished runs
     assert f"Left: at least 1 runs (delta 1); ≈ {hours:.1f} CPU hours" in text
+    # a variant with no finished run is estimated at the mean of its block kind's runs, and says so
+    with_variant = dataclasses.replace(recipe, models=["delta", "delta_b2"],
+                                       variants={"delta_b2": {"block": "delta", "model": {"delta.beta_max": 2.0}}})
+    S.write_results(with_variant, rows, tmp_path / "out")
+    both = statistics.mean(r["cpu_s"] for r in rows) / 3600
+    assert (f"≈ 0.0 CPU hours for those of the models with finished runs, at the mean CPU time of their runs here; "
+            f"≈ {2 * both:.1f} more for delta_b2 (2), which have none, at the mean of their block kind's runs."
+            in (tmp_path / "out" / "mqar.md").read_text())
     fp = rows[0]["fingerprint"]
     assert len(fp) == 3 + 2 * 2 + 1 and rows[1]["fingerprint"] == fp  # 3 losses, 2 validations, the test accuracy
     # another code version that computes the same numbers may share the table, and says so
