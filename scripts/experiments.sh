@@ -51,7 +51,7 @@ command_of() {
     formal-titans) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models titans titans_lr2 --threads 1" ;;
     mad|mqar|mqar-d128) echo "nestlearn synthetic experiments/synthetic/$1.yaml --threads 1" ;;
     # the models the MAD target names (HOPE against the Transformer and Titans) on MAD's four recall and copying
-    # tasks; the delta rule's MAD rows and the two budget-long tasks come later, with the suite `mad`
+    # tasks; the delta rule's MAD rows and the two budget-long tasks are mad-delta and mad-long
     mad-recall) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope transformer titans --tasks in_context_recall noisy_in_context_recall fuzzy_in_context_recall selective_copying --threads 1" ;;
     # the rest of mad.yaml, disjoint from mad-recall (so that the queue can run them beside it): the two tasks that
     # run to the budget, for every model; and the delta rule on the four recall and copying tasks
