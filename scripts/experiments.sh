@@ -195,6 +195,7 @@ case "${1:-status}" in
     echo "stopped (finished runs are in the .jsonl files; a restart resumes them)"
     ;;
   status)
+    echo "queue $([ -f "$LOGS/.queue" ] && echo on || echo held) ($CORES cores): $QUEUE"
     pgrep -af "$PATTERN" || echo "no suite running"
     for f in "$LOGS"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 3 "$f"; }; done
     echo "== runs in progress (their latest checkpoints; a restarted suite resumes them)"
