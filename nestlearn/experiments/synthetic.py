@@ -487,7 +487,8 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
              and (only_models is None or m in only_models)]
     report = functools.partial(_report_locked, recipe, ctx, out, command, path)  # the tables from every row so far
     if dry:
-        report = list  # nothing is written
+        def report() -> list[dict]:  # a dry run writes no table
+            return []
     for task, name in ([] if report_only else pairs):
         lr = _select(ctx, task, name, path, log, report) if recipe.lr_grid else None
         for seed in recipe.seeds:
@@ -893,11 +894,11 @@ def _remaining(recipe: Recipe, rows: list[dict], selection: list[dict]) -> str:
     if not sum(left.values()):
         return ""
     hours, kin, kin_hours, unknown = 0.0, [], 0.0, []
-    block = {m: recipe.variants.get(m, {}).get("block", m) for m in recipe.models}
     for m, n in left.items():
         spent = [r["cpu_s"] for r in rows + selection if r["model"] == m and "cpu_s" in r]
         # a model with no finished run: the mean of the other models of its block kind (its variants), if any
-        same = [r["cpu_s"] for r in rows + selection if block.get(r["model"]) == block[m] and "cpu_s" in r]
+        same = [r["cpu_s"] for r in rows + selection
+                if _block(recipe, r["model"]) == _block(recipe, m) and "cpu_s" in r]
         if n and spent:
             hours += n * statistics.mean(spent) / 3600
         elif n and same:

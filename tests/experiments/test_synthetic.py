@@ -135,10 +135,8 @@ def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
 
 def test_left_names_the_next_run_and_trains_and_writes_nothing(tmp_path, monkeypatch):
     path = tmp_path / "r.yaml"
-    path.write_text("family: mqar\ntasks: {p2: {n_pairs: 2, seq_len: 16, n_keys: 8, n_values: 8}}\n"
-                    "models: [transformer, delta]\nseeds: [0]\nsteps: 2\nwarmup: 1\neval_batches: 1\n"
-                    "eval_batch_size: 4\nbatch_size: 4\neval_every: 1\nlr_grid: [0.001, 0.00316, 0.01]\n"
-                    "lr_extend: 0\nmodel: {dim: 16, layers: 1, heads: 2, delta: {heads: 2}}\n")
+    path.write_text(_TINY + "models: [transformer, delta]\nsteps: 2\neval_every: 1\n"
+                    "lr_grid: [0.001, 0.00316, 0.01]\nlr_extend: 0\n")
     recipe, out = S.load_recipe(path), tmp_path / "out"
     assert S.runs_left(recipe, out) == "p2 transformer seed 100 lr 0.001"  # its first selection run
     assert not out.exists()
