@@ -35,6 +35,9 @@ cd "$(dirname "$0")/.."
 LOGS=runs/experiments
 mkdir -p "$LOGS"
 PATTERN="nestlearn (synthetic experiments/synthetic/|optimizers)"
+# Every suite runs this checkout's code: `python -m` from the repository root imports ./nestlearn, whatever checkout
+# an editable install of the `nestlearn` command points at (another checkout's would train, and record, its code).
+RUN="python -m"
 
 command_of() {
   case "$1" in
@@ -89,7 +92,7 @@ launch() {  # start suite $1 in the background, unless it runs; 0 when it runs
   cmd=$(command_of "$s")
   if pgrep -f "$cmd" > /dev/null; then echo "$s: already running"; return 0; fi
   date +%s > "$LOGS/.started_$s"
-  OMP_NUM_THREADS=1 nohup $cmd >> "$LOGS/$s.log" 2>&1 &
+  OMP_NUM_THREADS=1 nohup $RUN $cmd >> "$LOGS/$s.log" 2>&1 &
   pid=$!
   sleep 5  # a suite that cannot start (nestlearn not importable, a bad recipe) dies at once: say so
   if ! kill -0 "$pid" 2> /dev/null; then
@@ -102,7 +105,7 @@ launch() {  # start suite $1 in the background, unless it runs; 0 when it runs
 
 has_work() {  # whether suite $1 has a run left (`--left` trains nothing); prints what
   local out
-  out=$(OMP_NUM_THREADS=1 $(command_of "$1") --left 2>> "$LOGS/queue.log" | tail -n 1) || true
+  out=$(OMP_NUM_THREADS=1 $RUN $(command_of "$1") --left 2>> "$LOGS/queue.log" | tail -n 1) || true
   echo "$1: ${out:-no answer (see $LOGS/queue.log)}"
   [[ "$out" == left:* ]]
 }
