@@ -37,6 +37,9 @@ def test_quick_mode_selects_on_validation_and_resumes(tmp_path, capsys):
         assert v["lr"] == min(scores, key=scores.get) and v["runs"][0]["lr"] == v["lr"]
     text = (tmp_path / "RESULTS-quick.md").read_text()
     assert all(f"| {n} |" in text for n in vit.OPTIMIZERS)
+    # rows of different sessions and loads: the table gives each run's CPU time, never a speed ratio between them
+    assert "CPU min / run" in text and "time/step vs Muon" not in text
+    assert "benchmarks/results/optimizer_step.md" in text
     assert main(["optimizers", *args]) == 0  # resumes (through the CLI verb): nothing is run again
     assert len((tmp_path / "runs-quick.jsonl").read_text().splitlines()) == len(rows)
     # rows of another code version count when their fingerprint equals this code's; a row whose
