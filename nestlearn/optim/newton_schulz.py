@@ -19,8 +19,12 @@ COEFFICIENTS = {"quintic": QUINTIC, "cubic": CUBIC}
 
 
 def working_dtype(dtype: torch.dtype | str | None, G: Tensor) -> torch.dtype:
-    """``"auto"``: bfloat16 on an accelerator (as in Muon), float32 on a CPU, where bfloat16 matrix
-    products are several times slower than float32 ones; ``None``: ``G``'s own dtype."""
+    """``"auto"``: bfloat16 on an accelerator (as in Muon), float32 on any CPU; ``None``: ``G``'s own dtype.
+
+    On a CPU bfloat16's speed depends on the CPU and the size: with native bfloat16 products (an AMD EPYC
+    with avx512_bf16, ``benchmarks/results/optimizer_step.md``) five steps took 0.27–0.33× float32's time at
+    192 × 192 to 768 × 192 and 1.9× at 64 × 64. ``"auto"`` keeps float32 on every CPU, so that a run's
+    numbers do not depend on which CPU ran it; pass ``torch.bfloat16`` for speed on large matrices."""
     if dtype == "auto":
         return torch.float32 if G.device.type == "cpu" else torch.bfloat16
     if dtype is None:
