@@ -161,3 +161,24 @@ def test_the_papers_claim_is_checked_against_the_finished_optimizers():
     text = vit._claim(split, list(split), list(split))
     assert "**does not hold**" in text and "test loss muon's (1.200)" in text and "training loss is m3's" in text
     assert "no M3 run has finished yet" in vit._claim(per(adamw=(1, 2), muon=(1, 1)), ["adamw", "muon"], ["adamw"])
+
+
+def test_step_size_probe_measures_the_matrices_updates():
+    """experiments/optimizers/probes/step_size.py: the update's size relative to the weights and its entries'
+    spread, at the steps asked; Muon's entries are spread less than M3's (the √V division)."""
+    import importlib.util
+
+    import torch
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "optimizers" / "probes" / "step_size.py"
+    spec = importlib.util.spec_from_file_location("step_size", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(256, 3, 32, 32, generator=g), torch.randint(0, 10, (256,), generator=g)
+    muon = probe.probe("muon", 1e-3, {"momentum": 0.95}, x, y, steps=3, at=[1, 3])
+    m3 = probe.probe("m3-ema", 1e-5, {"alpha": 0.1, "slow_every": 2}, x, y, steps=3, at=[3])
+    assert [r["step"] for r in muon] == [1, 3] and [r["step"] for r in m3] == [3]
+    for r in muon + m3:
+        assert 0 < r["median"] <= r["p999"] <= r["max"] and r["rel"] > 0
+    assert m3[0]["p999"] / m3[0]["median"] > muon[-1]["p999"] / muon[-1]["median"]
