@@ -374,7 +374,10 @@ def write_results(results, args, names, stored=()):
             tl, vl, te, acc = (_ms([r[k] for r in runs]) for k in ("train_loss", "val_loss", "test_loss", "test_acc"))
             cpu = [r["cpu_s"] / 60 for r in runs if r.get("cpu_s")]
             edge = " †" if v["lr"] in (v["grid"][0]["lr"], v["grid"][-1]["lr"]) else ""
-            lines.append(f"| {name} | {v['lr']:g}{edge} | {json.dumps(v['hp']) if v['hp'] else '–'} | "
+            swept = {s["key"]: [t["value"] for t in v["sweep"] if t["key"] == s["key"]] for s in v["sweep"]}
+            on_edge = [k for k, vals in swept.items() if len(vals) > 1 and v["hp"][k] in (min(vals), max(vals))]
+            settings = (json.dumps(v["hp"]) + (f" † {', '.join(on_edge)}" if on_edge else "")) if v["hp"] else "–"
+            lines.append(f"| {name} | {v['lr']:g}{edge} | {settings} | "
                          f"{tl[0]:.3f} ± {tl[1]:.3f} | {vl[0]:.3f} ± {vl[1]:.3f} | {te[0]:.3f} ± {te[1]:.3f} | "
                          f"{100 * acc[0]:.1f} ± {100 * acc[1]:.1f}% | {f'{_ms(cpu)[0]:.1f}' if cpu else '–'} |")
         if done:  # the runs ran in different sessions beside different loads: their times rank nothing
@@ -386,7 +389,8 @@ def write_results(results, args, names, stored=()):
             lines += ["", _claim(per, done, names)]
         if done:
             lines += ["", "Selection (best validation loss at seed 100; † = the selected rate is on an edge of the "
-                      "grown grid): "
+                      "grown grid, or in the settings column the hyperparameters selected on an edge of their "
+                      "grids, which do not grow): "
                       + "; ".join(f"{n}: " + ", ".join(f"{g['lr']:g} → {g['val_loss']:.3f}" for g in per[n]["grid"])
                                   + "".join(f"; {s['key']} {s['value']} → {s['val_loss']:.3f}" for s in per[n]["sweep"])
                                   for n in done), ""]

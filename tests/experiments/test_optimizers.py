@@ -182,3 +182,30 @@ def test_step_size_probe_measures_the_matrices_updates():
     for r in muon + m3:
         assert 0 < r["median"] <= r["p999"] <= r["max"] and r["rel"] > 0
     assert m3[0]["p999"] / m3[0]["median"] > muon[-1]["p999"] / muon[-1]["median"]
+
+
+def test_the_table_marks_hyperparameters_selected_on_an_edge_of_their_grids(tmp_path):
+    """The rate grid grows past its edges and its † says so; the hyperparameter grids (Muon's momentum, M3's α
+    and f) do not grow, so a value selected on their edge is named in the settings column."""
+    from types import SimpleNamespace
+
+    from nestlearn.experiments import optimizers as vit
+
+    def row(name, lr, hp):
+        return {"optimizer": name, "lr": lr, "hp": hp, "seed": 0, "train_loss": 1.0, "val_loss": 1.2,
+                "test_loss": 1.3, "test_acc": 0.5, "cpu_s": 60.0, "commit": "abc", "curve": [1.0, 0.9]}
+
+    def entry(name, lr, hp, sweep):
+        return {"lr": lr, "hp": hp, "grid": [{"lr": x, "val_loss": 1.3} for x in (1e-4, lr, 1e-2)],
+                "sweep": [{"key": k, "value": v, "val_loss": 1.2} for k, vals in sweep.items() for v in vals],
+                "runs": [row(name, lr, hp)]}
+
+    results = {"cifar10": {"muon": entry("muon", 1e-3, {"momentum": 0.95}, {"momentum": vit.MUON_MOMENTUM}),
+                           "m3-ema": entry("m3-ema", 1e-3, {"alpha": 0.3, "slow_every": 25},
+                                           {"alpha": vit.M3_ALPHA, "slow_every": vit.M3_SLOW_EVERY})}}
+    args = SimpleNamespace(out=str(tmp_path), argv=[], dim=64, depth=4, batch=128, steps=2, val=0.1, grid=[1e-3],
+                           extend=5, eval_every=100, seeds=1, rest_lr=1e-3, quick=True)
+    vit.write_results(results, args, ["muon", "m3-ema"])
+    text = (tmp_path / "RESULTS-quick.md").read_text()
+    assert '| {"momentum": 0.95} |' in text  # inside its grid: no mark
+    assert '| {"alpha": 0.3, "slow_every": 25} † alpha |' in text  # α = 0.3 is its grid's largest; f = 25 is inside
