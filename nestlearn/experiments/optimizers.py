@@ -374,7 +374,9 @@ def write_results(results, args, names, stored=()):
             tl, vl, te, acc = (_ms([r[k] for r in runs]) for k in ("train_loss", "val_loss", "test_loss", "test_acc"))
             cpu = [r["cpu_s"] / 60 for r in runs if r.get("cpu_s")]
             edge = " †" if v["lr"] in (v["grid"][0]["lr"], v["grid"][-1]["lr"]) else ""
-            swept = {s["key"]: [t["value"] for t in v["sweep"] if t["key"] == s["key"]] for s in v["sweep"]}
+            swept: dict[str, list] = {}  # each hyperparameter's values run in the sweep
+            for s in v["sweep"]:
+                swept.setdefault(s["key"], []).append(s["value"])
             on_edge = [k for k, vals in swept.items() if len(vals) > 1 and v["hp"][k] in (min(vals), max(vals))]
             settings = (json.dumps(v["hp"]) + (f" † {', '.join(on_edge)}" if on_edge else "")) if v["hp"] else "–"
             lines.append(f"| {name} | {v['lr']:g}{edge} | {settings} | "

@@ -12,6 +12,7 @@ momenta entrywise by √V, which spreads them. Writes ``step_size.md`` beside th
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -74,7 +75,7 @@ def main() -> int:
              "99.9th percentile | max | 99.9th / median |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, lr, hp in SETTINGS:
         for r in probe(name, lr, hp, x, y, args.steps, at):
-            lines.append(f"| {name} | {lr:g} | {hp} | {r['step']} | {r['loss']:.3f} | {r['rel']:.2e} | "
+            lines.append(f"| {name} | {lr:g} | {json.dumps(hp)} | {r['step']} | {r['loss']:.3f} | {r['rel']:.2e} | "
                          f"{r['median']:.2e} | {r['p999']:.2e} | {r['max']:.2e} | {r['p999'] / r['median']:.0f} |")
             print(lines[-1], flush=True)
     out = Path(__file__).with_suffix(".md")
