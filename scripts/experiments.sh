@@ -13,7 +13,8 @@
 #   bash scripts/experiments.sh start SUITE…     # these suites now, beside whatever runs
 #   bash scripts/experiments.sh queue            # the queue, and what each suite in it has left (trains nothing)
 #   bash scripts/experiments.sh hold             # no more refilling (the running suites go on) until `start`
-#   bash scripts/experiments.sh pause            # SIGSTOP every suite (for CI or a benchmark); log the times
+#   bash scripts/experiments.sh pause            # SIGSTOP every suite and probe script (for CI or a benchmark);
+#                                                # log the times
 #   bash scripts/experiments.sh resume           # SIGCONT
 #   bash scripts/experiments.sh status           # what runs, and the last lines of each log
 #   bash scripts/experiments.sh carry            # commit the runs in progress for the next session, now
@@ -34,7 +35,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LOGS=runs/experiments
 mkdir -p "$LOGS"
-PATTERN="nestlearn (synthetic experiments/synthetic/|optimizers)"
+# the suites, and the probe scripts (experiments/*/probes/*.py) run by hand beside them: each holds a core, and
+# `pause` / `resume` / `stop` reach them too
+PATTERN="nestlearn (synthetic experiments/synthetic/|optimizers)|python experiments/[a-z_]+/probes/[a-z_]+\.py"
 # Every suite runs this checkout's code: `python -m` from the repository root imports ./nestlearn, whatever checkout
 # an editable install of the `nestlearn` command points at (another checkout's would train, and record, its code).
 RUN="python -m"

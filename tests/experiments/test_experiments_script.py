@@ -17,8 +17,20 @@ def test_the_script_parses():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
 
 
-@pytest.mark.skipif(shutil.which("nestlearn") is None or shutil.which("pgrep") is None,
-                    reason="needs the nestlearn command (pip install -e .) and pgrep")
+def test_the_pattern_names_every_suite_and_the_probe_scripts():
+    """PATTERN (what `pause`, `resume`, `stop` and the core count reach): the suites, run as `python -m nestlearn`
+    or through the `nestlearn` command, and probe scripts run by hand; not a test run or an editor."""
+    pattern = re.search(r'^PATTERN="(.*)"$', SCRIPT.read_text(), re.M).group(1)
+    for line in ("/usr/bin/python -m nestlearn synthetic experiments/synthetic/mad.yaml --threads 1",
+                 "/usr/bin/python3.11 /usr/bin/nestlearn optimizers",
+                 "python experiments/optimizers/probes/long_budget.py",
+                 "python experiments/synthetic/probes/length_failure.py --runs 3"):
+        assert re.search(pattern, line), line
+    for line in ("python -m pytest -q tests/experiments", "vim experiments/optimizers/probes/notes.md"):
+        assert not re.search(pattern, line), line
+
+
+@pytest.mark.skipif(shutil.which("pgrep") is None, reason="needs pgrep")
 def test_queue_names_what_each_suite_has_left_and_starts_nothing():
     # budget/mqar128_k32.yaml has one run, stored in the repository (left again if a code change made it stale)
     env = {**os.environ, "QUEUE": "budget-mqar-k32", "CORES": "2"}
