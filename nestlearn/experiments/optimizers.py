@@ -251,7 +251,8 @@ def _check(args, names: list[str]) -> str | None:
     return f"--grid {problem}" if problem else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """``nestlearn optimizers``' command line; its defaults are the experiment's settings (the probes read them)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=[*DATASETS, "both"], default="both")
     p.add_argument("--data-root", default="../shared/data")
@@ -277,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--left", action="store_true",
                    help="print the first (dataset, optimizer) with a run still to do ('left: …') or 'nothing left'; "
                         "train and write nothing")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--report", "--left")]
     args.report = args.report or args.left  # a run not in the store raises NotRun instead of training
     # --extend 5 (3 until 2026-11-30: m3-ema's best rate was still on the grid's lower edge after 3 rates past it)

@@ -17,13 +17,12 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from nestlearn.benchmarking import stamp
 from nestlearn.data.images import load_cifar10_subset, stratified_split
-from nestlearn.experiments.optimizers import run
+from nestlearn.experiments.optimizers import parser, run
 
 HERE = Path(__file__).parent
 RUNS = (("muon", 1e-3, {"momentum": 0.95}), ("m3-ema", 3.16e-7, {"alpha": 0.3, "slow_every": 100}))
@@ -60,10 +59,9 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     x_tr, y_tr, x_te, y_te = load_cifar10_subset(Path(args.data_root) / "cifar10_subset")
-    fit, val = stratified_split(y_tr, 0.1)  # as `nestlearn optimizers` (its --val 0.1)
+    settings = parser().parse_args(["--steps", str(args.steps)])  # the experiment's settings, this budget
+    fit, val = stratified_split(y_tr, settings.val)  # as `nestlearn optimizers`
     data = (x_tr[fit], y_tr[fit], x_tr[val], y_tr[val], x_te, y_te)
-    settings = SimpleNamespace(dim=64, depth=4, batch=128, steps=args.steps, eval_every=100, rest_lr=1e-3,
-                               weight_decay=0.0, device="cpu")  # the experiment's defaults
     store = HERE / "long_budget.jsonl"
     rows = [json.loads(x) for x in store.read_text().splitlines()] if store.exists() else []
     for name, lr, hp in RUNS:

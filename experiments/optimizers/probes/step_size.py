@@ -16,14 +16,13 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 from nestlearn.benchmarking import stamp
 from nestlearn.data.images import load_cifar10_subset
-from nestlearn.experiments.optimizers import Epochs, make_optimizer
+from nestlearn.experiments.optimizers import Epochs, make_optimizer, parser
 from nestlearn.models.vit import ViT, ViTConfig
 
 # the selected settings of RESULTS.md (CIFAR-10), and m3-ema at the grid's faster rates for contrast
@@ -35,10 +34,12 @@ SETTINGS = (("muon", 1e-3, {"momentum": 0.95}), ("m3", 1e-5, {"alpha": 0.1, "slo
 
 def probe(name, lr, hp, x, y, steps, at) -> list[dict]:
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=32, channels=3, patch=4, dim=64, depth=4, heads=4, classes=10))
-    opt = make_optimizer(name, model, lr, hp, SimpleNamespace(rest_lr=1e-3, weight_decay=0.0))
+    settings = parser().parse_args([])  # the experiment's ViT and optimizer settings
+    model = ViT(ViTConfig(image_size=32, channels=3, patch=4, dim=settings.dim, depth=settings.depth, heads=4,
+                          classes=10))
+    opt = make_optimizer(name, model, lr, hp, settings)
     mats = list(opt.opts[0].param_groups[0]["params"])  # the matrices Muon / M3 update
-    data, out = Epochs(x, y, 128, 0), []
+    data, out = Epochs(x, y, settings.batch, 0), []
     for step in range(1, steps + 1):
         xb, yb = data.train(step - 1)
         loss = F.cross_entropy(model(xb), yb)
