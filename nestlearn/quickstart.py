@@ -144,6 +144,7 @@ def main(max_steps: int = 10_000, out: str = "runs/quickstart", blocks: tuple[st
         ax.legend()
         fig.tight_layout()
         fig.savefig(root / "accuracy.png", dpi=100)
+        plt.close(fig)
         print(f"wrote {root / 'RESULTS.md'} and {root / 'accuracy.png'}")
     except ImportError:
         print(f"wrote {root / 'RESULTS.md'} (install matplotlib for the plot)")

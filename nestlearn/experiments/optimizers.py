@@ -72,6 +72,19 @@ DEFAULTS = {"muon": {"momentum": 0.95}, "m3": {"alpha": 0.1, "slow_every": 25}, 
             "m3-ema": {"alpha": 0.1, "slow_every": 25}}
 
 
+def dataset(ds: str, args) -> tuple[tuple, int, int]:
+    """``((x_fit, y_fit, x_val, y_val, x_test, y_test), image_size, channels)`` for dataset ``ds`` as the
+    experiment uses it: ``args.data_root``, the ``args.val`` share of every class held out for selection, and
+    under ``args.quick`` a stratified sample of 600 training and 200 test images."""
+    folder, loader, size, channels = DATASETS[ds]
+    x_tr, y_tr, x_te, y_te = loader(Path(args.data_root) / folder)
+    if args.quick:  # a stratified sample: the files may be sorted by class (the CIFAR-10 subset is)
+        tr, te = stratified_split(y_tr, 600 / len(y_tr), seed=1)[1], stratified_split(y_te, 200 / len(y_te), 1)[1]
+        x_tr, y_tr, x_te, y_te = x_tr[tr], y_tr[tr], x_te[te], y_te[te]
+    fit, val = stratified_split(y_tr, args.val)
+    return (x_tr[fit], y_tr[fit], x_tr[val], y_tr[val], x_te, y_te), size, channels
+
+
 def make_optimizer(name: str, model, lr: float, hp: dict, args):
     """AdamW at ``lr``; or Muon / M3 at ``lr`` on the 2-D matrices and AdamW at ``--rest-lr`` on the rest."""
     return build_optimizer(model, name, lr=lr if name == "adamw" else args.rest_lr,
@@ -300,13 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = Runs(out / ("runs-quick.jsonl" if args.quick else "runs.jsonl"), code_version()["code"])
     results: dict[str, dict] = {ds: {} for ds in sets}
     for ds in sets:
-        folder, loader, size, channels = DATASETS[ds]
-        x_tr, y_tr, x_te, y_te = loader(Path(args.data_root) / folder)
-        if args.quick:  # a stratified sample: the files may be sorted by class (the CIFAR-10 subset is)
-            tr, te = stratified_split(y_tr, 600 / len(y_tr), seed=1)[1], stratified_split(y_te, 200 / len(y_te), 1)[1]
-            x_tr, y_tr, x_te, y_te = x_tr[tr], y_tr[tr], x_te[te], y_te[te]
-        fit, val = stratified_split(y_tr, args.val)
-        data = (x_tr[fit], y_tr[fit], x_tr[val], y_tr[val], x_te, y_te)
+        data, size, channels = dataset(ds, args)
         for name in names:
             try:
                 chosen = select(runs, ds, name, args, data, size, channels)
@@ -447,6 +454,7 @@ def write_results(results, args, names, stored=()):
         ax.legend()
     fig.tight_layout()
     fig.savefig(out / ("curves-quick.png" if args.quick else "curves.png"), dpi=100)
+    plt.close(fig)  # the suite rewrites the plot after every optimizer: an open figure each time would pile up
 
 
 if __name__ == "__main__":

@@ -163,17 +163,58 @@ def test_the_papers_claim_is_checked_against_the_finished_optimizers():
     assert "no M3 run has finished yet" in vit._claim(per(adamw=(1, 2), muon=(1, 1)), ["adamw", "muon"], ["adamw"])
 
 
+def _probe(name: str):
+    import importlib.util
+
+    path = ROOT / "experiments" / "optimizers" / "probes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    return probe
+
+
+@pytest.mark.skipif(not (DATA / "fashion_mnist").is_dir(), reason="../shared/data/fashion_mnist is not here")
+def test_a_stored_run_trained_again_is_identical_and_a_changed_row_is_caught(tmp_path, capsys):
+    """experiments/optimizers/probes/reproduce.py trains a stored row again with its settings and data split and
+    compares every number: a quick-mode run comes back as the same floats; a row whose numbers were changed
+    is reported with the fields that differ; an ambiguous or missing run is refused by name."""
+    import matplotlib.pyplot as plt
+
+    vit, probe = _vit(), _probe("reproduce")
+    figures = len(plt.get_fignums())
+    assert vit.main(["--quick", "--dataset", "fashion_mnist", "--optimizers", "muon", "--out", str(tmp_path),
+                     "--data-root", str(DATA)]) == 0
+    assert len(plt.get_fignums()) == figures  # the plot is rewritten after every optimizer: no figure left open
+    store = tmp_path / "runs-quick.jsonl"
+    row = next(r for r in map(json.loads, store.read_text().splitlines()) if r["seed"] == 0)
+    out = tmp_path / "checks"
+    out.mkdir()
+    c = probe.check(store, "fashion_mnist", "muon", row["lr"], 0, data_root=str(DATA), out=out)
+    assert all(c["equal"].values()) and c["stored_code"] == row["code"]
+    assert "| identical |" in (out / "reproduce.md").read_text()
+    rows = [json.loads(x) for x in store.read_text().splitlines()]
+    for r in rows:
+        if r["seed"] == 0:
+            r["test_loss"] += 1e-6
+            r["curve"][-1] += 1e-6
+    store.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = probe.check(store, "fashion_mnist", "muon", row["lr"], 0, data_root=str(DATA), out=out)
+    assert [f for f, same in c["equal"].items() if not same] == ["curve", "test_loss"]
+    assert "differs: curve, test_loss" in (out / "reproduce.md").read_text()
+    assert len((out / "reproduce.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match="no stored row matches fashion_mnist muon lr 0.5 seed 0"):
+        probe.find(rows, "fashion_mnist", "muon", 0.5, 0)
+    twice = rows + [{**rows[0], "hp": {"momentum": 0.9}}]
+    with pytest.raises(ValueError, match="give --hp to pick one"):
+        probe.find(twice, rows[0]["dataset"], rows[0]["optimizer"], rows[0]["lr"], rows[0]["seed"])
+
+
 def test_step_size_probe_measures_the_matrices_updates():
     """experiments/optimizers/probes/step_size.py: the update's size relative to the weights and its entries'
     spread, at the steps asked; Muon's entries are spread less than M3's (the √V division)."""
-    import importlib.util
-
     import torch
 
-    path = Path(__file__).resolve().parents[2] / "experiments" / "optimizers" / "probes" / "step_size.py"
-    spec = importlib.util.spec_from_file_location("step_size", path)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _probe("step_size")
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(256, 3, 32, 32, generator=g), torch.randint(0, 10, (256,), generator=g)
     muon = probe.probe("muon", 1e-3, {"momentum": 0.95}, x, y, steps=3, at=[1, 3])

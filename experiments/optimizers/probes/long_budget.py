@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 
 from nestlearn.benchmarking import stamp
-from nestlearn.data.images import load_cifar10_subset, stratified_split
-from nestlearn.experiments.optimizers import parser, run
+from nestlearn.experiments.optimizers import dataset, parser, run
 
 HERE = Path(__file__).parent
 RUNS = (("muon", 1e-3, {"momentum": 0.95}), ("m3-ema", 3.16e-7, {"alpha": 0.3, "slow_every": 100}))
@@ -58,10 +57,9 @@ def main() -> int:
     p.add_argument("--data-root", default="../shared/data")
     args = p.parse_args()
     torch.set_num_threads(1)
-    x_tr, y_tr, x_te, y_te = load_cifar10_subset(Path(args.data_root) / "cifar10_subset")
-    settings = parser().parse_args(["--steps", str(args.steps)])  # the experiment's settings, this budget
-    fit, val = stratified_split(y_tr, settings.val)  # as `nestlearn optimizers`
-    data = (x_tr[fit], y_tr[fit], x_tr[val], y_tr[val], x_te, y_te)
+    # the experiment's settings with this budget, and its data split
+    settings = parser().parse_args(["--steps", str(args.steps), "--data-root", args.data_root])
+    data, size, channels = dataset("cifar10", settings)
     store = HERE / "long_budget.jsonl"
     rows = [json.loads(x) for x in store.read_text().splitlines()] if store.exists() else []
     for name, lr, hp in RUNS:
@@ -70,7 +68,7 @@ def main() -> int:
                for r in rows):
             continue
         folder = HERE / ".partial" / f"long-{name}-lr{lr:g}-seed{args.seed}-steps{args.steps}"
-        row = run(name, lr, hp, args.seed, data, settings, 32, 3, resume_dir=folder)
+        row = run(name, lr, hp, args.seed, data, settings, size, channels, resume_dir=folder)
         row.pop("curve")  # the training losses of every step: the validation curve is kept
         rows.append(row)
         with store.open("a") as f:
