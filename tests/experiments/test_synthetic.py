@@ -189,6 +189,33 @@ def test_a_run_killed_midway_resumes_from_its_checkpoint_to_the_same_row(tmp_pat
     assert not list((tmp_path / "out" / S.PARTIAL).iterdir())
 
 
+def test_a_stored_run_trained_again_is_identical_and_a_changed_row_is_caught(tmp_path):
+    """experiments/synthetic/probes/reproduce.py trains a stored row again through the suite's own run and
+    compares every number it computed: a run comes back as the same floats; a row whose scores were changed is
+    reported with the field; a row of other protocol settings and a run not stored are refused by name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce", RECIPES / "probes" / "reproduce.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    recipe = _stoppable_recipe(tmp_path, "hope")
+    row = S.run_suite(recipe, tmp_path / "out", log=None)[0]
+    store, checks = tmp_path / "out" / "formal.jsonl", tmp_path / "checks"
+    checks.mkdir()
+    c = probe.check(str(tmp_path / "r.yaml"), "parity", "hope", 0, row["lr"], store=store, out=checks)
+    assert c["equal"] and all(c["equal"].values()) and {"curve", "bin1", "final_loss", "best_step"} <= set(c["equal"])
+    assert "| identical |" in (checks / "reproduce.md").read_text()
+    store.write_text(json.dumps({**row, "bin1": row["bin1"] + 1.0}) + "\n")
+    c = probe.check(str(tmp_path / "r.yaml"), "parity", "hope", 0, row["lr"], store=store, out=checks)
+    assert [f for f, ok in c["equal"].items() if not ok] == ["bin1"]
+    assert "differs: bin1" in (checks / "reproduce.md").read_text()
+    store.write_text(json.dumps({**row, "settings": {**row["settings"], "steps": 5}}) + "\n")
+    with pytest.raises(ValueError, match="other protocol settings.*'steps': \\(5, 10\\)"):
+        probe.check(str(tmp_path / "r.yaml"), "parity", "hope", 0, row["lr"], store=store, out=checks)
+    with pytest.raises(ValueError, match="no stored final row of hope on parity seed 1"):
+        probe.check(str(tmp_path / "r.yaml"), "parity", "hope", 1, row["lr"], store=store, out=checks)
+
+
 def test_a_run_in_progress_is_carried_to_a_fresh_checkout(tmp_path, monkeypatch):
     """``.partial`` is ignored by git, so a new session's checkout lacks it: ``carry_runs`` copies each run in
     progress (its latest checkpoint only) into a folder that is committed, ``restore_runs`` puts it back in the
