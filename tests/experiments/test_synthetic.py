@@ -208,6 +208,7 @@ def test_a_stored_run_trained_again_is_identical_and_a_changed_row_is_caught(tmp
     store.write_text(json.dumps({**row, "bin1": row["bin1"] + 1.0}) + "\n")
     c = probe.check(str(tmp_path / "r.yaml"), "parity", "hope", 0, row["lr"], store=store, out=checks)
     assert [f for f, ok in c["equal"].items() if not ok] == ["bin1"]
+    assert c["differences"] == {"bin1": [None, row["bin1"] + 1.0, row["bin1"]]}
     assert "differs: bin1" in (checks / "reproduce.md").read_text()
     store.write_text(json.dumps({**row, "settings": {**row["settings"], "steps": 5}}) + "\n")
     with pytest.raises(ValueError, match="other protocol settings.*'steps': \\(5, 10\\)"):

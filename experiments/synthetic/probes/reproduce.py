@@ -56,6 +56,17 @@ def compare(old: dict, new: dict) -> dict[str, bool]:
     return {k: same(old[k], new[k]) for k in sorted(old) if k in new and k not in NOT_NUMBERS}
 
 
+def first_difference(a, b):
+    """Where two stored values first part: ``None`` when the same, else ``[index or None, stored, again]``
+    (for a validation curve, the first row ``[step, loss, accuracy]`` that differs)."""
+    if same(a, b):
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if not same(x, y)), min(len(a), len(b)))
+        return [i, a[i] if i < len(a) else None, b[i] if i < len(b) else None]
+    return [None, a, b]
+
+
 def rerun(recipe: suite.Recipe, row: dict) -> dict:
     ctx = suite._Suite(recipe, [])
     sub = dataclasses.replace(ctx.settings(row["model"], row["lr"]), lr=row["settings"]["lr"])  # what ran
@@ -67,8 +78,7 @@ def rerun(recipe: suite.Recipe, row: dict) -> dict:
 
 
 def scores(r: dict) -> str:
-    keys = [k for k in ("acc", *suite.FORMAL_BINS) if k in r]
-    return " / ".join(f"{r[k]:.6g}" for k in keys)
+    return ", ".join(f"{k} {r[k]:.6g}" for k in ("acc", *suite.FORMAL_BINS) if k in r)
 
 
 def table(checks: list[dict]) -> str:
@@ -86,6 +96,13 @@ def table(checks: list[dict]) -> str:
                      f"{c['stored_commit']} ({c['stored_code']}) | {c['commit']} ({c['code']}) | "
                      f"{'identical' if not differ else 'differs: ' + ', '.join(differ)} | "
                      f"{c['stored_scores']} / {c['scores']} | {c['cpu_s'] / 60:.1f} |")
+    parted = [c for c in checks if c.get("differences") and "curve" in c["differences"]]
+    if parted:
+        lines += ["", "Where the validation curves part (the first check that differs: step, loss, accuracy, stored "
+                  "then again):", ""]
+        for c in parted:
+            _, a, b = c["differences"]["curve"]
+            lines.append(f"- {c['task']} {c['model']} {c['phase']} seed {c['seed']} lr {c['lr']:g}: {a} / {b}")
     return "\n".join(lines) + "\n"
 
 
@@ -100,6 +117,7 @@ def check(recipe_path: str, task: str, model: str, seed: int, lr: float, phase: 
     result = {"family": recipe.family, "task": task, "model": model, "seed": seed, "lr": old["lr"], "phase": phase,
               "store": str(store), "stored_commit": old.get("commit"), "stored_code": old.get("code"),
               "stored_scores": scores(old), "scores": scores(new), "equal": compare(old, new),
+              "differences": {k: first_difference(old[k], new[k]) for k, ok in compare(old, new).items() if not ok},
               "cpu_s": new["cpu_s"], **code_version()}
     write_atomic(out / "reproduce.md", table(append_row(out / "reproduce.jsonl", result)))
     return result
