@@ -85,9 +85,10 @@ PAPER_FORMAL = {  # Bin0/Bin1 for parity, (aa)*, (abab)*, aⁿbⁿ, aⁿbⁿcⁿ
 FORMAL_BINS = ("bin0", "bin1", "bin2")
 # the settings a row must share with the recipe to count (besides its rate, and its code through the fingerprint)
 PROTOCOL = ("steps", "batch_size", "weight_decay", "warmup", "max_len", "eval_batches", "eval_batch_size",
-            "eval_every", "patience", "min_delta", "solved_patience", "val_batches", "val_lengths")
+            "eval_every", "patience", "min_delta", "solved_patience", "val_batches", "val_lengths", "min_steps")
 # what a row written before a PROTOCOL key existed ran with (the key's default, which was then the only behaviour)
-PROTOCOL_SINCE = {"val_lengths": None}
+PROTOCOL_SINCE = {"val_lengths": None, "min_steps": 0}
+STOPPING = ("patience", "min_delta", "solved_patience", "min_steps")  # the keys of the early-stopping rule alone
 _MAD_ORDER = ("compression", "in_context_recall", "fuzzy_in_context_recall", "selective_copying", "memorization")
 # (the paper's Table 4 has no noisy-recall column: that column is ours alone)
 
@@ -111,6 +112,8 @@ class Recipe:
     patience: int = 0  # stop after this many validations without a better validation loss, or at 100%
     #                    validation accuracy (0: never stop early)
     min_delta: float = 0.01  # an improvement is a validation loss below (1 − min_delta) × the best so far
+    min_steps: int = 0  # a flat validation loss stops no run before this step (a solved one still stops): a
+    #                     model on a plateau before a sudden gain (the Transformer's recall) is not cut off there
     solved_patience: int = 0  # stop after this many validations in a row at 100% accuracy (0: they count as
     #                           patience)
     val_batches: int = 2  # validation batches of eval_batch_size (seeds disjoint from training and test)
@@ -153,7 +156,7 @@ class Recipe:
         for name in ("steps", "batch_size", "eval_batches", "eval_batch_size", "max_len", "val_batches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int (got {getattr(self, name)!r})")
-        for name in ("eval_every", "patience", "lr_extend", "solved_patience"):
+        for name in ("eval_every", "patience", "lr_extend", "solved_patience", "min_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an int ≥ 0 (got {getattr(self, name)!r})")
         if self.val_lengths is not None:
@@ -178,6 +181,8 @@ class Recipe:
             raise ValueError("patience needs eval_every > 0: early stopping watches the validation loss")
         if not 0 <= self.min_delta < 1:
             raise ValueError(f"min_delta must be in [0, 1) (got {self.min_delta!r})")
+        if self.min_steps > self.steps:
+            raise ValueError(f"min_steps must be at most steps = {self.steps} (got {self.min_steps})")
         if self.lr_grid:
             if problem := grid_problem(self.lr_grid):
                 raise ValueError(f"lr_grid {problem}")
@@ -281,6 +286,22 @@ def matched_mlp_mult(recipe: Recipe, task: str, block: str, target: int) -> floa
 
 # ---- one run -----------------------------------------------------------------------------------
 
+def stop_step(curve: list, recipe: Recipe) -> int | None:
+    """The step at which the recipe's early-stopping rule (``Trainer._watch``) stops a run whose validations
+    gave ``curve`` (rows ``[step, loss, accuracy %]``), or None when it runs to its last validation."""
+    best, stale, solved = float("inf"), 0, 0
+    for step, loss, acc in curve:
+        gained = best == float("inf") or loss < best * (1 - recipe.min_delta)
+        stale = 0 if gained and acc < 100.0 else stale + 1
+        best = min(best, loss) if loss == loss else best  # a NaN loss is never the best
+        solved = solved + 1 if acc >= 100.0 else 0
+        if recipe.solved_patience and solved >= recipe.solved_patience:
+            return step
+        if recipe.patience and stale >= recipe.patience and step >= recipe.min_steps:
+            return step
+    return None
+
+
 def _formal_loss(logits, targets, mask):
     loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none").sum(-1)
     return (loss * mask).sum() / mask.sum()
@@ -374,7 +395,7 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         device=recipe.device, log_every=max(1, recipe.steps // 5), eval_every=recipe.eval_every or recipe.steps + 1,
         ckpt_every=CHECKPOINT_EVERY if resume_dir else recipe.steps, max_bad_steps=10,
         on_nonfinite="stop", patience=recipe.patience, min_delta=recipe.min_delta,
-        solved_patience=recipe.solved_patience, keep_best=bool(recipe.eval_every)))
+        solved_patience=recipe.solved_patience, min_steps=recipe.min_steps, keep_best=bool(recipe.eval_every)))
 
     def loss(ids, targets, mask=None):
         ids, targets = ids.to(recipe.device), targets.to(recipe.device)
@@ -562,15 +583,23 @@ class _Suite:
         return same_behaviour(r["fingerprint"], self.fingerprint(r["task"], r["model"]))
 
     def same_protocol(self, r: dict, sub: Recipe | None = None) -> bool:
-        """Whether row ``r`` ran under the settings ``sub`` (default: its model's in this recipe) on every key
-        of ``PROTOCOL``: a changed budget, batch or early-stopping rule makes the old rows stop counting."""
+        """Whether row ``r`` ran as it would under the settings ``sub`` (default: its model's in this recipe): the
+        same value of every key of ``PROTOCOL`` (a changed budget or batch makes the old rows stop counting),
+        except that a row whose early-stopping settings differ counts when the rule of ``sub``, replayed on the
+        row's validation curve, stops where the row stopped (the same run: e.g. one that never reached 100%
+        validation accuracy under another ``solved_patience``, or one stopped flat past a new ``min_steps``)."""
         sub = sub or self.settings(r["model"], None)
         ran = r.get("settings", {})
-        # a run that never reached 100% validation accuracy ran the same under any solved_patience
-        never_solved = bool(r.get("curve")) and max(c[2] for c in r["curve"]) < 100.0
         absent = object()  # a key the row lacks matches nothing, unless the row predates it (PROTOCOL_SINCE)
-        return all(ran.get(k, PROTOCOL_SINCE.get(k, absent)) == getattr(sub, k)
-                   for k in PROTOCOL if not (k == "solved_patience" and never_solved))
+
+        def same(k: str) -> bool:
+            return ran.get(k, PROTOCOL_SINCE.get(k, absent)) == getattr(sub, k)
+
+        if not all(same(k) for k in PROTOCOL if k not in STOPPING):
+            return False
+        if all(same(k) for k in STOPPING):
+            return True
+        return bool(r.get("curve")) and stop_step(r["curve"], sub) == r.get("stopped_at")
 
     def find(self, task: str, name: str, phase: str, seed: int, sub: Recipe) -> dict | None:
         for r in self.done:

@@ -65,6 +65,7 @@ class TrainSettings:
     patience: int = 0  # stop after this many evaluations without a min_delta gain, or at accuracy 1 (0: never)
     min_delta: float = 0.01  # a gain is a validation loss below (1 − min_delta) × the best so far
     solved_patience: int = 0  # stop after this many evaluations in a row at accuracy 1 (0: they count as patience)
+    min_steps: int = 0  # a flat validation loss (patience) stops no run before this step; solved_patience still does
     keep_best: bool = False  # end the run with the weights of the best validation loss
     device: str = "cpu"
     parallel: str = "ddp"  # under torchrun: "ddp" or "fsdp" (fully_shard per block)
@@ -144,6 +145,8 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"train.solved_patience must be an int ≥ 0 (got {t.solved_patience!r})")
     if not isinstance(t.patience, int) or t.patience < 0:
         raise ValueError(f"train.patience must be an int ≥ 0 (got {t.patience!r})")
+    if not isinstance(t.min_steps, int) or not 0 <= t.min_steps <= t.steps:
+        raise ValueError(f"train.min_steps must be an int in [0, train.steps = {t.steps}] (got {t.min_steps!r})")
     if not 0 <= t.min_delta < 1:
         raise ValueError(f"train.min_delta must be in [0, 1) (got {t.min_delta!r})")
     if device_problem(t.device):

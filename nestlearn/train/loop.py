@@ -269,7 +269,7 @@ class Trainer:
         if t.solved_patience and self._solved >= t.solved_patience:
             self.stopped_at, self.stop_reason = self.step, f"100% validation accuracy for {self._solved} checks"
             return True
-        if t.patience and self._stale >= t.patience:
+        if t.patience and self._stale >= t.patience and self.step >= t.min_steps:
             self.stopped_at, self.stop_reason = self.step, f"validation loss flat for {self._stale} checks"
             return True
         return False

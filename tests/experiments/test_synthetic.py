@@ -292,10 +292,46 @@ def test_a_row_counts_only_under_the_settings_it_ran_with(tmp_path, monkeypatch)
     assert [r["settings"]["solved_patience"] for r in rows] == [3, 0]
     assert "1 of 1 (task, model) pairs" in (tmp_path / "out" / "mqar.md").read_text()
     assert S._Suite(recipe, rows).same_protocol(rows[1])
-    # a run that never reached 100% validation accuracy is the same run under any solved_patience
-    unsolved = {**rows[0], "curve": [[1, 0.5, 50.0], [2, 0.4, 75.0]]}
-    solved = {**rows[0], "curve": [[1, 0.5, 50.0], [2, 0.0, 100.0]]}
+    # a row of other early-stopping settings counts when this recipe's rule, replayed on its validation curve,
+    # stops where it stopped: a run never solved is the same under any solved_patience; one stopped as solved is not
+    unsolved = {**rows[0], "curve": [[1, 0.5, 50.0], [2, 0.4, 75.0]], "stopped_at": None}
+    solved = {**rows[0], "curve": [[1, 0.5, 50.0], [2, 0.0, 100.0], [3, 0.0, 100.0], [4, 0.0, 100.0]],
+              "stopped_at": 4}
     assert ctx.same_protocol(unsolved) and not ctx.same_protocol(solved)
+    assert ctx.same_protocol({**solved, "stopped_at": None, "curve": solved["curve"][:2]})  # solved once: no stop
+
+
+def test_min_steps_counts_the_rows_it_would_not_have_changed():
+    """``min_steps`` (a flat validation loss stops no run before it): rows that ran before the key existed count
+    under it when the rule replayed on their curves stops where they stopped: a run stopped flat after min_steps,
+    one stopped as solved before it, one that ran the whole budget. One stopped flat before min_steps does not. The
+    replay agrees with every stored row's own stop (their settings, the committed results)."""
+    recipe = S.load_recipe(RECIPES / "mad.yaml")
+    rule = dataclasses.replace(recipe, patience=3, solved_patience=2, min_delta=0.01, min_steps=0)
+    later = dataclasses.replace(rule, min_steps=700)
+    ctx = S._Suite(later, [])
+    flat = [[100 * i, 1.0, 30.0] for i in range(1, 11)]  # flat from step 100: stopped at 400 without min_steps
+    assert S.stop_step(flat, rule) == 400 and S.stop_step(flat, later) == 700
+    old = {"model": "transformer", "settings": {k: getattr(rule, k) for k in S.PROTOCOL if k != "min_steps"}}
+    assert not ctx.same_protocol({**old, "curve": flat[:4], "stopped_at": 400}, later)
+    late = [[100, 1.0, 30.0]] + [[100 * i, 0.5 ** i, 30.0] for i in range(2, 8)] + [[800 + 100 * i, 0.01, 30.0]
+                                                                                     for i in range(3)]
+    assert S.stop_step(late, rule) == S.stop_step(late, later) == 1000
+    assert ctx.same_protocol({**old, "curve": late, "stopped_at": 1000}, later)
+    solved = [[100, 1.0, 30.0], [200, 0.1, 100.0], [300, 0.05, 100.0]]
+    assert ctx.same_protocol({**old, "curve": solved, "stopped_at": 300}, later)
+    assert ctx.same_protocol({**old, "curve": flat[:1], "stopped_at": None}, later)  # ran its whole (short) budget
+    assert not ctx.same_protocol({**old, "settings": {**old["settings"], "steps": 5}, "curve": solved,
+                                  "stopped_at": 300}, later)  # another budget: never the same run
+    with pytest.raises(ValueError, match="min_steps must be at most steps = 10000"):
+        dataclasses.replace(recipe, min_steps=10001).validate()
+    for family in ("formal", "mad"):
+        for r in S.read_rows(RECIPES / "results" / f"{family}.jsonl"):
+            if r.get("curve") and "patience" in r["settings"]:
+                st = r["settings"]
+                own = dataclasses.replace(rule, patience=st["patience"], min_delta=st["min_delta"],
+                                          solved_patience=st.get("solved_patience", 0), min_steps=0)
+                assert S.stop_step(r["curve"], own) == r["stopped_at"], (r["task"], r["model"], r["seed"])
 
 
 def test_val_lengths_hold_validation_lengths_out_of_training(tmp_path):

@@ -356,6 +356,30 @@ def test_plugins_a_solved_task_stops_after_solved_patience(tmp_path, monkeypatch
     assert trainer.stop_reason == "100% validation accuracy for 3 checks"
 
 
+def test_min_steps_keeps_a_flat_run_going_but_not_a_solved_one(tmp_path, monkeypatch):
+    """``min_steps``: a flat validation loss stops no run before that step (a model on a plateau before a sudden
+    gain is not cut off there); a solved run still stops at once. A min_steps past the budget is refused."""
+    monkeypatch.chdir(tmp_path)
+
+    def flat(**kw):
+        trainer, _ = _plugin_trainer(tmp_path, [1.0] * 10, patience=2, **kw)
+        trainer.evaluate = lambda: {"val_loss": 1.0, "val_acc": 0.5}
+        trainer.run()
+        return trainer.stopped_at
+
+    assert flat() == 3  # the best at step 1, then 2 checks without a gain
+    assert flat(min_steps=7) == 7
+    trainer, _ = _plugin_trainer(tmp_path, [1.0] * 10, patience=2, solved_patience=2, min_steps=7)
+    trainer.evaluate = lambda: {"val_loss": 1.0, "val_acc": 1.0}
+    trainer.run()
+    assert trainer.stopped_at == 2 and trainer.stop_reason == "100% validation accuracy for 2 checks"
+    from nestlearn.train import RunConfig, TrainSettings
+    from nestlearn.train.config import validate
+
+    with pytest.raises(ValueError, match=r"train.min_steps must be an int in \[0, train.steps = 10\] \(got 11\)"):
+        validate(RunConfig(train=TrainSettings(steps=10, patience=2, min_steps=11)))
+
+
 def test_compiled_training_of_hope_runs(tmp_path):
     """``train.compile`` with in-context CMS learning: the driver's inner ``autograd.grad`` keeps the graph
     (retain_graph), which a compiled backward with donated buffers refused (a RuntimeError at the first step)."""
