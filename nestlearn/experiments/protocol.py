@@ -102,6 +102,50 @@ def same_behaviour(a: list[float] | None, b: list[float] | None) -> bool:
                for x, y in zip(a, b, strict=True))
 
 
+def same_value(a, b) -> bool:
+    """Equal as stored numbers: the same float (NaN equals NaN), element by element in lists."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def first_difference(a, b):
+    """Where two stored values first part: ``None`` when the same, else ``[index or None, stored, again]``
+    (for a list, its first element that differs)."""
+    if same_value(a, b):
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if not same_value(x, y)), min(len(a), len(b)))
+        return [i, a[i] if i < len(a) else None, b[i] if i < len(b) else None]
+    return [None, a, b]
+
+
+def rerun_comparison(old: dict, new: dict, fields: Sequence[str]) -> dict:
+    """A stored row against the same run trained again: ``{"equal": {field: bool}, "differences": {field:
+    first_difference}}`` over ``fields`` (a field either row lacks is skipped: an older row may not record it)."""
+    equal = {k: same_value(old[k], new[k]) for k in fields if k in old and k in new}
+    return {"equal": equal, "differences": {k: first_difference(old[k], new[k]) for k, ok in equal.items() if not ok}}
+
+
+def rerun_table(title: str, command: str, what: str, checks: list[dict], label: Callable[[dict], str],
+                scores: str, stored: Callable[[dict], str], again: Callable[[dict], str]) -> list[str]:
+    """The table of a reproduction probe: one line per check (a stored run trained again) with both code
+    versions, identical or the fields that differ, and the scores stored and again."""
+    from ..benchmarking import stamp
+
+    lines = [f"# {title}", "", f"Command: `{command}`  ", f"{stamp()}. {what}", "",
+             f"| run | stored at commit (code) | trained again at commit (code) | result | {scores} stored / again | "
+             "CPU min |", "|---|---|---|---|---|---:|"]
+    for c in checks:
+        differ = [f for f, ok in c["equal"].items() if not ok]
+        lines.append(f"| {label(c)} | {c['stored_commit']} ({c['stored_code']}) | {c['commit']} ({c['code']}) | "
+                     f"{'identical' if not differ else 'differs: ' + ', '.join(differ)} | {stored(c)} / {again(c)} | "
+                     f"{c['cpu_s'] / 60:.1f} |")
+    return lines
+
+
 def read_rows(path: Path) -> list[dict]:
     """The finished runs in a ``.jsonl`` file (none if it does not exist); a line cut short by a crash is
     skipped, so that run is redone."""

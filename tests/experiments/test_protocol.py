@@ -36,3 +36,16 @@ def test_rows_are_appended_under_a_lock_and_a_cut_line_is_skipped(tmp_path):
     assert read_rows(path) == [{"a": 1}]
     assert append_row(path, {"a": 3}) == [{"a": 1}, {"a": 3}]  # the next row starts a line of its own
     assert (tmp_path / "runs.jsonl.lock").is_file()
+
+
+def test_a_rerun_is_compared_number_by_number():
+    """The reproduction probes' comparison: the same float (NaN equals NaN), lists element by element, and where
+    two values first part; a field one row lacks is skipped."""
+    from nestlearn.experiments.protocol import first_difference, rerun_comparison, same_value
+
+    nan = float("nan")
+    assert same_value([1.0, nan, [2, 3]], [1.0, nan, [2, 3]]) and not same_value([1.0], [1.0 + 1e-12])
+    assert first_difference([[100, 1.0], [200, 0.5]], [[100, 1.0], [200, 0.6]]) == [1, [200, 0.5], [200, 0.6]]
+    assert first_difference([1], [1, 2]) == [1, None, 2] and first_difference(1.0, 2.0) == [None, 1.0, 2.0]
+    c = rerun_comparison({"a": 1.0, "b": [1, 2], "old": 3}, {"a": 1.0, "b": [1, 3], "new": 4}, ["a", "b", "old"])
+    assert c == {"equal": {"a": True, "b": False}, "differences": {"b": [1, 2, 3]}}

@@ -21,9 +21,16 @@ from pathlib import Path
 
 import torch
 
-from nestlearn.benchmarking import stamp
 from nestlearn.experiments.optimizers import dataset, parser, run
-from nestlearn.experiments.protocol import append_row, code_version, rate, read_rows, write_atomic
+from nestlearn.experiments.protocol import (
+    append_row,
+    code_version,
+    rate,
+    read_rows,
+    rerun_comparison,
+    rerun_table,
+    write_atomic,
+)
 
 HERE = Path(__file__).parent
 FIELDS = ("curve", "val_curve", "train_loss", "val_loss", "val_acc", "test_loss", "test_acc", "best_step",
@@ -60,26 +67,16 @@ def rerun(row: dict, data_root: str, quick: bool, device: str = "cpu") -> dict:
     return run(row["optimizer"], row["lr"], row["hp"], row["seed"], data, args, size, channels)
 
 
-def compare(old: dict, new: dict) -> dict[str, bool]:
-    """Per field, whether the rerun gave the same value (lists element by element, exactly)."""
-    return {f: old.get(f) == new.get(f) for f in FIELDS}
-
-
 def table(checks: list[dict]) -> str:
-    lines = ["# Stored runs of the optimizer experiment, trained again", "",
-             "Command: `python experiments/optimizers/probes/reproduce.py --dataset D --optimizer O --lr R --seed S "
-             "[--hp JSON]`  ", f"{stamp()}. Each line trained the stored run again at the commit shown, with the "
-             "row's settings and data split; *identical* means every step's training loss, the validation curve "
-             "and the kept weights' validation and test scores are the same floats.", "",
-             "| run | stored at commit (code) | trained again at commit (code) | result | test loss stored / again | "
-             "CPU min |", "|---|---|---|---|---|---:|"]
-    for c in checks:
-        differ = [f for f, same in c["equal"].items() if not same]
-        lines.append(f"| {c['dataset']} {c['optimizer']} lr {c['lr']:g} {json.dumps(c['hp'], sort_keys=True)} seed "
-                     f"{c['seed']} | {c['stored_commit']} ({c['stored_code']}) | {c['commit']} ({c['code']}) | "
-                     f"{'identical' if not differ else 'differs: ' + ', '.join(differ)} | "
-                     f"{c['stored_test_loss']:.6g} / {c['test_loss']:.6g} | {c['cpu_s'] / 60:.1f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(rerun_table(
+        "Stored runs of the optimizer experiment, trained again",
+        "python experiments/optimizers/probes/reproduce.py --dataset D --optimizer O --lr R --seed S [--hp JSON]",
+        "Each line trained the stored run again at the commit shown, with the row's settings and data split; "
+        "*identical* means every step's training loss, the validation curve and the kept weights' validation and "
+        "test scores are the same floats.", checks,
+        lambda c: f"{c['dataset']} {c['optimizer']} lr {c['lr']:g} {json.dumps(c['hp'], sort_keys=True)} "
+                  f"seed {c['seed']}",
+        "test loss", lambda c: f"{c['stored_test_loss']:.6g}", lambda c: f"{c['test_loss']:.6g}")) + "\n"
 
 
 def check(store: Path, ds: str, optimizer: str, lr: float, seed: int, hp: dict | None = None,
@@ -89,8 +86,8 @@ def check(store: Path, ds: str, optimizer: str, lr: float, seed: int, hp: dict |
     new = rerun(old, data_root, quick=store.name == "runs-quick.jsonl", device=device)
     result = {"dataset": ds, "optimizer": optimizer, "lr": old["lr"], "hp": old["hp"], "seed": seed,
               "store": str(store), "stored_commit": old.get("commit"), "stored_code": old.get("code"),
-              "stored_test_loss": old["test_loss"], "test_loss": new["test_loss"], "equal": compare(old, new),
-              "cpu_s": new["cpu_s"], **code_version()}
+              "stored_test_loss": old["test_loss"], "test_loss": new["test_loss"],
+              **rerun_comparison(old, new, FIELDS), "cpu_s": new["cpu_s"], **code_version()}
     checks = append_row(out / "reproduce.jsonl", result)
     write_atomic(out / "reproduce.md", table(checks))
     return result

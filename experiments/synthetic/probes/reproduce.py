@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 from pathlib import Path
 
 import torch
 
-from nestlearn.benchmarking import stamp
 from nestlearn.experiments import synthetic as suite
-from nestlearn.experiments.protocol import append_row, code_version, rate, read_rows, write_atomic
+from nestlearn.experiments.protocol import (
+    append_row,
+    code_version,
+    rate,
+    read_rows,
+    rerun_comparison,
+    rerun_table,
+    write_atomic,
+)
 
 HERE = Path(__file__).resolve().parent
 # what a row records of how and where it ran, not what it computed
@@ -39,32 +45,6 @@ def find(rows: list[dict], task: str, model: str, seed: int, lr: float, phase: s
     if not hits:
         raise ValueError(f"no stored {phase} row of {model} on {task} seed {seed} lr {lr:g}")
     return hits[-1]  # the latest: a row run again after a protocol change follows the older one
-
-
-def same(a, b) -> bool:
-    """Equal as stored numbers: the same float (NaN equals NaN), element by element in lists."""
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return a == b
-
-
-def compare(old: dict, new: dict) -> dict[str, bool]:
-    """Per field the row computed, whether the rerun gave the same value (fields either row lacks are skipped:
-    a row of an older code version may not record a later field)."""
-    return {k: same(old[k], new[k]) for k in sorted(old) if k in new and k not in NOT_NUMBERS}
-
-
-def first_difference(a, b):
-    """Where two stored values first part: ``None`` when the same, else ``[index or None, stored, again]``
-    (for a validation curve, the first row ``[step, loss, accuracy]`` that differs)."""
-    if same(a, b):
-        return None
-    if isinstance(a, list) and isinstance(b, list):
-        i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if not same(x, y)), min(len(a), len(b)))
-        return [i, a[i] if i < len(a) else None, b[i] if i < len(b) else None]
-    return [None, a, b]
 
 
 def rerun(recipe: suite.Recipe, row: dict) -> dict:
@@ -82,20 +62,14 @@ def scores(r: dict) -> str:
 
 
 def table(checks: list[dict]) -> str:
-    lines = ["# Stored runs of the synthetic suites, trained again", "",
-             "Command: `python experiments/synthetic/probes/reproduce.py RECIPE --task T --model M --seed S --lr R "
-             "[--phase select]`  ", f"{stamp()}. Each line trained the stored run again at the commit shown (the "
-             "suite's run, the recipe's settings, no checkpoints); *identical* means every number the row computed "
-             "(the last training loss, the validation curve, the stopping and kept steps, every test score) is the "
-             "same float.", "",
-             "| run | stored at commit (code) | trained again at commit (code) | result | test scores stored / again | "
-             "CPU min |", "|---|---|---|---|---|---:|"]
-    for c in checks:
-        differ = [f for f, ok in c["equal"].items() if not ok]
-        lines.append(f"| {c['family']} {c['task']} {c['model']} {c['phase']} seed {c['seed']} lr {c['lr']:g} | "
-                     f"{c['stored_commit']} ({c['stored_code']}) | {c['commit']} ({c['code']}) | "
-                     f"{'identical' if not differ else 'differs: ' + ', '.join(differ)} | "
-                     f"{c['stored_scores']} / {c['scores']} | {c['cpu_s'] / 60:.1f} |")
+    lines = rerun_table(
+        "Stored runs of the synthetic suites, trained again",
+        "python experiments/synthetic/probes/reproduce.py RECIPE --task T --model M --seed S --lr R [--phase select]",
+        "Each line trained the stored run again at the commit shown (the suite's run, the recipe's settings, no "
+        "checkpoints); *identical* means every number the row computed (the last training loss, the validation "
+        "curve, the stopping and kept steps, every test score) is the same float.", checks,
+        lambda c: f"{c['family']} {c['task']} {c['model']} {c['phase']} seed {c['seed']} lr {c['lr']:g}",
+        "test scores", lambda c: c["stored_scores"], lambda c: c["scores"])
     parted = [c for c in checks if c.get("differences") and "curve" in c["differences"]]
     if parted:
         lines += ["", "Where the validation curves part (the first check that differs: step, loss, accuracy, stored "
@@ -116,8 +90,8 @@ def check(recipe_path: str, task: str, model: str, seed: int, lr: float, phase: 
     new = rerun(recipe, old)
     result = {"family": recipe.family, "task": task, "model": model, "seed": seed, "lr": old["lr"], "phase": phase,
               "store": str(store), "stored_commit": old.get("commit"), "stored_code": old.get("code"),
-              "stored_scores": scores(old), "scores": scores(new), "equal": compare(old, new),
-              "differences": {k: first_difference(old[k], new[k]) for k, ok in compare(old, new).items() if not ok},
+              "stored_scores": scores(old), "scores": scores(new),
+              **rerun_comparison(old, new, [k for k in sorted(old) if k not in NOT_NUMBERS]),
               "cpu_s": new["cpu_s"], **code_version()}
     write_atomic(out / "reproduce.md", table(append_row(out / "reproduce.jsonl", result)))
     return result
