@@ -122,6 +122,19 @@ def first_difference(a, b):
     return [None, a, b]
 
 
+def report_rerun(check) -> int:
+    """A reproduction probe's ending: run ``check()`` (a :func:`rerun_comparison` result), print ``identical`` or
+    the fields that differ, and return the exit status (0: identical, 1: differs). A ``ValueError`` (no such
+    row, a row of other settings) ends the probe with its message."""
+    try:
+        c = check()
+    except ValueError as e:
+        raise SystemExit(f"reproduce: {e}") from None
+    differ = [f for f, same in c["equal"].items() if not same]
+    print("identical" if not differ else f"differs in {', '.join(differ)}", flush=True)
+    return 0 if not differ else 1
+
+
 def rerun_comparison(old: dict, new: dict, fields: Sequence[str]) -> dict:
     """A stored row against the same run trained again: ``{"equal": {field: bool}, "differences": {field:
     first_difference}}`` over ``fields`` (a field either row lacks is skipped: an older row may not record it)."""

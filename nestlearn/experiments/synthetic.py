@@ -51,6 +51,7 @@ from ..models import CausalLM, apply_overrides, from_dict
 from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
 from ..train.config import device_problem
+from ..train.loop import early_stop
 from .protocol import (
     CHECKPOINT_EVERY,
     PARTIAL,
@@ -287,18 +288,15 @@ def matched_mlp_mult(recipe: Recipe, task: str, block: str, target: int) -> floa
 # ---- one run -----------------------------------------------------------------------------------
 
 def stop_step(curve: list, recipe: Recipe) -> int | None:
-    """The step at which the recipe's early-stopping rule (``Trainer._watch``) stops a run whose validations
-    gave ``curve`` (rows ``[step, loss, accuracy %]``), or None when it runs to its last validation."""
+    """The step at which the recipe's early-stopping rule (:func:`~nestlearn.train.loop.early_stop`, the one the
+    Trainer runs) stops a run whose validations gave ``curve`` (rows ``[step, loss, accuracy %]``), or None when
+    it runs to its last validation."""
     best, stale, solved = float("inf"), 0, 0
     for step, loss, acc in curve:
-        gained = best == float("inf") or loss < best * (1 - recipe.min_delta)
-        stale = 0 if gained and acc < 100.0 else stale + 1
+        stale, solved, why = early_stop(best, stale, solved, step, loss, acc / 100.0, recipe)
+        if why is not None:
+            return step
         best = min(best, loss) if loss == loss else best  # a NaN loss is never the best
-        solved = solved + 1 if acc >= 100.0 else 0
-        if recipe.solved_patience and solved >= recipe.solved_patience:
-            return step
-        if recipe.patience and stale >= recipe.patience and step >= recipe.min_steps:
-            return step
     return None
 
 

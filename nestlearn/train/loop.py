@@ -34,6 +34,27 @@ def every(step: int, n: int) -> bool:
     return n > 0 and step % n == 0
 
 
+def early_stop(best: float, stale: int, solved: int, step: int, loss: float, acc: float,
+               rule) -> tuple[int, int, str | None]:
+    """The early-stopping rule, one validation at a time: ``best`` is the lowest validation loss before this one
+    (inf when none), ``stale`` and ``solved`` the counters before it, ``loss`` and ``acc`` (a fraction) this
+    validation's. ``rule`` has ``min_delta``, ``patience``, ``solved_patience`` and ``min_steps`` (a
+    :class:`TrainSettings`, or a synthetic recipe replaying a stored curve). Returns the new ``stale`` and
+    ``solved`` and, when the run stops here, why (else None).
+
+    A validation gains when its loss is below ``(1 − min_delta) × best`` (the first always does); a solved one
+    (accuracy 1) never resets ``stale``. ``solved_patience`` validations in a row at accuracy 1 stop the run at any
+    step; ``patience`` validations without a gain stop it only from step ``min_steps`` on."""
+    gained = best == float("inf") or loss < best * (1 - rule.min_delta)
+    stale = 0 if gained and acc < 1.0 else stale + 1
+    solved = solved + 1 if acc >= 1.0 else 0
+    if rule.solved_patience and solved >= rule.solved_patience:
+        return stale, solved, f"100% validation accuracy for {solved} checks"
+    if rule.patience and stale >= rule.patience and step >= rule.min_steps:
+        return stale, solved, f"validation loss flat for {stale} checks"
+    return stale, solved, None
+
+
 def optimizer_from_config(cfg: RunConfig, model: nn.Module) -> Optimizers:
     o = cfg.optim
     return build_optimizer(model, o.name, lr=o.lr, matrix_lr=o.matrix_lr, weight_decay=o.weight_decay,
@@ -258,19 +279,15 @@ class Trainer:
         val, acc = row.get("val_loss"), row.get("val_acc", 0.0)
         if val is None:
             return False
-        gained = self.best_step is None or val < self.best_loss * (1 - t.min_delta)
-        self._stale = 0 if gained and acc < 1.0 else self._stale + 1  # no real gain, or solved
+        best_before = self.best_loss
         if val < self.best_loss:
             self.best_loss, self.best_step = val, self.step
             if t.keep_best:
                 self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 self._best_whole = False
-        self._solved = self._solved + 1 if acc >= 1.0 else 0
-        if t.solved_patience and self._solved >= t.solved_patience:
-            self.stopped_at, self.stop_reason = self.step, f"100% validation accuracy for {self._solved} checks"
-            return True
-        if t.patience and self._stale >= t.patience and self.step >= t.min_steps:
-            self.stopped_at, self.stop_reason = self.step, f"validation loss flat for {self._stale} checks"
+        self._stale, self._solved, why = early_stop(best_before, self._stale, self._solved, self.step, val, acc, t)
+        if why is not None:
+            self.stopped_at, self.stop_reason = self.step, why
             return True
         return False
 

@@ -380,6 +380,34 @@ def test_min_steps_keeps_a_flat_run_going_but_not_a_solved_one(tmp_path, monkeyp
         validate(RunConfig(train=TrainSettings(steps=10, patience=2, min_steps=11)))
 
 
+def test_the_trainer_and_the_replay_of_a_stored_curve_stop_at_the_same_step(tmp_path, monkeypatch):
+    """One early-stopping rule (``early_stop``): the Trainer, validating live, and ``synthetic.stop_step``,
+    replaying the curve a run stored, stop at the same step for every setting, on curves with a plateau, a late
+    gain, a NaN validation and a solved stretch."""
+    import types
+
+    from nestlearn.experiments.synthetic import stop_step
+
+    monkeypatch.chdir(tmp_path)
+    curves = {
+        "plateau then gain": [(1.0, 0.3)] * 4 + [(0.5, 0.6), (0.49, 0.6), (0.2, 0.9)] + [(0.2, 0.9)] * 3,
+        "nan, then solved": [(2.0, 0.1), (float("nan"), 0.0), (1.0, 0.5), (0.1, 1.0), (0.1, 1.0), (0.09, 1.0),
+                             (0.5, 0.9), (0.5, 0.9), (0.5, 0.9), (0.5, 0.9)],
+    }
+    for name, points in curves.items():
+        for patience, solved_patience, min_steps, min_delta in [(2, 0, 0, 0.01), (2, 2, 0, 0.01), (3, 0, 6, 0.01),
+                                                               (2, 3, 8, 0.6), (0, 2, 0, 0.01), (0, 0, 0, 0.01)]:
+            trainer, _ = _plugin_trainer(tmp_path, [1.0] * 10, patience=patience, solved_patience=solved_patience,
+                                         min_steps=min_steps, min_delta=min_delta)
+            trainer.evaluate = lambda t=trainer, p=points: dict(zip(("val_loss", "val_acc"), p[t.step - 1],
+                                                                    strict=True))
+            trainer.run()
+            rule = types.SimpleNamespace(patience=patience, solved_patience=solved_patience, min_steps=min_steps,
+                                         min_delta=min_delta)
+            stored = [[step, loss, 100 * acc] for step, (loss, acc) in enumerate(points, 1)]
+            assert stop_step(stored, rule) == trainer.stopped_at, (name, patience, solved_patience, min_steps)
+
+
 def test_compiled_training_of_hope_runs(tmp_path):
     """``train.compile`` with in-context CMS learning: the driver's inner ``autograd.grad`` keeps the graph
     (retain_graph), which a compiled backward with donated buffers refused (a RuntimeError at the first step)."""

@@ -27,6 +27,7 @@ from nestlearn.experiments.protocol import (
     code_version,
     rate,
     read_rows,
+    report_rerun,
     rerun_comparison,
     rerun_table,
     write_atomic,
@@ -105,13 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        c = check(args.store, args.dataset, args.optimizer, args.lr, args.seed, args.hp, args.data_root, args.device)
-    except ValueError as e:
-        raise SystemExit(f"reproduce: {e}") from None
-    differ = [f for f, same in c["equal"].items() if not same]
-    print("identical" if not differ else f"differs in {', '.join(differ)}", flush=True)
-    return 0 if not differ else 1
+    return report_rerun(lambda: check(args.store, args.dataset, args.optimizer, args.lr, args.seed, args.hp,
+                                      args.data_root, args.device))
 
 
 if __name__ == "__main__":

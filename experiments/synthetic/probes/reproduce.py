@@ -28,6 +28,7 @@ from nestlearn.experiments.protocol import (
     code_version,
     rate,
     read_rows,
+    report_rerun,
     rerun_comparison,
     rerun_table,
     write_atomic,
@@ -109,13 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a row of the recipe's quick mode (--store names its file)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        c = check(args.recipe, args.task, args.model, args.seed, args.lr, args.phase, args.store, quick=args.quick)
-    except ValueError as e:
-        raise SystemExit(f"reproduce: {e}") from None
-    differ = [f for f, ok in c["equal"].items() if not ok]
-    print("identical" if not differ else f"differs in {', '.join(differ)}", flush=True)
-    return 0 if not differ else 1
+    return report_rerun(lambda: check(args.recipe, args.task, args.model, args.seed, args.lr, args.phase, args.store,
+                                      quick=args.quick))
 
 
 if __name__ == "__main__":
