@@ -330,7 +330,8 @@ def test_min_steps_counts_the_rows_it_would_not_have_changed():
             if r.get("curve") and "patience" in r["settings"]:
                 st = r["settings"]
                 own = dataclasses.replace(rule, patience=st["patience"], min_delta=st["min_delta"],
-                                          solved_patience=st.get("solved_patience", 0), min_steps=0)
+                                          solved_patience=st.get("solved_patience", 0),
+                                          min_steps=st.get("min_steps", 0))
                 assert S.stop_step(r["curve"], own) == r["stopped_at"], (r["task"], r["model"], r["seed"])
 
 
