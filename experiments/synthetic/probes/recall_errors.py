@@ -1,0 +1,236 @@
+"""Which in-context recall queries does HOPE get wrong, when Titans and the Transformer get none?
+
+    python experiments/synthetic/probes/recall_errors.py --checkpoint PATH/best.safetensors --step 1200
+    python experiments/synthetic/probes/recall_errors.py --until 1250      # no checkpoint: train the suite's run
+
+HOPE's in-context recall seeds on mad.yaml sit at 99.4–99.6% validation accuracy for thousands of steps (seeds
+0 and 1; seed 2 leaves that plateau at step ~1,500 and scores 99.99%), where Titans' seeds solve the task. This
+probe scores one HOPE run of the suite (seed 0 at its selected rate) on many more test sequences than the suite
+does and sorts its wrong answers by what the query needed:
+
+- the distance, in pairs, back to the key's last occurrence (the association the answer reads);
+- whether that occurrence's value lies in the query's own chunk of the self-modifying memories (chunk 8 tokens):
+  then only the per-token read of the chunk (D21's dual form) holds it; otherwise the chunk-start state does;
+- how often the key occurred before, and the query's position.
+
+and then changes test time only: the CMS levels' in-context steps off (the levels keep their meta-learned
+weights), and the self-modifying memories read at the chunk's start (``read="chunk_start"``, D21).
+
+The weights: ``--checkpoint`` loads a checkpoint the suite wrote while the run was in progress (its
+``.partial/…/checkpoints/step_N/best.safetensors``: the weights of the best validation so far, which ``--step``
+names); without it, the probe trains the suite's run (its recipe, seed and rate, the same cosine schedule over
+the whole budget) and stops after ``--until`` steps, as an interruption would, keeping the best weights so far.
+A probe of the mechanism, not a protocol result; written to ``recall_errors/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from nestlearn.experiments import synthetic as suite
+from nestlearn.experiments.protocol import code_version
+from nestlearn.experiments.synthetic import load_recipe, make_batch, model_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from length_failure import _Capped, _Frozen  # noqa: E402  (the CMS frozen in context; the memories' writes off)
+
+HERE = Path(__file__).resolve().parent
+RECIPE = HERE.parents[0] / "mad.yaml"
+TASK, MODEL = "in_context_recall", "hope"
+CHUNK = 8  # the self-modifying memories' chunk in mad.yaml (selfmod.chunk_size)
+DIST_BANDS = [(1, 1), (2, 3), (4, 7), (8, 15), (16, 63)]
+POS_BANDS = [(0, 15), (16, 31), (32, 47), (48, 63)]
+OCC_BANDS = [(1, 1), (2, 3), (4, 63)]
+
+
+def query_table(ids: torch.Tensor, n_keys: int) -> dict[str, torch.Tensor]:
+    """Per scored query (a key token whose key occurred before): its pair index, the distance in pairs to the
+    key's last occurrence, whether that occurrence's value token lies in the query's chunk, and how many times
+    the key occurred before. Tensors of shape ``[B, pairs]``; ``scored`` marks the queries."""
+    keys = ids[:, 0::2] - 1
+    B, n = keys.shape
+    last = torch.full((B, n_keys), -1, dtype=torch.long)
+    count = torch.zeros(B, n_keys, dtype=torch.long)
+    dist = torch.zeros(B, n, dtype=torch.long)
+    occ = torch.zeros(B, n, dtype=torch.long)
+    rows = torch.arange(B)
+    for i in range(n):
+        k = keys[:, i]
+        prev = last[rows, k]
+        dist[:, i] = torch.where(prev >= 0, i - prev, 0)
+        occ[:, i] = count[rows, k]
+        last[rows, k] = i
+        count[rows, k] += 1
+    pair = torch.arange(n).expand(B, n)
+    prev_value_pos = 2 * (pair - dist) + 1  # the value token of the last occurrence
+    same_chunk = (prev_value_pos // CHUNK) == ((2 * pair) // CHUNK)
+    return {"scored": occ > 0, "dist": dist, "occ": occ, "pair": pair, "same_chunk": same_chunk}
+
+
+@torch.no_grad()
+def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = False,
+          memories_frozen: bool = False) -> dict:
+    """Right/wrong of every scored query over ``batches`` test batches (the suite's test seeds first, then
+    further seeds of the same generator), with each query's descriptors."""
+    model.eval()
+    for block in model.blocks:
+        block.mixer.cfg.read = read
+    parts: dict[str, list] = {}
+    with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
+        for i in range(batches):
+            ids, targets = make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
+            logits = model(ids)[0]
+            right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
+            q = query_table(ids, recipe.tasks[TASK]["n_keys"])
+            q["right"] = right[:, 0::2]
+            assert bool(((targets[:, 0::2] != -100) == q["scored"]).all()), "query table disagrees with targets"
+            for name, t in q.items():
+                parts.setdefault(name, []).append(t)
+    for block in model.blocks:
+        block.mixer.cfg.read = "token"
+    out = {name: torch.cat(ts) for name, ts in parts.items()}
+    return {name: t[out["scored"]] for name, t in out.items()}
+
+
+def band_rows(res: dict, key: str, bands, label) -> list[str]:
+    lines = []
+    for lo, hi in bands:
+        sel = (res[key] >= lo) & (res[key] <= hi)
+        n = int(sel.sum())
+        wrong = int((~res["right"] & sel).sum())
+        lines.append(f"| {label(lo, hi)} | {n} | {wrong} | {100.0 * wrong / max(n, 1):.2f}% |")
+    return lines
+
+
+def breakdown(res: dict) -> list[str]:
+    n, wrong = int(res["right"].numel()), int((~res["right"]).sum())
+    lines = [f"{n} scored queries, {wrong} wrong ({100.0 * wrong / n:.2f}%).", "",
+             "| queries | count | wrong | error rate |", "|---|---:|---:|---:|"]
+    lines += band_rows(res, "dist", DIST_BANDS,
+                       lambda lo, hi: f"key last seen {lo} pair{'s' if hi > 1 else ''} back" if lo == hi
+                       else f"key last seen {lo}–{hi} pairs back")
+    for flag, text in ((True, "its value in the query's chunk (only the per-token read holds it)"),
+                       (False, "its value in an earlier chunk")):
+        sel = res["same_chunk"] == flag
+        k, w = int(sel.sum()), int((~res["right"] & sel).sum())
+        lines.append(f"| {text} | {k} | {w} | {100.0 * w / max(k, 1):.2f}% |")
+    lines += ["", "The same by distance, split by where the last occurrence's value lies (error rate, wrong / count):",
+              "",
+              "| key last seen | value in the query's chunk | value in an earlier chunk |", "|---|---:|---:|"]
+    for lo, hi in DIST_BANDS:
+        cells = []
+        for flag in (True, False):
+            sel = (res["dist"] >= lo) & (res["dist"] <= hi) & (res["same_chunk"] == flag)
+            k, w = int(sel.sum()), int((~res["right"] & sel).sum())
+            cells.append(f"{100.0 * w / k:.2f}% ({w} / {k})" if k else "–")
+        what = f"{lo}{'' if lo == hi else f'–{hi}'} pair{'s' if hi > 1 else ''} back"
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    only = (res["occ"] == 1) & res["same_chunk"] & (res["dist"] >= 2)
+    k, w = int(only.sum()), int((~res["right"] & only).sum())
+    rest = int((~res["right"] & ~only).sum())
+    lines += ["", "**The key's one earlier occurrence is in the query's chunk, 2 or more pairs back** (no CMS step "
+              f"has seen it, and the short convolution does not reach it): {100.0 * w / max(k, 1):.2f}% wrong "
+              f"({w} of {k} queries); all other queries: {100.0 * rest / max(n - k, 1):.2f}% wrong "
+              f"({rest} of {n - k}).", ""]
+    lines += ["| queries | count | wrong | error rate |", "|---|---:|---:|---:|"]
+    lines += band_rows(res, "occ", OCC_BANDS,
+                       lambda lo, hi: f"key seen {lo} time{'s' if lo > 1 else ''} before" if lo == hi
+                       else f"key seen {lo}–{hi} times before")
+    lines += band_rows(res, "pair", POS_BANDS, lambda lo, hi: f"query at pair {lo}–{hi}")
+    return lines
+
+
+def trained_model(recipe, lr: float, seed: int, until: int, resume: str | None = None):
+    """The suite's run (``run_one``), stopped after ``until`` steps; returns its model with the best weights.
+    ``resume``: a ``.partial`` folder of that run, copied and continued from its latest checkpoint."""
+    made = []
+
+    class Catch(suite.CausalLM):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            made.append(self)
+
+    class Until(suite.Trainer):
+        def run(self, until_step=None):
+            return super().run(until=until)
+
+    recipe = dataclasses.replace(recipe, lr=lr)
+    saved = suite.CausalLM, suite.Trainer
+    suite.CausalLM, suite.Trainer = Catch, Until
+    try:
+        if resume:
+            with tempfile.TemporaryDirectory() as tmp:
+                shutil.copytree(resume, Path(tmp) / "run")
+                row = suite.run_one(recipe, TASK, MODEL, seed, None, log=print, resume_dir=Path(tmp) / "run")
+        else:
+            row = suite.run_one(recipe, TASK, MODEL, seed, None, log=print)
+    finally:
+        suite.CausalLM, suite.Trainer = saved
+    return made[-1], row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="a best.safetensors the suite wrote for this run (see above)")
+    p.add_argument("--step", type=int, help="the step of the checkpoint's weights (for the report)")
+    p.add_argument("--until", type=int, default=1250, help="without --checkpoint: train the run this many steps")
+    p.add_argument("--resume", help="without --checkpoint: the suite's .partial folder of the run, continued")
+    p.add_argument("--save", help="without --checkpoint: save the trained weights here (safetensors)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.00316, help="the rate mad.yaml selected for HOPE")
+    p.add_argument("--batches", type=int, default=32, help="test batches of 64 sequences (the suite scores 4)")
+    p.add_argument("--out", default=str(HERE / "recall_errors" / "RESULTS.md"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    recipe = load_recipe(str(RECIPE))
+    if args.checkpoint:
+        model = suite.CausalLM(model_config(recipe, TASK, MODEL, None, None))
+        model.load_state_dict(load_file(args.checkpoint))
+        print(f"loaded {args.checkpoint}", flush=True)
+        source = (f"the suite's checkpoint of HOPE's in-context recall seed {args.seed} at lr {args.lr:g} "
+                  f"(the best weights at step {args.step})")
+    else:
+        model, row = trained_model(recipe, args.lr, args.seed, args.until, args.resume)
+        source = (f"the suite's run of HOPE's in-context recall seed {args.seed} at lr {args.lr:g}, trained here "
+                  + (f"from its checkpoint at step {row['resumed_at'][0]} " if row.get("resumed_at") else "")
+                  + f"and stopped after step {args.until}: the best weights (step {row.get('best_step')}, "
+                  f"validation loss {row.get('val_loss', float('nan')):.3g}, accuracy {row.get('val_acc', 0):.2f}%; "
+                  f"the suite's test accuracy {row['acc']:.2f}%)")
+        if args.save:
+            Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+            save_file(model.state_dict(), args.save)
+            print(f"weights saved to {args.save} (--checkpoint scores them again)", flush=True)
+    runs = {"as trained": {}, "CMS frozen in context": {"cms_frozen": True},
+            "memories read at the chunk start (D21)": {"read": "chunk_start"},
+            "memories write nothing (η = 0, α = 1: they keep their meta-learned initial state)":
+                {"memories_frozen": True},
+            "CMS frozen and memories write nothing": {"cms_frozen": True, "memories_frozen": True}}
+    cmd = "python experiments/synthetic/probes/recall_errors.py " + " ".join(sys.argv[1:])
+    lines = ["# Which in-context recall queries HOPE gets wrong", "",
+             f"Command: `{cmd.strip()}`  ",
+             f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, code version "
+             f"{code_version()['code']} (commit {code_version()['commit'][:12]}). Weights: {source}. "
+             f"{args.batches} test batches of {recipe.eval_batch_size} sequences of {recipe.tasks[TASK]['seq_len']} "
+             f"tokens (the suite's first 4 test seeds and {args.batches - 4} more of the same generator); only test "
+             "time changes between the sections.", ""]
+    for name, kw in runs.items():
+        res = score(model, recipe, args.batches, **kw)
+        print(name, f"{100.0 * float(res['right'].float().mean()):.3f}%", flush=True)
+        lines += [f"## {name}", ""] + breakdown(res) + [""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
