@@ -16,7 +16,8 @@ does and sorts its wrong answers by what the query needed:
 and then changes test time only: the CMS levels' in-context steps off (the levels keep their meta-learned
 weights), and the self-modifying memories read at the chunk's start (``read="chunk_start"``, D21).
 
-The weights: ``--checkpoint`` loads a checkpoint the suite wrote while the run was in progress (its
+The weights: ``--init`` scores the run's model at initialization (the CMS's in-context steps alone already
+recall); ``--checkpoint`` loads a checkpoint the suite wrote while the run was in progress (its
 ``.partial/…/checkpoints/step_N/best.safetensors``: the weights of the best validation so far, which ``--step``
 names); without it, the probe trains the suite's run (its recipe, seed and rate, the same cosine schedule over
 the whole budget) and stops after ``--until`` steps, as an interruption would, keeping the best weights so far.
@@ -181,6 +182,7 @@ def trained_model(recipe, lr: float, seed: int, until: int, resume: str | None =
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", help="a best.safetensors the suite wrote for this run (see above)")
+    p.add_argument("--init", action="store_true", help="score the model at initialization (no training)")
     p.add_argument("--step", type=int, help="the step of the checkpoint's weights (for the report)")
     p.add_argument("--until", type=int, default=1250, help="without --checkpoint: train the run this many steps")
     p.add_argument("--resume", help="without --checkpoint: the suite's .partial folder of the run, continued")
@@ -192,7 +194,11 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     recipe = load_recipe(str(RECIPE))
-    if args.checkpoint:
+    if args.init:
+        torch.manual_seed(args.seed)  # as run_one builds the run's model
+        model = suite.CausalLM(model_config(recipe, TASK, MODEL, None, None))
+        source = f"HOPE at initialization (seed {args.seed}, as the suite's run builds it; no training step)"
+    elif args.checkpoint:
         model = suite.CausalLM(model_config(recipe, TASK, MODEL, None, None))
         model.load_state_dict(load_file(args.checkpoint))
         print(f"loaded {args.checkpoint}", flush=True)
