@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save_model
 
 from nestlearn.experiments import synthetic as suite
 from nestlearn.experiments.protocol import code_version
@@ -200,21 +200,23 @@ def main() -> int:
         source = f"HOPE at initialization (seed {args.seed}, as the suite's run builds it; no training step)"
     elif args.checkpoint:
         model = suite.CausalLM(model_config(recipe, TASK, MODEL, None, None))
-        model.load_state_dict(load_file(args.checkpoint))
+        weights = load_file(args.checkpoint)  # the suite's checkpoints hold both tied names, save_model one
+        weights.setdefault("head.weight", weights["embed.weight"])
+        model.load_state_dict(weights)
         print(f"loaded {args.checkpoint}", flush=True)
         source = (f"the suite's checkpoint of HOPE's in-context recall seed {args.seed} at lr {args.lr:g} "
                   f"(the best weights at step {args.step})")
     else:
         model, row = trained_model(recipe, args.lr, args.seed, args.until, args.resume)
+        if args.save:  # first, so that a failure below does not cost the training
+            Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+            save_model(model, args.save)
+            print(f"weights saved to {args.save} (--checkpoint scores them again)", flush=True)
         source = (f"the suite's run of HOPE's in-context recall seed {args.seed} at lr {args.lr:g}, trained here "
                   + (f"from its checkpoint at step {row['resumed_at'][0]} " if row.get("resumed_at") else "")
                   + f"and stopped after step {args.until}: the best weights (step {row.get('best_step')}, "
                   f"validation loss {row.get('val_loss', float('nan')):.3g}, accuracy {row.get('val_acc', 0):.2f}%; "
                   f"the suite's test accuracy {row['acc']:.2f}%)")
-        if args.save:
-            Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-            save_file(model.state_dict(), args.save)
-            print(f"weights saved to {args.save} (--checkpoint scores them again)", flush=True)
     runs = {"as trained": {}, "CMS frozen in context": {"cms_frozen": True},
             "memories read at the chunk start (D21)": {"read": "chunk_start"},
             "memories write nothing (η = 0, α = 1: they keep their meta-learned initial state)":
