@@ -41,7 +41,8 @@ def test_as_trained_equals_the_suite_and_changes_are_undone(probe):
     torch.manual_seed(0)
     model = CausalLM(S.model_config(recipe, probe.TASK, probe.MODEL, None, None))
     res = probe.score(model, recipe, batches=1)
-    acc, _, _ = S._score(model, recipe, probe.TASK, "eval", [S._eval_seed(i) for i in range(1)])
+    with torch.no_grad():
+        acc, _, _ = S._score(model, recipe, probe.TASK, "eval", [S._eval_seed(i) for i in range(1)])
     assert 100.0 * int(res["right"].sum()) / res["right"].numel() == pytest.approx(acc, abs=1e-9)
     chunk = probe.score(model, recipe, batches=1, read="chunk_start", cms_frozen=True, memories_frozen=True)
     assert chunk["right"].shape == res["right"].shape
