@@ -1,5 +1,16 @@
 """Helpers shared by the experiment runners' tests."""
 
+import importlib.util
+from pathlib import Path
+
+
+def load_script(path: Path, name: str | None = None):
+    """A probe or recipe script (not a package module) imported as a module, for its functions."""
+    spec = importlib.util.spec_from_file_location(name or Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def record_trainer_devices(monkeypatch, module) -> list[str]:
     """Replace ``module.Trainer`` by one that records the device of every run it builds; returns that list."""

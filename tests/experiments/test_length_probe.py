@@ -3,7 +3,6 @@
 library as it was."""
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,14 @@ from nestlearn.layers.cms import CMS
 from nestlearn.memory import Memory
 from nestlearn.models import CausalLM, icl
 
+from .conftest import load_script
+
 PROBE = Path(__file__).resolve().parents[2] / "experiments" / "synthetic" / "probes" / "length_failure.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("length_failure", PROBE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PROBE)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from nestlearn.cli import main
 
-from .conftest import Killed, kill_once_after, record_trainer_devices
+from .conftest import Killed, kill_once_after, load_script, record_trainer_devices
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
@@ -164,13 +164,7 @@ def test_the_papers_claim_is_checked_against_the_finished_optimizers():
 
 
 def _probe(name: str):
-    import importlib.util
-
-    path = ROOT / "experiments" / "optimizers" / "probes" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
-    return probe
+    return load_script(ROOT / "experiments" / "optimizers" / "probes" / f"{name}.py")
 
 
 @pytest.mark.skipif(not (DATA / "fashion_mnist").is_dir(), reason="../shared/data/fashion_mnist is not here")

@@ -2,7 +2,6 @@
 its descriptors must be right, its "as trained" score must be the suite's, and its test-time changes undone."""
 
 import dataclasses
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -12,15 +11,14 @@ import torch
 from nestlearn.experiments import synthetic as S
 from nestlearn.models import CausalLM
 
+from .conftest import load_script
+
 PROBE = Path(__file__).resolve().parents[2] / "experiments" / "synthetic" / "probes" / "recall_errors.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("recall_errors", PROBE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
+    yield load_script(PROBE)
     sys.path.remove(str(PROBE.parent))  # the probe puts its folder on the path to import length_failure
 
 

@@ -16,7 +16,7 @@ import torch
 from nestlearn.cli import main
 from nestlearn.experiments import synthetic as S
 
-from .conftest import Killed, kill_once_after, record_trainer_devices
+from .conftest import Killed, kill_once_after, load_script, record_trainer_devices
 
 RECIPES = Path(__file__).resolve().parents[2] / "experiments" / "synthetic"
 
@@ -193,11 +193,7 @@ def test_a_stored_run_trained_again_is_identical_and_a_changed_row_is_caught(tmp
     """experiments/synthetic/probes/reproduce.py trains a stored row again through the suite's own run and
     compares every number it computed: a run comes back as the same floats; a row whose scores were changed is
     reported with the field; a row of other protocol settings and a run not stored are refused by name."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reproduce", RECIPES / "probes" / "reproduce.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_script(RECIPES / "probes" / "reproduce.py")
     recipe = _stoppable_recipe(tmp_path, "hope")
     row = S.run_suite(recipe, tmp_path / "out", log=None)[0]
     store, checks = tmp_path / "out" / "formal.jsonl", tmp_path / "checks"

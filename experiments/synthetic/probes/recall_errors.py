@@ -14,14 +14,16 @@ does and sorts its wrong answers by what the query needed:
 - how often the key occurred before, and the query's position.
 
 and then changes test time only: the CMS levels' in-context steps off (the levels keep their meta-learned
-weights), and the self-modifying memories read at the chunk's start (``read="chunk_start"``, D21).
+weights), the self-modifying memories reading at the chunk's start (``read="chunk_start"``, D21), the memories
+writing nothing, and both off.
 
 The weights: ``--init`` scores the run's model at initialization (the CMS's in-context steps alone already
 recall); ``--checkpoint`` loads a checkpoint the suite wrote while the run was in progress (its
 ``.partial/…/checkpoints/step_N/best.safetensors``: the weights of the best validation so far, which ``--step``
-names); without it, the probe trains the suite's run (its recipe, seed and rate, the same cosine schedule over
-the whole budget) and stops after ``--until`` steps, as an interruption would, keeping the best weights so far.
-A probe of the mechanism, not a protocol result; written to ``recall_errors/RESULTS.md``.
+names; the ``.partial`` folders are not in git); without it, the probe trains the suite's run (its recipe, seed and
+the rate of its stored row, the same cosine schedule over the whole budget) and stops after ``--until`` steps, as an
+interruption would, keeping the best weights so far (``--resume`` continues the run from such a folder instead).
+A probe of the mechanism, not a protocol result; written to ``--out`` (``recall_errors/``).
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ from safetensors.torch import load_file, save_model
 from nestlearn.experiments import synthetic as suite
 from nestlearn.experiments.protocol import code_version
 from nestlearn.experiments.synthetic import load_recipe, make_batch, model_config
+from nestlearn.train.loop import check_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from length_failure import _Capped, _Frozen  # noqa: E402  (the CMS frozen in context; the memories' writes off)
+from length_failure import _Capped, _Frozen, stored_row  # noqa: E402  (CMS frozen; memories' writes off)
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parents[0] / "mad.yaml"
@@ -83,65 +86,69 @@ def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = F
     """Right/wrong of every scored query over ``batches`` test batches (the suite's test seeds first, then
     further seeds of the same generator), with each query's descriptors."""
     model.eval()
+    reads = [block.mixer.cfg.read for block in model.blocks]
     for block in model.blocks:
         block.mixer.cfg.read = read
     parts: dict[str, list] = {}
-    with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
-        for i in range(batches):
-            ids, targets = make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
-            logits = model(ids)[0]
-            right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
-            q = query_table(ids, recipe.tasks[TASK]["n_keys"])
-            q["right"] = right[:, 0::2]
-            assert bool(((targets[:, 0::2] != -100) == q["scored"]).all()), "query table disagrees with targets"
-            for name, t in q.items():
-                parts.setdefault(name, []).append(t)
-    for block in model.blocks:
-        block.mixer.cfg.read = "token"
+    try:
+        with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
+            for i in range(batches):
+                ids, targets = make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
+                logits = model(ids)[0]
+                right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
+                q = query_table(ids, recipe.tasks[TASK]["n_keys"])
+                q["right"] = right[:, 0::2]
+                assert bool(((targets[:, 0::2] != -100) == q["scored"]).all()), "query table disagrees with targets"
+                for name, t in q.items():
+                    parts.setdefault(name, []).append(t)
+    finally:
+        for block, was in zip(model.blocks, reads, strict=True):
+            block.mixer.cfg.read = was
     out = {name: torch.cat(ts) for name, ts in parts.items()}
     return {name: t[out["scored"]] for name, t in out.items()}
+
+
+def counts(res: dict, sel: torch.Tensor) -> tuple[int, int, float]:
+    """The queries ``sel`` marks: how many, how many wrong, and the error rate in %."""
+    n, wrong = int(sel.sum()), int((~res["right"] & sel).sum())
+    return n, wrong, 100.0 * wrong / max(n, 1)
 
 
 def band_rows(res: dict, key: str, bands, label) -> list[str]:
     lines = []
     for lo, hi in bands:
-        sel = (res[key] >= lo) & (res[key] <= hi)
-        n = int(sel.sum())
-        wrong = int((~res["right"] & sel).sum())
-        lines.append(f"| {label(lo, hi)} | {n} | {wrong} | {100.0 * wrong / max(n, 1):.2f}% |")
+        n, wrong, rate = counts(res, (res[key] >= lo) & (res[key] <= hi))
+        lines.append(f"| {label(lo, hi)} | {n} | {wrong} | {rate:.2f}% |")
     return lines
 
 
 def breakdown(res: dict) -> list[str]:
-    n, wrong = int(res["right"].numel()), int((~res["right"]).sum())
-    lines = [f"{n} scored queries, {wrong} wrong ({100.0 * wrong / n:.2f}%).", "",
+    n, wrong, rate = counts(res, torch.ones_like(res["right"]))
+    lines = [f"{n} scored queries, {wrong} wrong ({rate:.2f}%).", "",
              "| queries | count | wrong | error rate |", "|---|---:|---:|---:|"]
     lines += band_rows(res, "dist", DIST_BANDS,
                        lambda lo, hi: f"key last seen {lo} pair{'s' if hi > 1 else ''} back" if lo == hi
                        else f"key last seen {lo}–{hi} pairs back")
     for flag, text in ((True, "its value in the query's chunk (only the per-token read holds it)"),
                        (False, "its value in an earlier chunk")):
-        sel = res["same_chunk"] == flag
-        k, w = int(sel.sum()), int((~res["right"] & sel).sum())
-        lines.append(f"| {text} | {k} | {w} | {100.0 * w / max(k, 1):.2f}% |")
+        k, w, r = counts(res, res["same_chunk"] == flag)
+        lines.append(f"| {text} | {k} | {w} | {r:.2f}% |")
     lines += ["", "The same by distance, split by where the last occurrence's value lies (error rate, wrong / count):",
               "",
               "| key last seen | value in the query's chunk | value in an earlier chunk |", "|---|---:|---:|"]
     for lo, hi in DIST_BANDS:
         cells = []
         for flag in (True, False):
-            sel = (res["dist"] >= lo) & (res["dist"] <= hi) & (res["same_chunk"] == flag)
-            k, w = int(sel.sum()), int((~res["right"] & sel).sum())
-            cells.append(f"{100.0 * w / k:.2f}% ({w} / {k})" if k else "–")
+            k, w, r = counts(res, (res["dist"] >= lo) & (res["dist"] <= hi) & (res["same_chunk"] == flag))
+            cells.append(f"{r:.2f}% ({w} / {k})" if k else "–")
         what = f"{lo}{'' if lo == hi else f'–{hi}'} pair{'s' if hi > 1 else ''} back"
         lines.append(f"| {what} | " + " | ".join(cells) + " |")
     only = (res["occ"] == 1) & res["same_chunk"] & (res["dist"] >= 2)
-    k, w = int(only.sum()), int((~res["right"] & only).sum())
-    rest = int((~res["right"] & ~only).sum())
+    k, w, r = counts(res, only)
+    k2, w2, r2 = counts(res, ~only)
     lines += ["", "**The key's one earlier occurrence is in the query's chunk, 2 or more pairs back** (no CMS step "
-              f"has seen it, and the short convolution does not reach it): {100.0 * w / max(k, 1):.2f}% wrong "
-              f"({w} of {k} queries); all other queries: {100.0 * rest / max(n - k, 1):.2f}% wrong "
-              f"({rest} of {n - k}).", ""]
+              f"has seen it, and the short convolution does not reach it): {r:.2f}% wrong ({w} of {k} queries); "
+              f"all other queries: {r2:.2f}% wrong ({w2} of {k2}).", ""]
     lines += ["| queries | count | wrong | error rate |", "|---|---:|---:|---:|"]
     lines += band_rows(res, "occ", OCC_BANDS,
                        lambda lo, hi: f"key seen {lo} time{'s' if lo > 1 else ''} before" if lo == hi
@@ -161,7 +168,7 @@ def trained_model(recipe, lr: float, seed: int, until: int, resume: str | None =
             made.append(self)
 
     class Until(suite.Trainer):
-        def run(self, until_step=None):
+        def run(self, until=until):  # run_one calls run(): stop where an interruption at ``until`` would
             return super().run(until=until)
 
     recipe = dataclasses.replace(recipe, lr=lr)
@@ -188,21 +195,23 @@ def main() -> int:
     p.add_argument("--resume", help="without --checkpoint: the suite's .partial folder of the run, continued")
     p.add_argument("--save", help="without --checkpoint: save the trained weights here (safetensors)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.00316, help="the rate mad.yaml selected for HOPE")
+    p.add_argument("--lr", type=float, help="default: the rate of the run's stored row (mad.yaml's selection)")
     p.add_argument("--batches", type=int, default=32, help="test batches of 64 sequences (the suite scores 4)")
     p.add_argument("--out", default=str(HERE / "recall_errors" / "RESULTS.md"))
     args = p.parse_args()
     torch.set_num_threads(1)
     recipe = load_recipe(str(RECIPE))
+    if args.lr is None:
+        args.lr = stored_row(RECIPE.parent / recipe.out / "mad.jsonl", MODEL, TASK, args.seed)["lr"]
     if args.init:
         torch.manual_seed(args.seed)  # as run_one builds the run's model
         model = suite.CausalLM(model_config(recipe, TASK, MODEL, None, None))
         source = f"HOPE at initialization (seed {args.seed}, as the suite's run builds it; no training step)"
     elif args.checkpoint:
         model = suite.CausalLM(model_config(recipe, TASK, MODEL, None, None))
-        weights = load_file(args.checkpoint)  # the suite's checkpoints hold both tied names, save_model one
-        weights.setdefault("head.weight", weights["embed.weight"])
-        model.load_state_dict(weights)
+        weights = load_file(args.checkpoint)  # best.safetensors holds the tied head, model.safetensors does not
+        check_weights(model, weights, Path(args.checkpoint), tied=model.head.weight is model.embed.weight)
+        model.load_state_dict(weights, strict=False)
         print(f"loaded {args.checkpoint}", flush=True)
         source = (f"the suite's checkpoint of HOPE's in-context recall seed {args.seed} at lr {args.lr:g} "
                   f"(the best weights at step {args.step})")
@@ -232,7 +241,7 @@ def main() -> int:
              "time changes between the sections.", ""]
     for name, kw in runs.items():
         res = score(model, recipe, args.batches, **kw)
-        print(name, f"{100.0 * float(res['right'].float().mean()):.3f}%", flush=True)
+        print(name, f"{100.0 - counts(res, torch.ones_like(res['right']))[2]:.3f}%", flush=True)
         lines += [f"## {name}", ""] + breakdown(res) + [""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
