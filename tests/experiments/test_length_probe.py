@@ -58,6 +58,13 @@ def test_patches_freeze_what_they_name_and_are_undone(probe, setup):
 
 def test_trajectory_covers_every_position_once(probe, setup):
     _, model = setup
-    rows = probe.trajectory(model, "abab_star", length=20)  # 21 tokens: segments of 8, 8 and 5
+    length, rows = probe.trajectory(model, "abab_star", length=20)  # 21 tokens: segments of 8, 8 and 5
+    assert length == 20
     assert [(r[0], r[1]) for r in rows] == [(0, 7), (8, 15), (16, 20)]
     assert all(len(r) == 3 + 3 * len(model.blocks) for r in rows)
+
+
+def test_trajectory_takes_the_longest_string_the_language_has(probe, setup):
+    _, model = setup
+    length, rows = probe.trajectory(model, "anbncn", length=20)  # aⁿbⁿcⁿ has no string of 19 or 20 symbols
+    assert length == 18 and rows[-1][1] == 18

@@ -162,13 +162,20 @@ def score(model, recipe, task: str, cap: tuple[int | None, int | None]) -> dict:
 
 
 @torch.no_grad()
-def trajectory(model, task: str, length: int = 200) -> list[tuple]:
-    """Per in-context segment of one string of ``length`` symbols (as trained): (first, last position, smallest
-    margin, per layer: ‖M_memory‖, ‖grouped memories‖, ‖CMS level 0 − θ₀‖)."""
+def trajectory(model, task: str, length: int = 200) -> tuple[int, list[tuple]]:
+    """Per in-context segment of one string of ``length`` symbols, or of the longest one below it that the language
+    has (aⁿbⁿcⁿ: 198), as trained: the length, and per segment (first, last position, smallest margin, per layer:
+    ‖M_memory‖, ‖grouped memories‖, ‖CMS level 0 − θ₀‖)."""
     from nestlearn.data.formal import formal_batch
 
     model.eval()
-    ids, targets, _ = formal_batch(task, 1, (length, length), 0)
+    for n in range(length, 0, -1):
+        try:
+            ids, targets, _ = formal_batch(task, 1, (n, n), 0)
+            break
+        except ValueError:  # no string of that length in the language
+            continue
+    length = n
     states = []
     seg_fn = icl._segment
 
@@ -200,7 +207,7 @@ def trajectory(model, task: str, length: int = 200) -> list[tuple]:
         rows.append((start, start + n - 1, float(margin[start:start + n].min()), *cells))
         start += n
     model.train()
-    return rows
+    return length, rows
 
 
 def train(recipe, model_name: str, task: str, seed: int, lr: float):
@@ -277,10 +284,10 @@ def main() -> int:
             lines.append("| first wrong position of failed strings (min / q1 / median / q3 / max) | " + " | ".join(
                 quantiles(results[n]["first_wrong"]) for n in CAPS) + " |")
             lines.append("")
-            rows = trajectory(model, task)
+            length, rows = trajectory(model, task)
             layers = len(model.blocks)
-            lines += ["One string of 200 symbols, as trained, segment by segment (positions 0-based; position 0 reads "
-                      "`^`; training strings reach position 48 at most on (abab)*, 50 on (aa)*):", "",
+            lines += [f"One string of {length} symbols, as trained, segment by segment (positions 0-based; position 0 "
+                      f"reads `^`; training strings have at most {rec.max_len} symbols):", "",
                       "| positions | smallest margin | " + " | ".join(
                           f"L{i} ‖M_memory‖ | L{i} ‖grouped‖ | L{i} ‖CMS₀ − θ₀‖" for i in range(1, layers + 1)) + " |",
                       "|---|---:|" + "---:|" * (3 * layers)]
