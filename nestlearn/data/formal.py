@@ -63,24 +63,58 @@ def next_symbols(lang: str, prefix: str) -> set[str]:
     raise ValueError(f"unknown language {lang!r}; choose one of {LANGUAGES}")
 
 
-def sample_string(lang: str, length_range: tuple[int, int], rng: random.Random) -> str:
-    """A uniformly random length in the range (the nearest valid one), then a random member."""
+# A string's length is a multiple of its language's unit (aⁿbⁿcⁿ: 3n); parity takes any length ≥ 2.
+_UNIT = {"parity": 1, "aa_star": 2, "abab_star": 4, "anbn": 2, "anbncn": 3, "shuffle2": 2}
+
+
+def _counts(lang: str, length_range: tuple[int, int]) -> tuple[int, int]:
+    """The counts ``[a, b]`` the sampler draws from for ``length_range`` (a string's length is ``unit·count``;
+    for parity the count is the length, at least 2). A range shorter than the shortest string is lifted to it,
+    as training's ``[1, max_len]`` needs; a range that holds no length of the language is refused."""
+    if lang not in _UNIT:
+        raise ValueError(f"unknown language {lang!r}; choose one of {LANGUAGES}")
     lo, hi = length_range
+    if lo > hi:
+        raise ValueError(f"length range [{lo}, {hi}] is empty: lo must be at most hi")
+    k = _UNIT[lang]
+    a, b = (max(lo, 2), hi) if lang == "parity" else (max(1, -(-lo // k)), max(1, hi // k))
+    if a > b:  # lo > hi, or a range between two lengths of the language (aⁿbⁿcⁿ: [199, 200])
+        shortest = 2 if lang == "parity" else k
+        nearest = ([k * b] if k * b >= shortest else []) + [k * a]
+        raise ValueError(f"{lang} has no string of a length in [{lo}, {hi}] (its lengths here: multiples of {k}, "
+                         f"at least {shortest}); the nearest lengths are {' and '.join(map(str, nearest))}")
+    return a, b
+
+
+def longest_length(lang: str, at_most: int) -> int:
+    """The longest length at or below ``at_most`` that ``lang`` has a string of (aⁿbⁿcⁿ, 200: 198)."""
+    if lang not in _UNIT:
+        raise ValueError(f"unknown language {lang!r}; choose one of {LANGUAGES}")
+    k, shortest = _UNIT[lang], 2 if lang == "parity" else _UNIT[lang]
+    if at_most < shortest:
+        raise ValueError(f"{lang} has no string of a length at most {at_most} (its shortest: {shortest})")
+    return at_most // k * k
+
+
+def sample_string(lang: str, length_range: tuple[int, int], rng: random.Random) -> str:
+    """A uniformly random count (see :func:`_counts`: a range below the shortest string gives the shortest),
+    then a random member of that length. Raises ``ValueError`` naming the nearest lengths when the range holds
+    no string of the language (aⁿbⁿcⁿ in [200, 200])."""
+    a, b = _counts(lang, length_range)
     if lang in ("anbn", "anbncn"):
-        k = 2 if lang == "anbn" else 3
-        n = rng.randint(max(1, -(-lo // k)), max(1, hi // k))
-        return "".join(x * n for x in ("ab" if k == 2 else "abc"))
+        n = rng.randint(a, b)
+        return "".join(x * n for x in ("ab" if lang == "anbn" else "abc"))
     if lang == "aa_star":
-        return "a" * (2 * rng.randint(max(1, -(-lo // 2)), max(1, hi // 2)))
+        return "a" * (2 * rng.randint(a, b))
     if lang == "abab_star":
-        return "abab" * rng.randint(max(1, -(-lo // 4)), max(1, hi // 4))
+        return "abab" * rng.randint(a, b)
     if lang == "parity":
-        n = rng.randint(max(lo, 2), hi)
+        n = rng.randint(a, b)
         s = [rng.choice("ab") for _ in range(n - 1)]
         s.append("b" if s.count("b") % 2 else "a")  # make the count of b even
         return "".join(s)
     if lang == "shuffle2":
-        n = rng.randint(max(1, -(-lo // 2)), max(1, hi // 2))  # n pairs, length 2n
+        n = rng.randint(a, b)  # n pairs, length 2n
         s, open_ = [], {"(": 0, "[": 0}
         remaining = {"(": 0, "[": 0}
         for _ in range(n):

@@ -172,8 +172,8 @@ class Recipe:
             for name in self.tasks:  # e.g. (abab)* has no string of a length in [49, 50]
                 try:
                     formal.sample_string(name, tuple(v), random.Random(0))
-                except ValueError:
-                    raise ValueError(f"val_lengths {v} holds no string of {name}: widen it") from None
+                except ValueError as e:
+                    raise ValueError(f"val_lengths {v} holds no string of {name} ({e}): widen it") from None
         if device_problem(self.device):
             raise ValueError(f"device: {device_problem(self.device)}")
         if self.order not in ("task", "model"):

@@ -13,6 +13,7 @@ from nestlearn.data.formal import (
     formal_batch,
     formal_batch_reference,
     length_bins,
+    longest_length,
     next_symbols,
     sample_string,
 )
@@ -67,6 +68,31 @@ def test_samples_are_in_the_language_and_respect_the_bins(lang):
             s = sample_string(lang, bins[name], rng)
             assert in_language(lang, s), (lang, s)
             assert lo <= len(s) <= hi, (lang, name, len(s))
+
+
+def test_a_range_without_a_string_of_the_language_is_refused_by_name():
+    """aⁿbⁿcⁿ has lengths 198 and 201 around [199, 200]: the error names the language, the range and both."""
+    for lang, rng_, nearest in (("anbncn", (199, 200), "198 and 201"), ("abab_star", (49, 50), "48 and 52")):
+        with pytest.raises(ValueError, match=re.escape(f"{lang} has no string of a length in [{rng_[0]}, {rng_[1]}]")
+                           + ".*" + nearest):
+            sample_string(lang, rng_, random.Random(0))
+    with pytest.raises(ValueError, match="empty"):
+        sample_string("parity", (5, 3), random.Random(0))
+    with pytest.raises(ValueError, match="unknown language"):
+        sample_string("dyck", (1, 4), random.Random(0))
+
+
+def test_longest_length_is_the_longest_string_at_or_below():
+    for lang in LANGUAGES:
+        for at_most in range(4, 60):
+            n = longest_length(lang, at_most)
+            assert n <= at_most and len(sample_string(lang, (n, n), random.Random(0))) == n
+            if n < at_most:  # nothing longer fits
+                with pytest.raises(ValueError, match="has no string"):
+                    sample_string(lang, (n + 1, at_most), random.Random(0))
+    assert longest_length("anbncn", 200) == 198
+    with pytest.raises(ValueError, match="shortest: 3"):
+        longest_length("anbncn", 2)
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

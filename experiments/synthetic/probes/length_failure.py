@@ -166,16 +166,11 @@ def trajectory(model, task: str, length: int = 200) -> tuple[int, list[tuple]]:
     """Per in-context segment of one string of ``length`` symbols, or of the longest one below it that the language
     has (aⁿbⁿcⁿ: 198), as trained: the length, and per segment (first, last position, smallest margin, per layer:
     ‖M_memory‖, ‖grouped memories‖, ‖CMS level 0 − θ₀‖)."""
-    from nestlearn.data.formal import formal_batch
+    from nestlearn.data.formal import formal_batch, longest_length
 
     model.eval()
-    for n in range(length, 0, -1):
-        try:
-            ids, targets, _ = formal_batch(task, 1, (n, n), 0)
-            break
-        except ValueError:  # no string of that length in the language
-            continue
-    length = n
+    length = longest_length(task, length)
+    ids, targets, _ = formal_batch(task, 1, (length, length), 0)
     states = []
     seg_fn = icl._segment
 
