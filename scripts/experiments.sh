@@ -157,9 +157,13 @@ case "${1:-status}" in
   start)
     shift
     # the session's first start: a session lasts about three hours, and the same machine may serve the next one
-    # (its runs/ kept, its processes gone), so a mark older than SESSION_MIN minutes is a past session's
+    # (its runs/ kept, its processes gone). No commit loop alive means a new session, unless a full \`stop\` of
+    # this session (.stopped, newer than the mark) killed it; a mark older than SESSION_MIN minutes is a past
+    # session's in any case. (Age alone missed a session that started 179 minutes after the last one's start.)
     mark="$LOGS/.first_start"
-    if [ ! -f "$mark" ] || [ $(( ($(date +%s) - $(cat "$mark")) / 60 )) -ge "${SESSION_MIN:-180}" ]; then
+    if [ ! -f "$mark" ] || [ $(( ($(date +%s) - $(cat "$mark")) / 60 )) -ge "${SESSION_MIN:-180}" ] || \
+       { ! pgrep -f "scripts/experiments.sh commit-loop" > /dev/null && \
+         ! [ "$(cat "$LOGS/.stopped" 2> /dev/null || echo 0)" -gt "$(cat "$mark")" ]; }; then
       date +%s > "$mark"
     fi
     python -m nestlearn.experiments.protocol restore experiments  # the runs a past session carried
@@ -198,6 +202,7 @@ case "${1:-status}" in
     rm -f "$LOGS/.queue"
     pkill -f "$PATTERN" || true
     pkill -f "scripts/experiments.sh commit-loop" || true
+    date +%s > "$LOGS/.stopped"  # this session's stop: the next \`start\` keeps the session's mark
     echo "stopped (finished runs are in the .jsonl files; a restart resumes them)"
     ;;
   status)
