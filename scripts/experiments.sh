@@ -129,6 +129,14 @@ refill() {  # start queued suites while a core is free
   return 0
 }
 
+new_session() {  # whether a \`start\` begins a new session: $1 the mark's age in minutes (-1: no mark), $2 whether
+  # a commit loop is alive, $3 whether this session's full \`stop\` came after the mark. A session lasts about three
+  # hours and the same machine may serve the next one (its runs/ kept, its processes gone): no commit loop alive
+  # means a new session, unless a full \`stop\` of this one killed it; a mark older than SESSION_MIN minutes is a
+  # past session's in any case. (The age alone missed a session that began 179 minutes after the last one began.)
+  [ "$1" -lt 0 ] || [ "$1" -ge "${SESSION_MIN:-180}" ] || { [ "$2" = 0 ] && [ "$3" = 0 ]; }
+}
+
 commit_loop() {
   local carried=""
   while true; do
@@ -156,16 +164,11 @@ commit_loop() {
 case "${1:-status}" in
   start)
     shift
-    # the session's first start: a session lasts about three hours, and the same machine may serve the next one
-    # (its runs/ kept, its processes gone). No commit loop alive means a new session, unless a full \`stop\` of
-    # this session (.stopped, newer than the mark) killed it; a mark older than SESSION_MIN minutes is a past
-    # session's in any case. (Age alone missed a session that started 179 minutes after the last one's start.)
     mark="$LOGS/.first_start"
-    if [ ! -f "$mark" ] || [ $(( ($(date +%s) - $(cat "$mark")) / 60 )) -ge "${SESSION_MIN:-180}" ] || \
-       { ! pgrep -f "scripts/experiments.sh commit-loop" > /dev/null && \
-         ! [ "$(cat "$LOGS/.stopped" 2> /dev/null || echo 0)" -gt "$(cat "$mark")" ]; }; then
-      date +%s > "$mark"
-    fi
+    alive=$(pgrep -f "scripts/experiments.sh commit-loop" > /dev/null && echo 1 || echo 0)
+    stopped=$([ -f "$mark" ] && [ "$(cat "$LOGS/.stopped" 2> /dev/null || echo 0)" -gt "$(cat "$mark")" ] && echo 1 || echo 0)
+    age=$([ -f "$mark" ] && echo $(( ($(date +%s) - $(cat "$mark")) / 60 )) || echo -1)
+    if new_session "$age" "$alive" "$stopped"; then date +%s > "$mark"; fi
     python -m nestlearn.experiments.protocol restore experiments  # the runs a past session carried
     if [ $# -eq 0 ]; then  # the queue: the first suites with a run left, one per core, refilled by the commit loop
       touch "$LOGS/.queue"
@@ -180,6 +183,7 @@ case "${1:-status}" in
     fi
     ;;
   commit-loop) commit_loop ;;
+  new-session) new_session "$2" "$3" "$4" && echo new || echo same ;;  # the rule above, for its test
   carry) carry ;;
   queue)  # what each queued suite has left (trains nothing)
     echo "queue $([ -f "$LOGS/.queue" ] && echo on || echo held), $CORES cores: $QUEUE"

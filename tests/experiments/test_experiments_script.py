@@ -39,3 +39,17 @@ def test_queue_names_what_each_suite_has_left_and_starts_nothing():
     assert re.search(r"^budget-mqar-k32: (nothing left|left: pairs16 transformer_lr1e-3 seed 0 lr 0\.001)$", out.stdout,
                      re.M), out.stdout
     assert "started" not in out.stdout
+
+
+@pytest.mark.parametrize("age, loop_alive, stopped, verdict", [
+    (-1, 1, 1, "new"),   # no mark yet
+    (179, 0, 0, "new"),  # the last session's processes are gone: a new session, however young its mark
+    (179, 1, 0, "same"),  # a start beside this session's commit loop
+    (100, 0, 1, "same"),  # after this session's own full stop
+    (181, 1, 1, "new"),  # a mark older than a session is a past session's
+])
+def test_a_start_with_no_commit_loop_alive_begins_a_new_session(age, loop_alive, stopped, verdict):
+    """The session's mark times the carries before its end (CARRY_AT minutes after it)."""
+    out = subprocess.run(["bash", str(SCRIPT), "new-session", str(age), str(loop_alive), str(stopped)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == verdict, out.stderr
