@@ -78,7 +78,7 @@ def _counts(lang: str, length_range: tuple[int, int]) -> tuple[int, int]:
         raise ValueError(f"length range [{lo}, {hi}] is empty: lo must be at most hi")
     k = _UNIT[lang]
     a, b = (max(lo, 2), hi) if lang == "parity" else (max(1, -(-lo // k)), max(1, hi // k))
-    if a > b:  # lo > hi, or a range between two lengths of the language (aⁿbⁿcⁿ: [199, 200])
+    if a > b:  # a range between two lengths of the language (aⁿbⁿcⁿ: [199, 200]), or parity below 2
         shortest = 2 if lang == "parity" else k
         nearest = ([k * b] if k * b >= shortest else []) + [k * a]
         raise ValueError(f"{lang} has no string of a length in [{lo}, {hi}] (its lengths here: multiples of {k}, "
