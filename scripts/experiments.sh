@@ -41,6 +41,7 @@ PATTERN="nestlearn (synthetic experiments/synthetic/|optimizers)|python experime
 # Every suite runs this checkout's code: `python -m` from the repository root imports ./nestlearn, whatever checkout
 # an editable install of the `nestlearn` command points at (another checkout's would train, and record, its code).
 RUN="python -m"
+LOOP="scripts/experiments.sh commit-loop"  # how pgrep finds the commit loop
 
 command_of() {
   case "$1" in
@@ -165,7 +166,7 @@ case "${1:-status}" in
   start)
     shift
     mark="$LOGS/.first_start"
-    alive=$(pgrep -f "scripts/experiments.sh commit-loop" > /dev/null && echo 1 || echo 0)
+    alive=$(pgrep -f "$LOOP" > /dev/null && echo 1 || echo 0)
     stopped=$([ -f "$mark" ] && [ "$(cat "$LOGS/.stopped" 2> /dev/null || echo 0)" -gt "$(cat "$mark")" ] && echo 1 || echo 0)
     age=$([ -f "$mark" ] && echo $(( ($(date +%s) - $(cat "$mark")) / 60 )) || echo -1)
     if new_session "$age" "$alive" "$stopped"; then date +%s > "$mark"; fi
@@ -177,7 +178,7 @@ case "${1:-status}" in
     else
       for s in "$@"; do command_of "$s" > /dev/null && launch "$s" || true; done
     fi
-    if ! pgrep -f "scripts/experiments.sh commit-loop" > /dev/null; then
+    if [ "$alive" = 0 ]; then
       nohup bash "$0" commit-loop > /dev/null 2>&1 &
       echo "commit loop: started (every 5 minutes)"
     fi
@@ -205,7 +206,7 @@ case "${1:-status}" in
     fi
     rm -f "$LOGS/.queue"
     pkill -f "$PATTERN" || true
-    pkill -f "scripts/experiments.sh commit-loop" || true
+    pkill -f "$LOOP" || true
     date +%s > "$LOGS/.stopped"  # this session's stop: the next \`start\` keeps the session's mark
     echo "stopped (finished runs are in the .jsonl files; a restart resumes them)"
     ;;
