@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -205,6 +206,84 @@ def trajectory(model, task: str, length: int = 200) -> tuple[int, list[tuple]]:
     return length, rows
 
 
+def depths(s: str) -> list[tuple[int, int]]:
+    """Shuffle-2's two counters (the open ``(`` and the open ``[``) after each prefix ``s[:i]``, i = 0..len(s)."""
+    out, c = [(0, 0)], [0, 0]
+    for ch in s:
+        i = 0 if ch in "()" else 1
+        c[i] += 1 if ch in "([" else -1
+        out.append((c[0], c[1]))
+    return out
+
+
+DEPTH_BANDS = [(1, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 16), (17, 24), (25, 200)]
+
+
+@torch.no_grad()
+def by_depth(model, recipe, task: str, seed: int, steps: int) -> list[str]:
+    """Shuffle-2 needs two counters. Is a string past the training lengths failed because it is long, or because
+    a counter goes past the values that training strings reach? Accuracy by the string's deepest counter, per
+    test bin, against the deepest counter of every training string the run drew (its steps' seeds); and at each
+    failed string's first wrong position, which symbol is wrong and where the counters stand."""
+    from nestlearn.data.formal import SYMBOLS, length_bins, sample_string
+
+    held = recipe.val_lengths  # make_batch's training range
+    lengths = (1, held[0] - 1) if held else length_bins(recipe.max_len)["bin0"]
+    train_deep: dict[int, int] = {}
+    for step in range(steps):  # the run's training strings: formal_batch draws them from this generator
+        rng = random.Random(suite._train_seed(seed, step))
+        for _ in range(recipe.batch_size):
+            d = max(max(pair) for pair in depths(sample_string(task, lengths, rng)))
+            train_deep[d] = train_deep.get(d, 0) + 1
+    n_train = sum(train_deep.values())
+    top = max(train_deep)
+    model.eval()
+    cells: dict[tuple[int, str], list[bool]] = {}
+    kinds: dict[tuple[str, bool], int] = {}
+    for j, split in enumerate(FORMAL_BINS):
+        for i in range(recipe.eval_batches):
+            ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size, suite._eval_seed(i) + 10_000 * j,
+                                            split)
+            logits = model(ids)[0]
+            pred = logits > 0
+            wrong = ((pred.float() != targets).any(-1) | ~torch.isfinite(logits).all(-1)) & mask
+            for b in range(ids.shape[0]):
+                n = int(mask[b].sum()) - 1
+                s = "".join(SYMBOLS[t] for t in ids[b, 1:n + 1].tolist())
+                ds = depths(s)
+                deep = max(max(pair) for pair in ds)
+                band = next(k for k, (lo, hi) in enumerate(DEPTH_BANDS) if lo <= deep <= hi)
+                cells.setdefault((band, split), []).append(not bool(wrong[b].any()))
+                if wrong[b].any():
+                    at = int(wrong[b].nonzero()[0])  # reads s[:at]; predicts the set after it
+                    bad = [SYMBOLS[k] for k in range(len(SYMBOLS)) if bool(pred[b, at, k]) != bool(targets[b, at, k])]
+                    what = ", ".join(("extra " if bool(pred[b, at, SYMBOLS.index(x)]) else "missed ") + x for x in bad)
+                    past = max(max(pair) for pair in ds[:at + 1]) > top
+                    kinds[(what or "non-finite", past)] = kinds.get((what or "non-finite", past), 0) + 1
+    model.train()
+    share = lambda hi: 100.0 * sum(v for d, v in train_deep.items() if d <= hi) / n_train  # noqa: E731
+    lines = [f"Deepest counter (the larger of the open `(` and the open `[`) of a string, as trained. The run's "
+             f"{n_train:,} training strings (steps 0–{steps - 1}) reach at most **{top}**; {share(8):.1f}% of them "
+             f"stay at ≤ 8, {share(12):.2f}% at ≤ 12.", "",
+             "| deepest counter | training strings | " + " | ".join(FORMAL_BINS) + " |",
+             "|---|---:|" + "---:|" * len(FORMAL_BINS)]
+    for k, (lo, hi) in enumerate(DEPTH_BANDS):
+        row = []
+        for split in FORMAL_BINS:
+            v = cells.get((k, split))
+            row.append("–" if not v else f"{100.0 * sum(v) / len(v):.1f}% ({len(v)})")
+        n = sum(c for d, c in train_deep.items() if lo <= d <= hi)
+        if n or any(cells.get((k, split)) for split in FORMAL_BINS):
+            lines.append(f"| {lo}–{hi} | {n:,} | " + " | ".join(row) + " |")
+    lines += ["", f"Failed strings at their first wrong position: the wrong symbols (extra: predicted but not allowed; "
+              f"missed: allowed but not predicted), and whether a counter has gone past the training maximum "
+              f"({top}) by then.", "", "| wrong symbols | counters within training's | a counter past it |",
+              "|---|---:|---:|"]
+    for what in sorted({w for w, _ in kinds}, key=lambda w: -sum(kinds.get((w, p), 0) for p in (False, True))):
+        lines.append(f"| {what} | {kinds.get((what, False), 0)} | {kinds.get((what, True), 0)} |")
+    return lines + [""]
+
+
 def train(recipe, model_name: str, task: str, seed: int, lr: float):
     """The suite's run, its model kept (``run_one`` builds it inside: the class is wrapped to catch it)."""
     made = []
@@ -288,6 +367,8 @@ def main() -> int:
                       "|---|---:|" + "---:|" * (3 * layers)]
             lines += [f"| {r[0]}–{r[1]} | {r[2]:+.2f} | " + " | ".join(f"{c:.2f}" for c in r[3:]) + " |" for r in rows]
             lines.append("")
+            if task == "shuffle2":
+                lines += by_depth(model, rec, task, seed, row["steps_run"])
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
