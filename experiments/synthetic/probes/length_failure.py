@@ -53,9 +53,11 @@ HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parents[0] / "formal.yaml"
 MODEL = "hope_eta2"
 HORIZON = 48  # the last position at which a CMS level steps inside a training string (≤ 50 tokens)
-# column → (last CMS step position, first position of a segment whose memory writes are dropped)
-CAPS = {"as trained": (None, None), "CMS steps capped at 48": (HORIZON, None), "CMS frozen": (0, None),
-        "memories frozen from 48": (None, HORIZON), "both frozen from 48": (HORIZON, HORIZON)}
+# column → (last CMS step position, first position of a segment whose memories are changed, how: "frozen" drops
+# their writes, "no decay" keeps them and drops only the retention: α = 1)
+CAPS = {"as trained": (None, None, None), "CMS steps capped at 48": (HORIZON, None, None),
+        "CMS frozen": (0, None, None), "memories frozen from 48": (None, HORIZON, "frozen"),
+        "both frozen from 48": (HORIZON, HORIZON, "frozen"), "no decay from 48": (None, HORIZON, "no decay")}
 BANDS = [(1, 50), (51, 60), (61, 70), (71, 80), (81, 90), (91, 100), (101, 150), (151, 200)]
 
 
@@ -95,12 +97,13 @@ class _Capped:
 
 class _Frozen:
     """The self-modifying memories write nothing (η = 0, α = 1, β = 0: the state and its momentum's effect
-    stop) in every in-context segment that starts at or after absolute position ``start``. The driver runs a
+    stop) in every in-context segment that starts at or after absolute position ``start``; with ``mode="no
+    decay"`` they write as trained there but keep all of their state (α = 1). The driver runs a
     sequence segment by segment (``icl._segment``; here each segment is one chunk of both memories), so the
     segment's start is known while its memories write."""
 
-    def __init__(self, start: int | None):
-        self.start, self.end = start, 0
+    def __init__(self, start: int | None, mode: str | None = "frozen"):
+        self.start, self.mode, self.end = start, mode, 0
         self.orig = icl._segment, Memory.read_write, Memory.write
 
     def __enter__(self):
@@ -116,6 +119,8 @@ class _Frozen:
         def gates(seg_len: int, lr, decay, momentum):
             if self.end - seg_len < self.start:
                 return lr, decay, momentum
+            if self.mode == "no decay":
+                return lr, None, momentum  # no decay given: α = 1
             return (torch.zeros_like(lr), torch.ones_like(lr), None if momentum is None else torch.zeros_like(lr))
 
         def read_write(mem, state, q, k, v, lr, decay=None, momentum=None, **kw):
@@ -138,7 +143,7 @@ def score(model, recipe, task: str, cap: tuple[int | None, int | None]) -> dict:
     by_len: dict[int, list[int]] = {}
     first_wrong: list[int] = []
     bins = {}
-    with _Capped(cap[0]), _Frozen(cap[1]):
+    with _Capped(cap[0]), _Frozen(cap[1], cap[2]):
         for j, split in enumerate(FORMAL_BINS):
             good = total = 0
             for i in range(recipe.eval_batches):  # the suite's test seeds (synthetic.evaluate)
@@ -216,30 +221,48 @@ def depths(s: str) -> list[tuple[int, int]]:
     return out
 
 
+def open_stretches(s: str) -> list[tuple[int, int]]:
+    """Per counter, after each prefix ``s[:i]``: for how many symbols it has been above 0 (0 when it is 0), that
+    is, how long ago its oldest open bracket was read. A memory that forgets with age loses the count here."""
+    out, last_zero = [(0, 0)], [0, 0]
+    for i, pair in enumerate(depths(s)[1:], start=1):
+        for t in (0, 1):
+            if pair[t] == 0:
+                last_zero[t] = i
+        out.append(tuple(i - last_zero[t] for t in (0, 1)))
+    return out
+
+
+STRETCH_BANDS = [(0, 16), (17, 32), (33, 48), (49, 64), (65, 96), (97, 200)]
 DEPTH_BANDS = [(1, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 16), (17, 24), (25, 200)]
 
 
 @torch.no_grad()
 def by_depth(model, recipe, task: str, seed: int, steps: int) -> list[str]:
-    """Shuffle-2 needs two counters. Is a string past the training lengths failed because it is long, or because
-    a counter goes past the values that training strings reach? Accuracy by the string's deepest counter, per
-    test bin, against the deepest counter of every training string the run drew (its steps' seeds); and at each
-    failed string's first wrong position, which symbol is wrong and where the counters stand."""
+    """Shuffle-2 needs two counters. Is a string past the training lengths failed because it is long, because a
+    counter goes past the values that training strings reach, or because a count has been held longer than
+    training ever held one? Accuracy by the string's deepest counter and by its longest open stretch (how long a
+    counter stays above 0), per test bin, against every training string the run drew (its steps' seeds); and at
+    each failed string's first wrong position, which symbol is wrong and where the counters stand."""
     from nestlearn.data.formal import SYMBOLS, length_bins, sample_string
 
     held = recipe.val_lengths  # make_batch's training range
     lengths = (1, held[0] - 1) if held else length_bins(recipe.max_len)["bin0"]
     train_deep: dict[int, int] = {}
+    train_open: dict[int, int] = {}
     for step in range(steps):  # the run's training strings: formal_batch draws them from this generator
         rng = random.Random(suite._train_seed(seed, step))
         for _ in range(recipe.batch_size):
-            d = max(max(pair) for pair in depths(sample_string(task, lengths, rng)))
+            x = sample_string(task, lengths, rng)
+            d, o = max(max(pair) for pair in depths(x)), max(max(pair) for pair in open_stretches(x))
             train_deep[d] = train_deep.get(d, 0) + 1
+            train_open[o] = train_open.get(o, 0) + 1
     n_train = sum(train_deep.values())
-    top = max(train_deep)
+    top, longest = max(train_deep), max(train_open)
     model.eval()
-    cells: dict[tuple[int, str], list[bool]] = {}
-    kinds: dict[tuple[str, bool], int] = {}
+    by_deep: dict[tuple[int, str], list[bool]] = {}
+    by_open: dict[tuple[int, str], list[bool]] = {}
+    kinds: dict[str, list[tuple[bool, bool, int]]] = {}
     for j, split in enumerate(FORMAL_BINS):
         for i in range(recipe.eval_batches):
             ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size, suite._eval_seed(i) + 10_000 * j,
@@ -249,38 +272,57 @@ def by_depth(model, recipe, task: str, seed: int, steps: int) -> list[str]:
             wrong = ((pred.float() != targets).any(-1) | ~torch.isfinite(logits).all(-1)) & mask
             for b in range(ids.shape[0]):
                 n = int(mask[b].sum()) - 1
-                s = "".join(SYMBOLS[t] for t in ids[b, 1:n + 1].tolist())
-                ds = depths(s)
-                deep = max(max(pair) for pair in ds)
+                x = "".join(SYMBOLS[t] for t in ids[b, 1:n + 1].tolist())
+                ds, os_ = depths(x), open_stretches(x)
+                ok = not bool(wrong[b].any())
+                deep, stretch = max(max(pair) for pair in ds), max(max(pair) for pair in os_)
                 band = next(k for k, (lo, hi) in enumerate(DEPTH_BANDS) if lo <= deep <= hi)
-                cells.setdefault((band, split), []).append(not bool(wrong[b].any()))
-                if wrong[b].any():
-                    at = int(wrong[b].nonzero()[0])  # reads s[:at]; predicts the set after it
+                by_deep.setdefault((band, split), []).append(ok)
+                band = next(k for k, (lo, hi) in enumerate(STRETCH_BANDS) if lo <= stretch <= hi)
+                by_open.setdefault((band, split), []).append(ok)
+                if not ok:
+                    at = int(wrong[b].nonzero()[0])  # reads x[:at]; predicts the set after it
                     bad = [SYMBOLS[k] for k in range(len(SYMBOLS)) if bool(pred[b, at, k]) != bool(targets[b, at, k])]
-                    what = ", ".join(("extra " if bool(pred[b, at, SYMBOLS.index(x)]) else "missed ") + x for x in bad)
-                    past = max(max(pair) for pair in ds[:at + 1]) > top
-                    kinds[(what or "non-finite", past)] = kinds.get((what or "non-finite", past), 0) + 1
+                    what = ", ".join(("extra " if bool(pred[b, at, SYMBOLS.index(c)]) else "missed ") + c
+                                     for c in bad) or "non-finite"
+                    closes = [t for t, c in enumerate(")]") if c in bad]  # the counters the wrong symbols are about
+                    held_for = max(os_[at][t] for t in (closes or (0, 1)))
+                    kinds.setdefault(what, []).append((max(max(pair) for pair in ds[:at + 1]) > top,
+                                                       held_for > longest, held_for))
     model.train()
-    share = lambda hi: 100.0 * sum(v for d, v in train_deep.items() if d <= hi) / n_train  # noqa: E731
-    lines = [f"Deepest counter (the larger of the open `(` and the open `[`) of a string, as trained. The run's "
-             f"{n_train:,} training strings (steps 0–{steps - 1}) reach at most **{top}**; {share(8):.1f}% of them "
-             f"stay at ≤ 8, {share(12):.2f}% at ≤ 12.", "",
-             "| deepest counter | training strings | " + " | ".join(FORMAL_BINS) + " |",
-             "|---|---:|" + "---:|" * len(FORMAL_BINS)]
-    for k, (lo, hi) in enumerate(DEPTH_BANDS):
-        row = []
-        for split in FORMAL_BINS:
-            v = cells.get((k, split))
-            row.append("–" if not v else f"{100.0 * sum(v) / len(v):.1f}% ({len(v)})")
-        n = sum(c for d, c in train_deep.items() if lo <= d <= hi)
-        if n or any(cells.get((k, split)) for split in FORMAL_BINS):
-            lines.append(f"| {lo}–{hi} | {n:,} | " + " | ".join(row) + " |")
-    lines += ["", f"Failed strings at their first wrong position: the wrong symbols (extra: predicted but not allowed; "
-              f"missed: allowed but not predicted), and whether a counter has gone past the training maximum "
-              f"({top}) by then.", "", "| wrong symbols | counters within training's | a counter past it |",
-              "|---|---:|---:|"]
-    for what in sorted({w for w, _ in kinds}, key=lambda w: -sum(kinds.get((w, p), 0) for p in (False, True))):
-        lines.append(f"| {what} | {kinds.get((what, False), 0)} | {kinds.get((what, True), 0)} |")
+
+    def table(title: str, bands, cells, train: dict[int, int]) -> list[str]:
+        out = [f"| {title} | training strings | " + " | ".join(FORMAL_BINS) + " |",
+               "|---|---:|" + "---:|" * len(FORMAL_BINS)]
+        for k, (lo, hi) in enumerate(bands):
+            row = []
+            for split in FORMAL_BINS:
+                v = cells.get((k, split))
+                row.append("–" if not v else f"{100.0 * sum(v) / len(v):.1f}% ({len(v)})")
+            n = sum(c for d, c in train.items() if lo <= d <= hi)
+            if n or any(cells.get((k, split)) for split in FORMAL_BINS):
+                out.append(f"| {lo}–{hi} | {n:,} | " + " | ".join(row) + " |")
+        return out + [""]
+
+    share = lambda hist, hi: 100.0 * sum(v for d, v in hist.items() if d <= hi) / n_train  # noqa: E731
+    lines = [f"Accuracy as trained, by the string's deepest counter (the larger of the open `(` and the open `[`). "
+             f"The run's {n_train:,} training strings (steps 0–{steps - 1}) reach at most **{top}**; "
+             f"{share(train_deep, 8):.1f}% of them stay at ≤ 8, {share(train_deep, 12):.2f}% at ≤ 12.", ""]
+    lines += table("deepest counter", DEPTH_BANDS, by_deep, train_deep)
+    lines += [f"By the string's longest open stretch (the most symbols read while one counter stays above 0: how long "
+              f"the oldest open bracket must be remembered). Training strings hold one for at most **{longest}** "
+              f"symbols; {share(train_open, 32):.1f}% of them for ≤ 32.", ""]
+    lines += table("longest open stretch", STRETCH_BANDS, by_open, train_open)
+    lines += [f"Failed strings at their first wrong position: the wrong symbols (extra: predicted but not allowed; "
+              f"missed: allowed but not predicted); whether a counter has gone past training's deepest ({top}) by "
+              f"then; and for how long the counter the wrong symbol is about (both for `$`) has been above 0 there, "
+              f"against training's longest ({longest}).", "",
+              "| wrong symbols | strings | a counter past training's deepest | open longer than training's longest "
+              "| open for (median) |", "|---|---:|---:|---:|---:|"]
+    for what, rows in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+        held = sorted(r[2] for r in rows)
+        lines.append(f"| {what} | {len(rows)} | {sum(r[0] for r in rows)} | {sum(r[1] for r in rows)} | "
+                     f"{held[len(held) // 2]} |")
     return lines + [""]
 
 
@@ -318,6 +360,8 @@ def main() -> int:
     p.add_argument("--recipe", default=str(RECIPE), help="a formal recipe whose stored rows are retrained")
     p.add_argument("--model", default=MODEL, help="one of the recipe's HOPE variants")
     p.add_argument("--out", default=str(HERE / "length_failure" / "RESULTS.md"))
+    p.add_argument("--weights", default=str(HERE.parents[2] / "runs" / "probes" / "length_failure"),
+                   help="where each retrained model's weights are kept (per code version) and reused from")
     args = p.parse_args()
     torch.set_num_threads(1)
     recipe = load_recipe(args.recipe)
@@ -337,12 +381,26 @@ def main() -> int:
     for task in args.tasks:
         for seed in args.seeds:
             stored = stored_row(store, args.model, task, seed)
-            model, row, rec = train(recipe, args.model, task, seed, stored["lr"])
-            same = all(abs(row[b] - stored[b]) < 1e-9 for b in FORMAL_BINS)
-            print(f"{task} seed {seed}: trained {row['steps_run']} steps; bins {[row[b] for b in FORMAL_BINS]} "
-                  f"(stored {[stored[b] for b in FORMAL_BINS]})", flush=True)
+            kept = Path(args.weights) / f"{args.model}-{task}-seed{seed}-lr{stored['lr']}-{code_version()['code']}.pt"
+            reused = kept.exists()
+            if reused:  # this run, trained by an earlier call at this code version
+                saved = torch.load(kept)
+                spec, rec = recipe.variants[args.model], dataclasses.replace(recipe, lr=stored["lr"])
+                model = suite.CausalLM(suite.model_config(rec, task, spec["block"], None, spec.get("model")))
+                model.load_state_dict(saved["state"])
+                steps = saved["steps_run"]
+            else:
+                model, row, rec = train(recipe, args.model, task, seed, stored["lr"])
+                steps = row["steps_run"]
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"state": model.state_dict(), "steps_run": steps}, kept.with_suffix(".tmp"))
+                kept.with_suffix(".tmp").replace(kept)
             results = {name: score(model, rec, task, cap) for name, cap in CAPS.items()}
-            lines += [f"## {task}, seed {seed} (lr {stored['lr']}, {row['steps_run']} steps)", "",
+            row = results["as trained"]["bins"]
+            same = all(abs(row[b] - stored[b]) < 1e-9 for b in FORMAL_BINS)
+            print(f"{task} seed {seed}: {steps} steps ({'kept weights' if reused else 'trained'}); "
+                  f"bins {[row[b] for b in FORMAL_BINS]} (stored {[stored[b] for b in FORMAL_BINS]})", flush=True)
+            lines += [f"## {task}, seed {seed} (lr {stored['lr']}, {steps} steps)", "",
                       f"Test bins as trained here: {' / '.join(f'{row[b]:.1f}' for b in FORMAL_BINS)}; stored row "
                       f"(commit {stored['commit'][:8]}): {' / '.join(f'{stored[b]:.1f}' for b in FORMAL_BINS)} — "
                       + ("the same." if same else "**not the same**: the columns below are of this run."), "",
@@ -368,7 +426,7 @@ def main() -> int:
             lines += [f"| {r[0]}–{r[1]} | {r[2]:+.2f} | " + " | ".join(f"{c:.2f}" for c in r[3:]) + " |" for r in rows]
             lines.append("")
             if task == "shuffle2":
-                lines += by_depth(model, rec, task, seed, row["steps_run"])
+                lines += by_depth(model, rec, task, seed, steps)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
