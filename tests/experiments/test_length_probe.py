@@ -1,17 +1,16 @@
-"""experiments/synthetic/probes/length_failure.py changes a trained HOPE at test time by patching the library
-(CMS steps, memory writes, the in-context driver's segments): those patches must do what they say and leave the
-library as it was."""
+"""experiments/synthetic/probes/length_failure.py on Shuffle-2: its counters and open stretches by hand, and its
+per-string tables against a model that predicts every next-symbol set exactly, and one that never allows a close."""
 
 import dataclasses
+import re
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from nestlearn.data.formal import SYMBOLS, next_symbols
 from nestlearn.experiments import synthetic as S
-from nestlearn.layers.cms import CMS
-from nestlearn.memory import Memory
-from nestlearn.models import CausalLM, icl
 
 from .conftest import load_script
 
@@ -20,51 +19,70 @@ PROBE = Path(__file__).resolve().parents[2] / "experiments" / "synthetic" / "pro
 
 @pytest.fixture(scope="module")
 def probe():
-    return load_script(PROBE)
+    yield load_script(PROBE)
+    if str(PROBE.parent) in sys.path:
+        sys.path.remove(str(PROBE.parent))
 
 
-@pytest.fixture(scope="module")
-def setup(probe):
-    recipe = dataclasses.replace(S.load_recipe(probe.RECIPE), eval_batches=1, eval_batch_size=4)
-    torch.manual_seed(0)
-    model = CausalLM(S.model_config(recipe, "abab_star", "hope", None, recipe.variants[probe.MODEL]["model"]))
-    return recipe, model
+def test_counters_and_open_stretches_by_hand(probe):
+    s = "(([])[]"
+    assert probe.depths(s) == [(0, 0), (1, 0), (2, 0), (2, 1), (2, 0), (1, 0), (1, 1), (1, 0)]
+    # "(" stays open from the first symbol on; "[" is open for one symbol twice
+    assert probe.open_stretches(s) == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 0), (5, 0), (6, 1), (7, 0)]
+    assert probe.open_stretches("()()") == [(0, 0), (1, 0), (0, 0), (1, 0), (0, 0)]
 
 
-def test_scoring_as_trained_equals_the_suite(probe, setup):
-    recipe, model = setup
-    bins = probe.score(model, recipe, "abab_star", (None, None))["bins"]
-    assert bins == {k: v for k, v in S.evaluate(model, recipe, "abab_star").items() if k in S.FORMAL_BINS}
+class Oracle(torch.nn.Module):
+    """Logits +1 on the symbols that may come next and −1 elsewhere; with ``no_close`` never a close bracket."""
+
+    def __init__(self, no_close: bool = False):
+        super().__init__()
+        self.no_close = no_close
+
+    def forward(self, ids):
+        out = torch.full((*ids.shape, len(SYMBOLS)), -1.0)
+        for b in range(ids.shape[0]):
+            s = "".join(SYMBOLS[t] for t in ids[b, 1:].tolist())
+            for i in range(ids.shape[1]):
+                for ch in next_symbols("shuffle2", s[:i]):
+                    if not (self.no_close and ch in ")]"):
+                        out[b, i, SYMBOLS.index(ch)] = 1.0
+        return (out,)
 
 
-def test_patches_freeze_what_they_name_and_are_undone(probe, setup):
-    recipe, model = setup
-    originals = (CMS.step, icl._segment, Memory.read_write, Memory.write)
-    ids = torch.full((1, 30), 2)
-    fresh = model.init_state(1)
-    with torch.no_grad(), probe._Capped(0), probe._Frozen(0):
-        _, _, state = model(ids)
-    for new, old in zip(state.blocks, fresh.blocks, strict=True):
-        for a, b in zip(new.mixer.memory.weights + new.mixer.group.weights,
-                        old.mixer.memory.weights + old.mixer.group.weights, strict=True):
-            assert torch.equal(a, b)  # no memory wrote
-        for a, b in zip(new.mlp.weights[0], old.mlp.weights[0], strict=True):
-            assert torch.equal(a, b)  # no CMS level stepped
-    with torch.no_grad():
-        _, _, moved = model(ids)
-    assert not torch.equal(moved.blocks[0].mixer.memory.weights[0], fresh.blocks[0].mixer.memory.weights[0])
-    assert (CMS.step, icl._segment, Memory.read_write, Memory.write) == originals
+def test_by_depth_tables(probe):
+    recipe = dataclasses.replace(S.load_recipe(str(probe.RECIPE)), eval_batches=1, eval_batch_size=4)
+    right = "\n".join(probe.by_depth(Oracle(), recipe, "shuffle2", 0, 2))
+    assert "The run's 64 training strings (steps 0–1)" in right
+    cells = [float(x) for x in re.findall(r"(\d+\.\d)% \(", right)]
+    assert cells and set(cells) == {100.0}  # every band of every bin, in both tables
+    assert "| wrong symbols |" in right and "| missed" not in right and "| extra" not in right
+    wrong = probe.by_depth(Oracle(no_close=True), recipe, "shuffle2", 0, 2)
+    assert {float(x) for x in re.findall(r"(\d+\.\d)% \(", "\n".join(wrong))} == {0.0}
+    # every string opens a bracket first, and its close is denied right after: one symbol open, no counter deep
+    rows = [line.split(" | ") for line in wrong if line.startswith(("| missed", "| extra"))]
+    assert {r[0] for r in rows} <= {"| missed )", "| missed ]"}
+    assert sum(int(r[1]) for r in rows) == 12  # 4 strings in each of 3 bins
+    assert all(r[2] == "0" and r[3] == "0" and r[4] == "1 |" for r in rows)
 
 
-def test_trajectory_covers_every_position_once(probe, setup):
-    _, model = setup
-    length, rows = probe.trajectory(model, "abab_star", length=20)  # 21 tokens: segments of 8, 8 and 5
-    assert length == 20
-    assert [(r[0], r[1]) for r in rows] == [(0, 7), (8, 15), (16, 20)]
-    assert all(len(r) == 3 + 3 * len(model.blocks) for r in rows)
+@torch.no_grad()
+def test_no_decay_column_equals_a_model_without_retention(probe):
+    """The "no decay" column drops only the retention: on a model trained without it (α = 1 already) it changes
+    nothing, on one with it it does, and the library's write is itself again afterwards."""
+    from nestlearn.data.formal import formal_batch
+    from nestlearn.memory import Memory
+    from nestlearn.models import CausalLM
 
-
-def test_trajectory_takes_the_longest_string_the_language_has(probe, setup):
-    _, model = setup
-    length, rows = probe.trajectory(model, "anbncn", length=20)  # aⁿbⁿcⁿ has no string of 19 or 20 symbols
-    assert length == 18 and rows[-1][1] == 18
+    recipe = S.load_recipe(str(probe.RECIPE))
+    ids = formal_batch("shuffle2", 2, (30, 40), 0)[0]
+    write = Memory.write
+    for weight_decay in (False, True):
+        torch.manual_seed(0)
+        model = CausalLM(S.model_config(recipe, "shuffle2", "hope", None,
+                                        {"selfmod.eta_max": 2.0, "selfmod.weight_decay": weight_decay})).eval()
+        ref = model(ids)[0]
+        with probe._Frozen(0, "no decay"):
+            out = model(ids)[0]
+        assert torch.equal(out, ref) == (not weight_decay)
+        assert Memory.write is write
