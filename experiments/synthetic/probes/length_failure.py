@@ -7,7 +7,7 @@
 
 Trains a reported seed of formal.yaml again (or of ``--recipe``, a model of it: ``--model``), exactly as the suite
 did (the recipe's settings, the rate of its stored row), and checks that its test bins equal the stored row.
-Then, on the same test strings, it scores the kept weights five ways, changing only test time:
+Then, on the same test strings, it scores the kept weights six ways, changing only test time:
 
 - as trained: the CMS levels step wherever their chunk ends (up to 24 times at 200 tokens; at most 6 in training);
 - CMS steps capped at the training horizon: no level steps after position 48, the last step a training string
@@ -17,7 +17,8 @@ Then, on the same test strings, it scores the kept weights five ways, changing o
 
 - memories frozen from 48: the self-modifying memories stop writing from the segment that starts at position 48
   (η = 0, α = 1, β = 0 there: the state after position 47 is read from then on; the CMS as trained);
-- both frozen from 48: that, and no CMS step after position 48.
+- both frozen from 48: that, and no CMS step after position 48;
+- no decay from 48: the memories write as trained but keep all of their state there (α = 1).
 
 and reports accuracy per length band and the position of the first wrong next-symbol set. A second table follows
 one 200-token string as trained, segment by segment: the smallest margin of its predictions there (the logit of
@@ -26,8 +27,11 @@ after the segment (Frobenius norms, mean over heads: the self-modifying memories
 change from its meta-learned weights), to see whether the state leaves the range it had inside the training
 lengths. Every string of (aa)*
 or (abab)* of a given length is the same string, so on those languages a model's predictions at a position are
-the same for every test string: the first wrong position is one number. A probe of the mechanism, not a protocol
-result; written to ``length_failure/RESULTS.md``.
+the same for every test string: the first wrong position is one number. On Shuffle-2 a third part sorts the
+strings by their deepest counter and their longest open stretch against the run's training strings (``by_depth``).
+The trained weights are kept under ``--weights`` (per code version), and a later call at that code version scores
+them without training again. A probe of the mechanism, not a protocol result; written to
+``length_failure/RESULTS.md``.
 """
 
 from __future__ import annotations
