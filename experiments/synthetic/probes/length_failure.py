@@ -385,7 +385,8 @@ def main() -> int:
     for task in args.tasks:
         for seed in args.seeds:
             stored = stored_row(store, args.model, task, seed)
-            kept = Path(args.weights) / f"{args.model}-{task}-seed{seed}-lr{stored['lr']}-{code_version()['code']}.pt"
+            kept = Path(args.weights) / (f"{Path(args.recipe).stem}-{args.model}-{task}-seed{seed}-lr{stored['lr']}-"
+                                         f"{code_version()['code']}.pt")
             reused = kept.exists()
             if reused:  # this run, trained by an earlier call at this code version
                 saved = torch.load(kept)
