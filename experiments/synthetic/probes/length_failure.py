@@ -140,6 +140,12 @@ class _Frozen:
         icl._segment, Memory.read_write, Memory.write = self.orig
 
 
+def wrong_sets(logits, targets, mask):
+    """Per position of each string: its predicted next-symbol set (sigmoid > 0.5) is not the target's, or a logit
+    is not finite (the suite scores that as a failure)."""
+    return (((logits > 0).float() != targets).any(-1) | ~torch.isfinite(logits).all(-1)) & mask
+
+
 @torch.no_grad()
 def score(model, recipe, task: str, cap: tuple[int | None, int | None]) -> dict:
     """Per test bin: accuracy; per length band: accuracy; the first wrong position of each failed string."""
@@ -154,7 +160,7 @@ def score(model, recipe, task: str, cap: tuple[int | None, int | None]) -> dict:
                 ids, targets, mask = make_batch(recipe, task, recipe.eval_batch_size, suite._eval_seed(i) + 10_000 * j,
                                                 split)
                 logits = model(ids)[0]
-                wrong = (((logits > 0).float() != targets).any(-1) | ~torch.isfinite(logits).all(-1)) & mask
+                wrong = wrong_sets(logits, targets, mask)
                 lengths = mask.sum(-1)
                 for b in range(ids.shape[0]):
                     ok = not bool(wrong[b].any())
@@ -237,6 +243,11 @@ def open_stretches(s: str) -> list[tuple[int, int]]:
     return out
 
 
+def deepest(pairs) -> int:
+    """The largest value either counter takes over ``pairs`` (of ``depths`` or ``open_stretches``)."""
+    return max(max(pair) for pair in pairs)
+
+
 STRETCH_BANDS = [(0, 16), (17, 32), (33, 48), (49, 64), (65, 96), (97, 200)]
 DEPTH_BANDS = [(1, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 16), (17, 24), (25, 200)]
 
@@ -258,7 +269,7 @@ def by_depth(model, recipe, task: str, seed: int, steps: int) -> list[str]:
         rng = random.Random(suite._train_seed(seed, step))
         for _ in range(recipe.batch_size):
             x = sample_string(task, lengths, rng)
-            d, o = max(max(pair) for pair in depths(x)), max(max(pair) for pair in open_stretches(x))
+            d, o = deepest(depths(x)), deepest(open_stretches(x))
             train_deep[d] = train_deep.get(d, 0) + 1
             train_open[o] = train_open.get(o, 0) + 1
     n_train = sum(train_deep.values())
@@ -273,13 +284,13 @@ def by_depth(model, recipe, task: str, seed: int, steps: int) -> list[str]:
                                             split)
             logits = model(ids)[0]
             pred = logits > 0
-            wrong = ((pred.float() != targets).any(-1) | ~torch.isfinite(logits).all(-1)) & mask
+            wrong = wrong_sets(logits, targets, mask)
             for b in range(ids.shape[0]):
                 n = int(mask[b].sum()) - 1
                 x = "".join(SYMBOLS[t] for t in ids[b, 1:n + 1].tolist())
                 ds, os_ = depths(x), open_stretches(x)
                 ok = not bool(wrong[b].any())
-                deep, stretch = max(max(pair) for pair in ds), max(max(pair) for pair in os_)
+                deep, stretch = deepest(ds), deepest(os_)
                 band = next(k for k, (lo, hi) in enumerate(DEPTH_BANDS) if lo <= deep <= hi)
                 by_deep.setdefault((band, split), []).append(ok)
                 band = next(k for k, (lo, hi) in enumerate(STRETCH_BANDS) if lo <= stretch <= hi)
@@ -291,7 +302,7 @@ def by_depth(model, recipe, task: str, seed: int, steps: int) -> list[str]:
                                      for c in bad) or "non-finite"
                     closes = [t for t, c in enumerate(")]") if c in bad]  # the counters the wrong symbols are about
                     held_for = max(os_[at][t] for t in (closes or (0, 1)))
-                    kinds.setdefault(what, []).append((max(max(pair) for pair in ds[:at + 1]) > top,
+                    kinds.setdefault(what, []).append((deepest(ds[:at + 1]) > top,
                                                        held_for > longest, held_for))
     model.train()
 
