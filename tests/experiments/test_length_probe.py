@@ -130,3 +130,24 @@ def test_no_decay_column_equals_a_model_without_retention(probe):
             out = model(ids)[0]
         assert torch.equal(out, ref) == (not weight_decay)
         assert Memory.write is write
+
+
+def test_train_resumed_from_a_copied_checkpoint_ends_as_the_whole_run(probe, tmp_path, monkeypatch):
+    """``--resume``: the probe continues a copy of the suite's run folder from its latest checkpoint and ends
+    with the weights the uninterrupted run ends with (here a 4-step run, checkpointed every 2 steps)."""
+    monkeypatch.setattr(S, "CHECKPOINT_EVERY", 2)
+    recipe = dataclasses.replace(S.load_recipe(str(probe.RECIPE)), steps=4, warmup=2, batch_size=4, eval_batches=1,
+                                 eval_batch_size=4, val_batches=1, eval_every=2, patience=0, min_steps=0)
+    whole, row, _ = probe.train(recipe, probe.MODEL, "abab_star", 0, 3e-3, tmp_path / "whole")
+    part = tmp_path / "part" / "checkpoints"
+    part.mkdir(parents=True)
+    first = sorted((tmp_path / "whole" / "checkpoints").glob("step_*"))[0]  # the latest two are kept: 2 and 4
+    assert first.name.endswith("0002")
+    (part / first.name).mkdir()
+    for f in first.iterdir():
+        (part / first.name / f.name).write_bytes(f.read_bytes())
+    (part / "latest").write_text(first.name)
+    resumed, again, _ = probe.train(recipe, probe.MODEL, "abab_star", 0, 3e-3, part.parent)
+    assert again["resumed_at"] == [2] and again["steps_run"] == row["steps_run"] == 4
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

@@ -341,8 +341,10 @@ def by_depth(model, recipe, task: str, seed: int, steps: int) -> list[str]:
     return lines + [""]
 
 
-def train(recipe, model_name: str, task: str, seed: int, lr: float):
-    """The suite's run, its model kept (``run_one`` builds it inside: the class is wrapped to catch it)."""
+def train(recipe, model_name: str, task: str, seed: int, lr: float, resume_dir: Path | None = None):
+    """The suite's run, its model kept (``run_one`` builds it inside: the class is wrapped to catch it).
+    ``resume_dir``: a copy of the run's folder in progress (its ``checkpoints/``), continued from its latest
+    checkpoint instead of starting over, as the suite resumes a run."""
     made = []
 
     class Catch(suite.CausalLM):
@@ -355,7 +357,7 @@ def train(recipe, model_name: str, task: str, seed: int, lr: float):
     orig, suite.CausalLM = suite.CausalLM, Catch
     try:
         row = run_one(recipe, task, spec["block"], seed, None, log=None, name=model_name,
-                      overrides=spec.get("model"))
+                      overrides=spec.get("model"), resume_dir=resume_dir)
     finally:
         suite.CausalLM = orig
     return made[-1], row, recipe
@@ -377,6 +379,9 @@ def main() -> int:
     p.add_argument("--out", default=str(HERE / "length_failure" / "RESULTS.md"))
     p.add_argument("--weights", default=str(HERE.parents[2] / "runs" / "probes" / "length_failure"),
                    help="where each retrained model's weights are kept (per code version) and reused from")
+    p.add_argument("--resume", default=None,
+                   help="a copy of the suite's folder of the run in progress (one task and seed): training continues "
+                        "from its latest checkpoint; the bins are checked against the stored row as always")
     args = p.parse_args()
     torch.set_num_threads(1)
     recipe = load_recipe(args.recipe)
@@ -386,7 +391,8 @@ def main() -> int:
         f" --recipe {rel(args.recipe)} --model {args.model}" if Path(args.recipe).resolve() != RECIPE else "") + (
         f" --out {rel(args.out)}" if Path(args.out).resolve() != HERE / "length_failure" / "RESULTS.md" else "") + (
         f" --tasks {' '.join(args.tasks)}" if args.tasks != ["abab_star", "aa_star"] else "") + (
-        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else "")
+        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else "") + (
+        f" --resume {args.resume}" if args.resume else "")
     lines = [f"# Where HOPE ({args.model}) fails past the training lengths", "",
              f"Command: `{cmd}`  ",
              f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, code version "
@@ -406,7 +412,8 @@ def main() -> int:
                 model.load_state_dict(saved["state"])
                 steps = saved["steps_run"]
             else:
-                model, row, rec = train(recipe, args.model, task, seed, stored["lr"])
+                model, row, rec = train(recipe, args.model, task, seed, stored["lr"],
+                                        Path(args.resume) if args.resume else None)
                 steps = row["steps_run"]
                 kept.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({"state": model.state_dict(), "steps_run": steps}, kept.with_suffix(".tmp"))
