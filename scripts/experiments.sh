@@ -30,7 +30,8 @@
 # (all of it, one process: never beside those three); mqar, mqar-d128 (blocked: budget/README.md); budget-mad (the
 # Transformer's asymptote on MAD: budget/mad.yaml), budget-mqar-zero and budget-mqar-k32 (its MQAR budget with token
 # 0 as the filler, and with 32 keys); optimizers (the ViT experiment, experiments/optimizers);
-# probe-shuffle2-no-decay (probes/no_decay_shuffle2.yaml: one probe run, resumed and carried as a suite's).
+# probe-shuffle2-no-decay (probes/no_decay_shuffle2.yaml: one probe run, resumed and carried as a suite's; finished
+# 2026-12-01), probe-shuffle2-no-dgd (probes/no_dgd_shuffle2.yaml: the same run with plain gradient descent).
 # Logs: runs/experiments/<suite>.log, the queue's in queue.log. A suite already running is not started twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,7 +72,9 @@ command_of() {
     budget-mqar-k32) echo "nestlearn synthetic experiments/synthetic/budget/mqar128_k32.yaml --threads 1" ;;  # 32 keys
     # a probe run as a suite, so that it resumes and is carried like one: HOPE's Shuffle-2 seed 0 with α = 1
     probe-shuffle2-no-decay) echo "nestlearn synthetic experiments/synthetic/probes/no_decay_shuffle2.yaml --threads 1" ;;
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay)" >&2; return 1 ;;
+    # the same run with the self-modifying memories' rule plain gradient descent (no DGD erasure), α = 1
+    probe-shuffle2-no-dgd) echo "nestlearn synthetic experiments/synthetic/probes/no_dgd_shuffle2.yaml --threads 1" ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd)" >&2; return 1 ;;
   esac
 }
 
@@ -89,9 +92,9 @@ carry() {
 # MAD's recall columns and the optimizer experiment (the two targets with the least measured: m3-ema and
 # Fashion-MNIST, about 8 CPU hours, close Fig. 11's), then HOPE's formal rows (aⁿbⁿcⁿ's seeds and Shuffle-2 left),
 # Titans' formal rows (the target "no diverged run"), the other baselines, the rest of MAD, HOPE under D20's default
-# bound, and the Transformer's MAD budget rows. First, one probe run (about an hour): HOPE's Shuffle-2 with α = 1. `hold` stops the refilling (the running suites go on); `start`
+# bound, and the Transformer's MAD budget rows. First, one probe run (about an hour): HOPE's Shuffle-2 with α = 1 and plain gradient descent. `hold` stops the refilling (the running suites go on); `start`
 # turns it on again.
-QUEUE=${QUEUE:-probe-shuffle2-no-decay mad-recall optimizers formal formal-titans formal-baselines mad-long mad-delta formal-hope budget-mad}
+QUEUE=${QUEUE:-probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-recall optimizers formal formal-titans formal-baselines mad-long mad-delta formal-hope budget-mad}
 CORES=${CORES:-$(nproc)}
 
 launch() {  # start suite $1 in the background, unless it runs; 0 when it runs
@@ -155,7 +158,7 @@ commit_loop() {
       done
     fi
     for d in experiments/synthetic/results experiments/synthetic/budget experiments/synthetic/eta experiments/optimizers \
-      experiments/synthetic/probes/no_decay_shuffle2; do
+      experiments/synthetic/probes/no_decay_shuffle2 experiments/synthetic/probes/no_dgd_shuffle2; do
       if [ -n "$(git status --porcelain -- "$d" ":(exclude)$d/README.md")" ]; then
         git add -- "$d" ":(exclude)$d/README.md" 2>/dev/null || true
         git commit -q -m "experiments: finished runs so far ($d)" -- "$d" ":(exclude)$d/README.md" \
