@@ -63,7 +63,7 @@ def main() -> int:
     if args.child:
         child(args.shape, blocks, args.repeats)
         return 0
-    lib = next((p for p in JEMALLOC if Path(p).exists()), None)
+    lib = next((path for path in JEMALLOC if Path(path).exists()), None)
     if lib is None:
         raise SystemExit(f"no libjemalloc.so.2 in {', '.join(JEMALLOC)} (Debian: apt-get install libjemalloc2)")
     runs: dict[str, list[dict]] = {"glibc": [], "jemalloc": []}
