@@ -135,6 +135,8 @@ def main() -> int:
     p.add_argument("--strings", type=int, default=256, help="strings in each of the three sets")
     p.add_argument("--out", default=str(HERE / "length_failure" / "readout.md"))
     args = p.parse_args()
+    if not 1 <= args.strings <= 10_000:
+        p.error(f"--strings {args.strings}: between 1 and 10,000 (each set draws its batches from seeds 10,000 apart)")
     torch.set_num_threads(1)
     cmd = "python experiments/synthetic/probes/readout.py" + (
         f" --strings {args.strings}" if args.strings != 256 else "")
