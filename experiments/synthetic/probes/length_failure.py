@@ -65,6 +65,11 @@ CAPS = {"as trained": (None, None, None), "CMS steps capped at 48": (HORIZON, No
 BANDS = [(1, 50), (51, 60), (61, 70), (71, 80), (81, 90), (91, 100), (101, 150), (151, 200)]
 
 
+def kept_file(weights: Path, recipe_path, model: str, task: str, seed: int, lr: float) -> Path:
+    """Where the weights of one retrained run are kept, at this code version."""
+    return Path(weights) / f"{Path(recipe_path).stem}-{model}-{task}-seed{seed}-lr{lr}-{code_version()['code']}.pt"
+
+
 def stored_row(store: Path, model: str, task: str, seed: int) -> dict:
     rows = [json.loads(line) for line in store.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["task"] == task and r["model"] == model and r["seed"] == seed]
@@ -402,8 +407,7 @@ def main() -> int:
     for task in args.tasks:
         for seed in args.seeds:
             stored = stored_row(store, args.model, task, seed)
-            kept = Path(args.weights) / (f"{Path(args.recipe).stem}-{args.model}-{task}-seed{seed}-lr{stored['lr']}-"
-                                         f"{code_version()['code']}.pt")
+            kept = kept_file(args.weights, args.recipe, args.model, task, seed, stored["lr"])
             reused = kept.exists()
             if reused:  # this run, trained by an earlier call at this code version
                 saved = torch.load(kept)

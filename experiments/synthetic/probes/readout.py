@@ -34,7 +34,7 @@ from nestlearn.experiments.synthetic import load_recipe
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from length_failure import STRETCH_BANDS, depths, open_stretches  # noqa: E402 (the probe beside this one)
+from length_failure import STRETCH_BANDS, depths, kept_file, open_stretches, stored_row  # noqa: E402 (the probe beside this one)
 
 ROOT = HERE.parents[2]
 KEPT = ROOT / "runs" / "probes" / "length_failure"
@@ -50,13 +50,15 @@ def load(recipe_path: Path, model_name: str, seed: int = 0):
     recipe = load_recipe(recipe_path)
     spec = recipe.variants[model_name]
     model = suite.CausalLM(suite.model_config(recipe, "shuffle2", spec["block"], None, spec.get("model")))
-    found = sorted(KEPT.glob(f"{recipe_path.stem}-{model_name}-shuffle2-seed{seed}-lr*-{code_version()['code']}.pt"))
-    if not found:
+    store = recipe_path.parent / recipe.out / "formal.jsonl"
+    lr = stored_row(store, model_name, "shuffle2", seed)["lr"]
+    kept = kept_file(KEPT, recipe_path, model_name, "shuffle2", seed, lr)
+    if not kept.exists():
         raise SystemExit(f"no kept weights for {recipe_path.stem} {model_name} at code version "
                          f"{code_version()['code']} in {KEPT}: run python experiments/synthetic/probes/"
                          f"length_failure.py --recipe {recipe_path.relative_to(ROOT)} --model {model_name} "
                          "--tasks shuffle2 first")
-    model.load_state_dict(torch.load(found[-1])["state"])
+    model.load_state_dict(torch.load(kept)["state"])
     return model.eval()
 
 
