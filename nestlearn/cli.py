@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="train and score on this device (default: the recipe's, cpu)")
     p.add_argument("--left", action="store_true",
                    help="print the next run the suite would start ('left: …') or 'nothing left'; train nothing")
+    p.add_argument("--keep-weights", default=None, metavar="DIR",
+                   help="keep each finished run's scored weights under DIR/<family>/ (load with "
+                        "nestlearn.experiments.synthetic.load_weights)")
     sub.add_parser("bench", help="training tokens/s of every block kind (debug preset), vs the Transformer")
     p = sub.add_parser("demo", help="memories learning key→value pairs in context, as a table")
     p.add_argument("--passes", type=int, default=6, help="passes over the pairs (default 6)")
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             command = "nestlearn " + " ".join(_suite_words(argv if argv is not None else sys.argv[1:]))
             synthetic(args.recipe, quick=args.quick, out=args.out, threads=args.threads, command=command,
                       report_only=args.report, only_models=args.only_models, only_tasks=args.only_tasks,
-                      device=args.device, left=args.left)
+                      device=args.device, left=args.left, keep_weights=args.keep_weights)
         elif args.verb == "bench":
             _bench()
         elif args.verb == "demo":
@@ -120,14 +123,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _suite_words(words: list[str]) -> list[str]:
-    """The command line that runs (and resumes) the whole suite: without --report, --models and --tasks."""
-    out, skipping = [], False
+    """The command line that runs (and resumes) the whole suite: without --report, --models, --tasks, --left and
+    --keep-weights (which change no result)."""
+    out, skipping, one = [], False, False
     for w in words:
         if w.startswith("--"):
             key = w.split("=", 1)[0]
             skipping = key in ("--models", "--tasks") and "=" not in w  # their values follow
-            if key in ("--models", "--tasks", "--report", "--left"):
+            one = key == "--keep-weights" and "=" not in w  # its value follows
+            if key in ("--models", "--tasks", "--report", "--left", "--keep-weights"):
                 continue
+        elif one:
+            one = False
+            continue
         elif skipping:
             continue
         out.append(w)

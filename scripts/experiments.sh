@@ -97,12 +97,18 @@ carry() {
 QUEUE=${QUEUE:-probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-recall optimizers formal formal-titans formal-baselines mad-long mad-delta formal-hope budget-mad}
 CORES=${CORES:-$(nproc)}
 
+# Every synthetic suite keeps its finished runs' scored weights under runs/weights/<family>/ (git ignores runs/), so
+# that a probe loads them (nestlearn.experiments.synthetic.load_weights) instead of training the run again. The
+# option changes no result and is not in the recorded command; pgrep finds a suite by $cmd alone.
+KEEP="--keep-weights runs/weights"
+
 launch() {  # start suite $1 in the background, unless it runs; 0 when it runs
-  local s=$1 cmd pid
+  local s=$1 cmd pid extra=""
   cmd=$(command_of "$s")
   if pgrep -f "$cmd" > /dev/null; then echo "$s: already running"; return 0; fi
+  [[ "$cmd" == "nestlearn synthetic "* ]] && extra=$KEEP
   date +%s > "$LOGS/.started_$s"
-  OMP_NUM_THREADS=1 nohup $RUN $cmd >> "$LOGS/$s.log" 2>&1 &
+  OMP_NUM_THREADS=1 nohup $RUN $cmd $extra >> "$LOGS/$s.log" 2>&1 &
   pid=$!
   sleep 5  # a suite that cannot start (nestlearn not importable, a bad recipe) dies at once: say so
   if ! kill -0 "$pid" 2> /dev/null; then

@@ -366,7 +366,7 @@ def validate(model: CausalLM, recipe: Recipe, task: str) -> tuple[float, float]:
 
 def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | None = None,
             log=print, name: str | None = None, overrides: dict | None = None,
-            trace: list | None = None, resume_dir: Path | None = None) -> dict[str, Any]:
+            trace: list | None = None, resume_dir: Path | None = None, keep: Path | None = None) -> dict[str, Any]:
     """Train one model from scratch (``nestlearn.train.Trainer``) and evaluate it; ``name`` labels a variant
     of ``block``.
 
@@ -379,13 +379,15 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
     when it holds a checkpoint, continues from it: an interrupted run ends as the uninterrupted one would
     (the data of step s depends only on (seed, s); the early-stopping state travels with the checkpoint).
     ``cpu_s``, ``wall_s`` and ``train_s`` then add up every part, and ``resumed_at`` lists the steps it
-    resumed from."""
+    resumed from.
+
+    ``keep``: the weights the run was scored with (those of the best validation loss) are written there
+    (atomically), with the row's identity, for probes after the run (:func:`load_weights`); the row records
+    the path as ``weights``."""
     cfg = model_config(recipe, task, block, mlp_mult, overrides)
     name = name or block
     torch.manual_seed(seed)
-    model = CausalLM(cfg)
-    if recipe.family != "formal" and TASKS[_generator(recipe, task)].readout == "last":  # MAD compression
-        model = LastTokenAutoencoder(model)
+    model = _build(recipe, task, cfg)
     run = RunConfig(model=cfg, optim=OptimConfig(
         name="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98), schedule="cosine",
         warmup=recipe.warmup, min_lr_ratio=0.1, clip=1.0), train=TrainSettings(
@@ -434,12 +436,52 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         at = next(c for c in curve if c[0] == trainer.best_step) if trainer.best_step else curve[-1]
         val = {"val_loss": at[1], "val_acc": at[2], "best_step": trainer.best_step, "curve": curve}
     finite = [x for x in losses if math.isfinite(x)]
-    return {"task": task, "model": name, "block": block, "seed": seed, "params": model.num_parameters(),
-            **code_version(), "config": dataclasses.asdict(cfg), "settings": settings,
-            "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": finite[-1] if finite else float("nan"),
-            "skipped": trainer.bad_total, "diverged_at": trainer.diverged_at, "lr": recipe.lr,
-            "stopped_at": trainer.stopped_at, "steps_run": trainer.step,
-            **clock.totals(), "threads": torch.get_num_threads(), **val, **metrics}
+    row = {"task": task, "model": name, "block": block, "seed": seed, "params": model.num_parameters(),
+           **code_version(), "config": dataclasses.asdict(cfg), "settings": settings,
+           "mlp_mult": cfg.mlp_mult, "steps": recipe.steps, "final_loss": finite[-1] if finite else float("nan"),
+           "skipped": trainer.bad_total, "diverged_at": trainer.diverged_at, "lr": recipe.lr,
+           "stopped_at": trainer.stopped_at, "steps_run": trainer.step,
+           **clock.totals(), "threads": torch.get_num_threads(), **val, **metrics}
+    if keep is not None:
+        save_weights(keep, model, recipe, row)
+        row["weights"] = str(keep)
+    return row
+
+
+def _build(recipe: Recipe, task: str, cfg) -> torch.nn.Module:
+    """The model a run of ``task`` trains: a ``CausalLM``, wrapped for MAD's compression (last-token readout)."""
+    model = CausalLM(cfg)
+    if recipe.family != "formal" and TASKS[_generator(recipe, task)].readout == "last":  # MAD compression
+        model = LastTokenAutoencoder(model)
+    return model
+
+
+WEIGHTS_KEYS = ("task", "model", "block", "seed", "lr", "code", "commit", "config", "best_step", "steps_run")
+
+
+def save_weights(path: Path, model: torch.nn.Module, recipe: Recipe, row: dict) -> None:
+    """Write a finished run's weights with what identifies it (``WEIGHTS_KEYS`` of its row, the recipe) through
+    a temporary file and a rename, so that a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp")
+    torch.save({"state": model.state_dict(), "row": {k: row.get(k) for k in WEIGHTS_KEYS},
+                "recipe": dataclasses.asdict(recipe)}, tmp)
+    tmp.replace(path)
+
+
+def load_weights(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, Recipe, dict]:
+    """The model a suite run kept (``nestlearn synthetic … --keep-weights DIR``), in eval mode, with the
+    recipe it ran under and its row's identity (task, model, seed, rate, code version, best step)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no kept weights at {path} (a suite keeps them with --keep-weights DIR)")
+    saved = torch.load(path, map_location=map_location, weights_only=False)
+    recipe = Recipe(**saved["recipe"])
+    row = saved["row"]
+    model = _build(recipe, row["task"], from_dict(row["config"]))
+    model.load_state_dict(saved["state"])
+    return model.eval(), recipe, row
 
 
 # ---- the suite ---------------------------------------------------------------------------------
@@ -476,7 +518,7 @@ def runs_left(recipe: Recipe, out: str | Path, only_models: list[str] | None = N
 
 def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, report_only: bool = False,
               only_models: list[str] | None = None, only_tasks: list[str] | None = None,
-              dry: bool = False) -> list[dict]:
+              dry: bool = False, keep_weights: str | Path | None = None) -> list[dict]:
     """Run every (task, model, seed) not yet in ``out``; ``report_only`` just rewrites the tables.
 
     With ``lr_grid``, each (task, model) first trains once per grid rate at ``select_seed`` (the selection
@@ -489,7 +531,10 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
     machine with a shared folder) can share one: give them disjoint parts. Rows are appended under a file
     lock, and every process re-reads the file after each of its runs, so the tables hold every process's rows.
 
-    ``dry`` trains and writes nothing: the first run not in the store raises ``WorkLeft`` (``runs_left``)."""
+    ``dry`` trains and writes nothing: the first run not in the store raises ``WorkLeft`` (``runs_left``).
+
+    ``keep_weights``: each run this call finishes keeps the weights it was scored with under
+    ``keep_weights/<family>/<task>-<model>-<phase>-seed<S>-lr<R>-<code version>.pt`` (:func:`load_weights`)."""
     for name, only, known in (("models", only_models, recipe.models), ("tasks", only_tasks, list(recipe.tasks))):
         unknown = sorted(set(only or ()) - set(known))
         if unknown:
@@ -498,7 +543,8 @@ def run_suite(recipe: Recipe, out: str | Path, command: str = "", log=print, rep
     if not dry:
         out.mkdir(parents=True, exist_ok=True)
     path = out / f"{recipe.family}.jsonl"
-    ctx = _Suite(recipe, read_rows(path), partial=out / PARTIAL, dry=dry)
+    ctx = _Suite(recipe, read_rows(path), partial=out / PARTIAL, dry=dry,
+                 keep=None if keep_weights is None else Path(keep_weights))
     pairs = [(t, m) for t in recipe.tasks for m in recipe.models]
     if recipe.order == "model":
         pairs = [(t, m) for m in recipe.models for t in recipe.tasks]
@@ -541,8 +587,10 @@ def _report_locked(recipe: Recipe, ctx: _Suite, out: Path, command: str, path: P
 class _Suite:
     """The suite's finished rows and what it knows of the current code (its version and fingerprints)."""
 
-    def __init__(self, recipe: Recipe, done: list[dict], partial: Path | None = None, dry: bool = False):
+    def __init__(self, recipe: Recipe, done: list[dict], partial: Path | None = None, dry: bool = False,
+                 keep: Path | None = None):
         self.recipe, self.done, self.version = recipe, done, code_version()["code"]
+        self.keep = keep  # where finished runs' weights are kept (None: not kept)
         self.dry = dry  # run() refuses: WorkLeft names the run
         self._mult: dict[tuple[str, str], float | None] = {}
         self._fp: dict[tuple[str, str], list[float]] = {}
@@ -621,8 +669,10 @@ class _Suite:
             raise WorkLeft(f"{task} {name} seed {seed} lr {sub.lr:g}")
         spec = self.spec(name)
         folder = self.resume_dir(sub, task, name, seed, phase, log)
+        keep = None if self.keep is None else Path(self.keep) / self.recipe.family / \
+            f"{task}-{name}-{phase}-seed{seed}-lr{rate(sub.lr):g}-{self.version}.pt"
         r = run_one(sub, task, spec["block"], seed, self.mult(task, name), log, name=name,
-                    overrides=spec.get("model"), resume_dir=folder)
+                    overrides=spec.get("model"), resume_dir=folder, keep=keep)
         r["phase"] = phase
         r["fingerprint"] = self.fingerprint(task, name)
         if folder is not None:
@@ -994,7 +1044,8 @@ def _plot_mqar(recipe: Recipe, rows: list[dict], path: Path) -> bool:
 
 def main(recipe_path: str, quick: bool = False, out: str | None = None, threads: int | None = None,
          command: str = "", report_only: bool = False, only_models: list[str] | None = None,
-         only_tasks: list[str] | None = None, device: str | None = None, left: bool = False) -> list[dict]:
+         only_tasks: list[str] | None = None, device: str | None = None, left: bool = False,
+         keep_weights: str | None = None) -> list[dict]:
     """``left``: print the next run the suite would start (``left: …``) or ``nothing left``, and train nothing."""
     if threads is not None:
         if threads < 1:
@@ -1011,8 +1062,8 @@ def main(recipe_path: str, quick: bool = False, out: str | None = None, threads:
         print(f"left: {nxt}" if nxt else "nothing left", flush=True)
         return []
     return run_suite(recipe, out, command=command, report_only=report_only, only_models=only_models,
-                     only_tasks=only_tasks)
+                     only_tasks=only_tasks, keep_weights=keep_weights)
 
 
-__all__ = ["FAMILIES", "MODELS", "Recipe", "WorkLeft", "evaluate", "load_recipe", "main", "make_batch", "run_one",
-           "run_suite", "runs_left", "write_results"]
+__all__ = ["FAMILIES", "MODELS", "Recipe", "WorkLeft", "evaluate", "load_recipe", "load_weights", "main", "make_batch",
+           "run_one", "run_suite", "runs_left", "save_weights", "write_results"]

@@ -102,8 +102,45 @@ def test_the_recorded_command_runs_the_whole_suite():
     from nestlearn.cli import _suite_words
 
     words = ["synthetic", "r.yaml", "--models", "hope", "delta", "--threads", "1", "--report", "--tasks=parity",
-             "--left"]
-    assert _suite_words(words) == ["synthetic", "r.yaml", "--threads", "1"]
+             "--left", "--keep-weights", "runs/w", "--quick", "--keep-weights=runs/v"]
+    assert _suite_words(words) == ["synthetic", "r.yaml", "--threads", "1", "--quick"]
+
+
+def test_kept_weights_score_as_their_rows(tmp_path):
+    """--keep-weights: every finished run (selection runs too, MAD's wrapped compression model too) leaves the
+    weights it was scored with; loaded back, they score exactly the row's numbers, and a suite resumed without
+    the option keeps nothing new and reruns nothing."""
+    path = tmp_path / "r.yaml"
+    path.write_text("family: formal\ntasks: {parity: {}}\nmax_len: 12\nmodels: [transformer]\nseeds: [0]\n"
+                    "select_seed: 100\nlr_grid: [0.001, 0.00316, 0.01]\nlr_extend: 0\nsteps: 6\nwarmup: 1\n"
+                    "eval_every: 3\nval_batches: 1\neval_batches: 1\neval_batch_size: 8\nbatch_size: 4\n"
+                    "model: {dim: 16, layers: 1, heads: 2}\n")
+    out, keep = tmp_path / "out", tmp_path / "weights"
+    assert main(["synthetic", str(path), "--out", str(out), "--threads", "1", "--keep-weights", str(keep)]) == 0
+    rows = [json.loads(line) for line in (out / "formal.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(Path(r["weights"]).parent == keep / "formal" for r in rows)
+    assert sorted(p.name for p in (keep / "formal").iterdir()) == sorted(Path(r["weights"]).name for r in rows)
+    for r in rows:
+        assert f"-{r['phase']}-seed{r['seed']}-lr{r['lr']:g}-{r['code']}.pt" in r["weights"]
+        model, recipe, ident = S.load_weights(r["weights"])
+        assert (ident["task"], ident["model"], ident["seed"], ident["best_step"]) == \
+            (r["task"], r["model"], r["seed"], r["best_step"])
+        assert recipe.lr == r["lr"] and not model.training
+        scores = S.evaluate(model, recipe, r["task"])
+        assert all(scores[k] == r[k] for k in ("bin0", "bin1", "bin2", "nonfinite")), (scores, r)
+    S.run_suite(S.load_recipe(path), out, log=None)  # resumed without --keep-weights: nothing to run
+    assert len((out / "formal.jsonl").read_text().splitlines()) == 4
+
+    mad = S.Recipe(family="mad", tasks={"compression": {"seq_len": 16, "vocab": 12}}, models=["delta"],
+                   steps=2, warmup=1, eval_batches=1, eval_batch_size=4, batch_size=4,
+                   model={"dim": 16, "layers": 1, "heads": 2, "delta": {"heads": 2}})
+    mad.validate()
+    r = S.run_one(mad, "compression", "delta", 0, log=None, keep=tmp_path / "c.pt")
+    model, recipe, _ = S.load_weights(r["weights"])
+    assert type(model).__name__ == "LastTokenAutoencoder"
+    assert S.evaluate(model, recipe, "compression")["acc"] == r["acc"]
+    with pytest.raises(FileNotFoundError, match="--keep-weights"):
+        S.load_weights(tmp_path / "missing.pt")
 
 
 def test_interrupted_suite_resumes_without_redoing_runs(tmp_path, monkeypatch):
