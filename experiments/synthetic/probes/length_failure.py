@@ -30,7 +30,8 @@ or (abab)* of a given length is the same string, so on those languages a model's
 the same for every test string: the first wrong position is one number. On Shuffle-2 a third part sorts the
 strings by their deepest counter and their longest open stretch against the run's training strings (``by_depth``).
 The trained weights are kept under ``--weights`` (per code version), and a later call at that code version scores
-them without training again. A probe of the mechanism, not a protocol result; written to
+them without training again. A stored row whose suite kept its weights (``--keep-weights``, the row's ``weights``)
+is scored from those, and nothing is trained. A probe of the mechanism, not a protocol result; written to
 ``length_failure/RESULTS.md``.
 """
 
@@ -402,14 +403,19 @@ def main() -> int:
              f"Command: `{cmd}`  ",
              f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, code version "
              f"{code_version()['code']} (commit {code_version()['commit'][:12]}). Each run is a reported seed of "
-             f"`{rel(args.recipe)}` trained again as the suite trained it (its stored row's rate); only test time "
-             f"changes between the columns. 256 test strings per bin (the suite's test seeds).", ""]
+             f"`{rel(args.recipe)}`, with the weights its suite kept or trained again as the suite trained it "
+             f"(its stored row's rate); only test time changes between the columns. 256 test strings per bin (the "
+             f"suite's test seeds).", ""]
     for task in args.tasks:
         for seed in args.seeds:
             stored = stored_row(store, args.model, task, seed)
             kept = kept_file(args.weights, args.recipe, args.model, task, seed, stored["lr"])
-            reused = kept.exists()
-            if reused:  # this run, trained by an earlier call at this code version
+            suite_kept = HERE.parents[2] / stored["weights"] if stored.get("weights") else None
+            reused = kept.exists() or (suite_kept is not None and suite_kept.is_file())
+            if suite_kept is not None and suite_kept.is_file():  # the suite kept them (--keep-weights)
+                model, rec, ident = suite.load_weights(suite_kept)
+                steps = ident["steps_run"]
+            elif reused:  # this run, trained by an earlier call at this code version
                 saved = torch.load(kept)
                 spec, rec = recipe.variants[args.model], dataclasses.replace(recipe, lr=stored["lr"])
                 model = suite.CausalLM(suite.model_config(rec, task, spec["block"], None, spec.get("model")))
