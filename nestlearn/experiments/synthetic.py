@@ -476,7 +476,7 @@ def load_weights(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no kept weights at {path} (a suite keeps them with --keep-weights DIR)")
-    saved = torch.load(path, map_location=map_location, weights_only=False)
+    saved = torch.load(path, map_location=map_location, weights_only=True)  # tensors and plain values only
     recipe = Recipe(**saved["recipe"])
     row = saved["row"]
     model = _build(recipe, row["task"], from_dict(row["config"]))
