@@ -410,9 +410,10 @@ def main() -> int:
         for seed in args.seeds:
             stored = stored_row(store, args.model, task, seed)
             kept = kept_file(args.weights, args.recipe, args.model, task, seed, stored["lr"])
-            suite_kept = HERE.parents[2] / stored["weights"] if stored.get("weights") else None
-            reused = kept.exists() or (suite_kept is not None and suite_kept.is_file())
-            if suite_kept is not None and suite_kept.is_file():  # the suite kept them (--keep-weights)
+            suite_kept = HERE.parents[2] / stored.get("weights", "")
+            from_suite = bool(stored.get("weights")) and suite_kept.is_file()  # the suite kept them (--keep-weights)
+            reused = from_suite or kept.exists()
+            if from_suite:
                 model, rec, ident = suite.load_weights(suite_kept)
                 steps = ident["steps_run"]
             elif reused:  # this run, trained by an earlier call at this code version
