@@ -3,6 +3,7 @@
 library as it was; on Shuffle-2 its counters, open stretches and per-string tables must be right."""
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def test_train_resumed_from_a_copied_checkpoint_ends_as_the_whole_run(probe, tmp
     monkeypatch.setattr(S, "CHECKPOINT_EVERY", 2)
     recipe = dataclasses.replace(S.load_recipe(str(probe.RECIPE)), steps=4, warmup=2, batch_size=4, eval_batches=1,
                                  eval_batch_size=4, val_batches=1, eval_every=2, patience=0, min_steps=0)
-    whole, row, _ = probe.train(recipe, probe.MODEL, "abab_star", 0, 3e-3, tmp_path / "whole")
+    row = probe.train(recipe, probe.MODEL, "abab_star", 0, 3e-3, tmp_path / "whole.pt", tmp_path / "whole")
     part = tmp_path / "part" / "checkpoints"
     part.mkdir(parents=True)
     first = sorted((tmp_path / "whole" / "checkpoints").glob("step_*"))[0]  # the latest two are kept: 2 and 4
@@ -147,7 +148,24 @@ def test_train_resumed_from_a_copied_checkpoint_ends_as_the_whole_run(probe, tmp
     for f in first.iterdir():
         (part / first.name / f.name).write_bytes(f.read_bytes())
     (part / "latest").write_text(first.name)
-    resumed, again, _ = probe.train(recipe, probe.MODEL, "abab_star", 0, 3e-3, part.parent)
+    again = probe.train(recipe, probe.MODEL, "abab_star", 0, 3e-3, tmp_path / "resumed.pt", part.parent)
     assert again["resumed_at"] == [2] and again["steps_run"] == row["steps_run"] == 4
+    (whole, _, ident), (resumed, _, _) = S.load_weights(tmp_path / "whole.pt"), S.load_weights(tmp_path / "resumed.pt")
+    assert ident["steps_run"] == 4 and ident["task"] == "abab_star" and ident["lr"] == 3e-3
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_kept_weights_prefers_the_suites_file(probe, tmp_path):
+    """A row whose suite kept its weights (``weights``, a file that exists) is read from there; otherwise from this
+    probe's own file at this code version, which a call that trains it writes."""
+    suite_file = tmp_path / "suite.pt"
+    store = tmp_path / "formal.jsonl"
+    rows = [{"task": "shuffle2", "model": "m", "seed": 0, "lr": 1e-3, "weights": str(suite_file)},
+            {"task": "shuffle2", "model": "m", "seed": 1, "lr": 1e-3}]
+    store.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    own = probe.kept_file(tmp_path / "own", "formal.yaml", "m", "shuffle2", 0, 1e-3)
+    assert probe.kept_weights(store, tmp_path / "own", "formal.yaml", "m", "shuffle2", 0) == (own, False)  # no file yet
+    suite_file.write_bytes(b"")
+    assert probe.kept_weights(store, tmp_path / "own", "formal.yaml", "m", "shuffle2", 0) == (suite_file, True)
+    assert probe.kept_weights(store, tmp_path / "own", "formal.yaml", "m", "shuffle2", 1)[1] is False

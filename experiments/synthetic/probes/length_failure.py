@@ -347,26 +347,25 @@ def by_depth(model, recipe, task: str, seed: int, steps: int) -> list[str]:
     return lines + [""]
 
 
-def train(recipe, model_name: str, task: str, seed: int, lr: float, resume_dir: Path | None = None):
-    """The suite's run, its model kept (``run_one`` builds it inside: the class is wrapped to catch it).
+def train(recipe, model_name: str, task: str, seed: int, lr: float, kept: Path,
+          resume_dir: Path | None = None) -> dict:
+    """The suite's run (its row), trained again as the suite trains it; the weights it is scored with are kept at
+    ``kept`` (``run_one``'s ``keep``: :func:`nestlearn.experiments.synthetic.load_weights` reads them).
     ``resume_dir``: a copy of the run's folder in progress (its ``checkpoints/``), continued from its latest
     checkpoint instead of starting over, as the suite resumes a run."""
-    made = []
-
-    class Catch(suite.CausalLM):
-        def __init__(self, cfg):
-            super().__init__(cfg)
-            made.append(self)
-
     spec = recipe.variants[model_name]
-    recipe = dataclasses.replace(recipe, lr=lr)
-    orig, suite.CausalLM = suite.CausalLM, Catch
-    try:
-        row = run_one(recipe, task, spec["block"], seed, None, log=None, name=model_name,
-                      overrides=spec.get("model"), resume_dir=resume_dir)
-    finally:
-        suite.CausalLM = orig
-    return made[-1], row, recipe
+    return run_one(dataclasses.replace(recipe, lr=lr), task, spec["block"], seed, None, log=None, name=model_name,
+            overrides=spec.get("model"), resume_dir=resume_dir, keep=kept)
+
+
+def kept_weights(store: Path, weights: Path, recipe_path, model: str, task: str, seed: int) -> tuple[Path, bool]:
+    """The weights of a stored row's run: those its suite kept (``--keep-weights``) when the file is there,
+    else this probe's own file at this code version (which may not exist yet); and whether they are the suite's."""
+    stored = stored_row(store, model, task, seed)
+    suite_kept = HERE.parents[2] / stored.get("weights", "")
+    if stored.get("weights") and suite_kept.is_file():
+        return suite_kept, True
+    return kept_file(weights, recipe_path, model, task, seed, stored["lr"]), False
 
 
 def quantiles(xs: list[int]) -> str:
@@ -409,30 +408,17 @@ def main() -> int:
     for task in args.tasks:
         for seed in args.seeds:
             stored = stored_row(store, args.model, task, seed)
-            kept = kept_file(args.weights, args.recipe, args.model, task, seed, stored["lr"])
-            suite_kept = HERE.parents[2] / stored.get("weights", "")
-            from_suite = bool(stored.get("weights")) and suite_kept.is_file()  # the suite kept them (--keep-weights)
-            reused = from_suite or kept.exists()
-            if from_suite:
-                model, rec, ident = suite.load_weights(suite_kept)
-                steps = ident["steps_run"]
-            elif reused:  # this run, trained by an earlier call at this code version
-                saved = torch.load(kept)
-                spec, rec = recipe.variants[args.model], dataclasses.replace(recipe, lr=stored["lr"])
-                model = suite.CausalLM(suite.model_config(rec, task, spec["block"], None, spec.get("model")))
-                model.load_state_dict(saved["state"])
-                steps = saved["steps_run"]
-            else:
-                model, row, rec = train(recipe, args.model, task, seed, stored["lr"],
-                                        Path(args.resume) if args.resume else None)
-                steps = row["steps_run"]
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"state": model.state_dict(), "steps_run": steps}, kept.with_suffix(".tmp"))
-                kept.with_suffix(".tmp").replace(kept)
+            kept, from_suite = kept_weights(store, Path(args.weights), args.recipe, args.model, task, seed)
+            reused = kept.exists()  # the suite's, or this probe's from an earlier call at this code version
+            how = "the suite's kept weights" if from_suite else "kept weights" if reused else "trained"
+            if not reused:
+                train(recipe, args.model, task, seed, stored["lr"], kept, Path(args.resume) if args.resume else None)
+            model, rec, ident = suite.load_weights(kept)
+            steps = ident["steps_run"]
             results = {name: score(model, rec, task, cap) for name, cap in CAPS.items()}
             row = results["as trained"]["bins"]
             same = all(abs(row[b] - stored[b]) < 1e-9 for b in FORMAL_BINS)
-            print(f"{task} seed {seed}: {steps} steps ({'kept weights' if reused else 'trained'}); "
+            print(f"{task} seed {seed}: {steps} steps ({how}); "
                   f"bins {[row[b] for b in FORMAL_BINS]} (stored {[stored[b] for b in FORMAL_BINS]})", flush=True)
             lines += [f"## {task}, seed {seed} (lr {stored['lr']}, {steps} steps)", "",
                       f"Test bins as trained here: {' / '.join(f'{row[b]:.1f}' for b in FORMAL_BINS)}; stored row "

@@ -15,7 +15,8 @@ that is, whether its close is allowed, three ways:
 scored on held-out strings of 51–100 symbols, by how long the counter has been open (``length_failure``'s
 open stretch), both counters pooled. If the fit-51–100 probe reads the bit where the model fails, the state still
 holds the count and the readout does not generalise to it; if it cannot either, the state has lost it.
-It needs the weights ``length_failure.py`` keeps (``runs/probes/length_failure/``): it trains nothing.
+It needs a run's kept weights: its suite's (``--keep-weights``, the row's ``weights``) or those ``length_failure.py``
+keeps (``runs/probes/length_failure/``); it trains nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from nestlearn.experiments.synthetic import load_recipe
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from length_failure import STRETCH_BANDS, depths, kept_file, open_stretches, stored_row  # noqa: E402 (the probe beside this one)
+from length_failure import STRETCH_BANDS, depths, kept_weights, open_stretches  # noqa: E402 (the probe beside this one)
 
 ROOT = HERE.parents[2]
 KEPT = ROOT / "runs" / "probes" / "length_failure"
@@ -46,20 +47,17 @@ SEEDS = {"fit_short": 910_000, "fit_long": 920_000, "test": 930_000}  # none is 
 
 
 def load(recipe_path: Path, model_name: str, seed: int = 0):
-    """The kept weights of ``length_failure.py`` for this run (refused, with the command, when there are none)."""
+    """The kept weights of this run: its suite's (``--keep-weights``) or ``length_failure.py``'s (refused, with
+    the command, when there are neither)."""
     recipe = load_recipe(recipe_path)
-    spec = recipe.variants[model_name]
-    model = suite.CausalLM(suite.model_config(recipe, "shuffle2", spec["block"], None, spec.get("model")))
     store = recipe_path.parent / recipe.out / "formal.jsonl"
-    lr = stored_row(store, model_name, "shuffle2", seed)["lr"]
-    kept = kept_file(KEPT, recipe_path, model_name, "shuffle2", seed, lr)
+    kept, _ = kept_weights(store, KEPT, recipe_path, model_name, "shuffle2", seed)
     if not kept.exists():
         raise SystemExit(f"no kept weights for {recipe_path.stem} {model_name} at code version "
                          f"{code_version()['code']} in {KEPT}: run python experiments/synthetic/probes/"
                          f"length_failure.py --recipe {recipe_path.relative_to(ROOT)} --model {model_name} "
                          "--tasks shuffle2 first")
-    model.load_state_dict(torch.load(kept)["state"])
-    return model.eval()
+    return suite.load_weights(kept)[0]
 
 
 @torch.no_grad()
