@@ -23,8 +23,8 @@
 #                                                # within 5 minutes: `hold` first to keep it free)
 #
 # Suites (experiments/synthetic/*.yaml unless said): formal (HOPE with η_max = 2, hope_eta2), formal-hope (HOPE
-# under D20's default bound), formal-baselines (transformer, delta and delta_beta2), formal-titans (titans and
-# titans_lr2); mad-recall (HOPE, the Transformer and Titans on MAD's four recall and copying tasks, whose runs can
+# under D20's default bound), formal-baselines (transformer and delta: the paper's rows), formal-titans (titans),
+# formal-variants (titans_lr2 and delta_beta2: each memory with its write's negative-eigenvalue range); mad-recall (HOPE, the Transformer and Titans on MAD's four recall and copying tasks, whose runs can
 # stop once solved), mad-long (every model on compression and memorization, which run to the budget), mad-delta
 # (the delta rule, not in the MAD target, on the four recall tasks): three disjoint parts of mad.yaml, and mad
 # (all of it, one process: never beside those three); mqar, mqar-d128 (blocked: budget/README.md); budget-mad (the
@@ -53,11 +53,14 @@ command_of() {
     # a substring of the other, which pgrep below relies on)
     formal) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models hope_eta2 --threads 1" ;;
     formal-hope) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models hope --threads 1" ;;
-    formal-baselines) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models transformer delta delta_beta2 --threads 1" ;;
+    formal-baselines) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models transformer delta --threads 1" ;;
     # Titans' memory and its variant (the slowest baseline: ~26 CPU minutes per 10,000-step run at the formal
     # shape) in a process of their own, so that the target "Titans with no diverged run" does not wait for the
     # delta rule's rows
-    formal-titans) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models titans titans_lr2 --threads 1" ;;
+    formal-titans) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models titans --threads 1" ;;
+    # the two baselines' variants with the write's negative-eigenvalue range (not rows of the paper): after the
+    # paper's rows and MAD, so that the delta rule's formal rows do not wait for them
+    formal-variants) echo "nestlearn synthetic experiments/synthetic/formal.yaml --models titans_lr2 delta_beta2 --threads 1" ;;
     mad|mqar|mqar-d128) echo "nestlearn synthetic experiments/synthetic/$1.yaml --threads 1" ;;
     # the models the MAD target names (HOPE against the Transformer and Titans) on MAD's four recall and copying
     # tasks; the delta rule's MAD rows and the two budget-long tasks are mad-delta and mad-long
@@ -74,7 +77,7 @@ command_of() {
     probe-shuffle2-no-decay) echo "nestlearn synthetic experiments/synthetic/probes/no_decay_shuffle2.yaml --threads 1" ;;
     # the same run with the self-modifying memories' rule plain gradient descent (no DGD erasure), α = 1
     probe-shuffle2-no-dgd) echo "nestlearn synthetic experiments/synthetic/probes/no_dgd_shuffle2.yaml --threads 1" ;;
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd)" >&2; return 1 ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd)" >&2; return 1 ;;
   esac
 }
 
@@ -91,10 +94,11 @@ carry() {
 # the commit loop starts the next one whenever a core is free (a suite finished, or died). The priority order:
 # MAD's recall columns and the optimizer experiment (the two targets with the least measured: m3-ema and
 # Fashion-MNIST, about 8 CPU hours, close Fig. 11's), then HOPE's formal rows (aⁿbⁿcⁿ's seeds and Shuffle-2 left),
-# Titans' formal rows (the target "no diverged run"), the other baselines, the rest of MAD, HOPE under D20's default
-# bound, and the Transformer's MAD budget rows. First, one probe run (about an hour): HOPE's Shuffle-2 with α = 1 and plain gradient descent. `hold` stops the refilling (the running suites go on); `start`
+# Titans' formal rows (the target "no diverged run"), the other baselines (the paper's rows: the delta rule), the
+# rest of MAD, HOPE under D20's default bound, the baselines' negative-eigenvalue variants (titans_lr2 and
+# delta_beta2, from 2026-12-01 13:45 UTC a suite of their own), and the Transformer's MAD budget rows. First, one probe run (about an hour): HOPE's Shuffle-2 with α = 1 and plain gradient descent. `hold` stops the refilling (the running suites go on); `start`
 # turns it on again.
-QUEUE=${QUEUE:-probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-recall optimizers formal formal-titans formal-baselines mad-long mad-delta formal-hope budget-mad}
+QUEUE=${QUEUE:-probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-recall optimizers formal formal-titans formal-baselines mad-long mad-delta formal-hope formal-variants budget-mad}
 CORES=${CORES:-$(nproc)}
 
 # Every synthetic suite keeps its finished runs' scored weights under runs/weights/<family>/ (git ignores runs/), so
