@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from nestlearn.data.formal import formal_batch
+from nestlearn.data.formal import SYMBOLS, formal_batch
 from nestlearn.experiments import synthetic as S
 
 from .conftest import load_script
@@ -36,7 +36,7 @@ def test_positions_carry_the_strings_counters():
     model = _model(probe)
     got = probe.positions(model, 5, (10, 30), 7, batch=2)
     ids, _, mask = formal_batch("shuffle2", 2, (10, 30), 7)  # the first batch of the same draw
-    first = "".join(probe.SYMBOLS[t] for t in ids[0, 1:int(mask[0].sum())].tolist())
+    first = "".join(SYMBOLS[t] for t in ids[0, 1:int(mask[0].sum())].tolist())
     n = len(first) + 1
     assert got["bit"][:n].tolist() == [[c > 0 for c in pair] for pair in probe.depths(first)]
     assert got["stretch"][:n].tolist() == [list(pair) for pair in probe.open_stretches(first)]

@@ -227,6 +227,14 @@ def trajectory(model, task: str, length: int = 200) -> tuple[int, list[tuple]]:
     return length, rows
 
 
+def string_of(ids, mask, b: int) -> str:
+    """Entry ``b``'s string in a formal batch: the symbols after ``^``, one fewer than the positions scored (the
+    last scored position predicts the end)."""
+    from nestlearn.data.formal import SYMBOLS
+
+    return "".join(SYMBOLS[t] for t in ids[b, 1:int(mask[b].sum())].tolist())
+
+
 def depths(s: str) -> list[tuple[int, int]]:
     """Shuffle-2's two counters (the open ``(`` and the open ``[``) after each prefix ``s[:i]``, i = 0..len(s)."""
     out, c = [(0, 0)], [0, 0]
@@ -292,8 +300,7 @@ def by_depth(model, recipe, task: str, seed: int, steps: int) -> list[str]:
             pred = logits > 0
             wrong = wrong_sets(logits, targets, mask)
             for b in range(ids.shape[0]):
-                n = int(mask[b].sum()) - 1
-                x = "".join(SYMBOLS[t] for t in ids[b, 1:n + 1].tolist())
+                x = string_of(ids, mask, b)
                 ds, os_ = depths(x), open_stretches(x)
                 ok = not bool(wrong[b].any())
                 deep, stretch = deepest(ds), deepest(os_)

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import torch
 
-from nestlearn.data.formal import SYMBOLS, TOKEN, formal_batch
+from nestlearn.data.formal import TOKEN, formal_batch
 from nestlearn.experiments import synthetic as suite
 from nestlearn.experiments.protocol import code_version
 from nestlearn.experiments.synthetic import load_recipe
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from length_failure import STRETCH_BANDS, depths, kept_weights, open_stretches  # noqa: E402 (the probe beside this one)
+from length_failure import STRETCH_BANDS, depths, kept_weights, open_stretches, string_of  # noqa: E402 (the probe beside this one)
 
 ROOT = HERE.parents[2]
 KEPT = ROOT / "runs" / "probes" / "length_failure"
@@ -89,7 +89,7 @@ def positions(model, n: int, length: tuple[int, int], seed: int, batch: int = 64
         feats.append([h[mask] for h in layers])
         own.append(torch.sigmoid(logits[..., list(CLOSE)])[mask] > 0.5)
         for b in range(ids.shape[0]):
-            s = "".join(SYMBOLS[t] for t in ids[b, 1:int(mask[b].sum())].tolist())
+            s = string_of(ids, mask, b)
             bits += [[c > 0 for c in pair] for pair in depths(s)]
             stretch += open_stretches(s)
     return {"x": [torch.cat([f[i] for f in feats]) for i in range(len(feats[0]))],
