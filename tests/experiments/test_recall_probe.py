@@ -49,3 +49,22 @@ def test_as_trained_equals_the_suite_and_changes_are_undone(probe):
     assert torch.equal(again["right"], res["right"])
     lines = probe.breakdown(res)
     assert lines[0].startswith(f"{res['right'].numel()} scored queries")
+
+
+def test_baselines_are_scored_alike_and_only_their_own_reads_change(probe):
+    """``--model titans``: the same query table for Titans' memory, its read switched to the chunk start and back;
+    the Transformer has no read to switch, and asking for it is refused."""
+    recipe = dataclasses.replace(S.load_recipe(str(probe.RECIPE)), eval_batch_size=2)
+    for block in ("titans", "transformer"):
+        torch.manual_seed(0)
+        model = CausalLM(S.model_config(recipe, probe.TASK, block, None, None))
+        res = probe.score(model, recipe, batches=1)
+        with torch.no_grad():
+            acc, _, _ = S._score(model, recipe, probe.TASK, "eval", [S._eval_seed(0)])
+        assert 100.0 * int(res["right"].sum()) / res["right"].numel() == pytest.approx(acc, abs=1e-9)
+        if block == "titans":
+            probe.score(model, recipe, batches=1, read="chunk_start")
+            assert all(b.mixer.cfg.read == "token" for b in model.blocks)
+        else:
+            with pytest.raises(ValueError, match="no read to change"):
+                probe.score(model, recipe, batches=1, read="chunk_start")

@@ -2,6 +2,7 @@
 
     python experiments/synthetic/probes/recall_errors.py --checkpoint PATH/best.safetensors --step 1200
     python experiments/synthetic/probes/recall_errors.py --until 1250      # no checkpoint: train the suite's run
+    python experiments/synthetic/probes/recall_errors.py --model titans --until 10000   # the same table for Titans
 
 HOPE's in-context recall seeds on mad.yaml sit at 99.4–99.6% validation accuracy for thousands of steps (seeds
 0 and 1; seed 2 leaves that plateau at step ~1,500 and scores 99.99%), where Titans' seeds solve the task. This
@@ -23,6 +24,9 @@ recall); ``--checkpoint`` loads a checkpoint the suite wrote while the run was i
 names; the ``.partial`` folders are not in git); without it, the probe trains the suite's run (its recipe, seed and
 the rate of its stored row, the same cosine schedule over the whole budget) and stops after ``--until`` steps, as an
 interruption would, keeping the best weights so far (``--resume`` continues the run from such a folder instead).
+``--model titans`` (or ``transformer``) sorts that model's answers the same way (its run of the suite, at its
+stored rate); of the test-time changes only those that exist in it run: Titans' memory read at the chunk start
+(its chunk is 8 tokens in mad.yaml too), nothing for the Transformer.
 A probe of the mechanism, not a protocol result; written to ``--out`` (``recall_errors/``).
 """
 
@@ -50,6 +54,7 @@ from length_failure import _Capped, _Frozen, stored_row  # noqa: E402  (CMS froz
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parents[0] / "mad.yaml"
 TASK, MODEL = "in_context_recall", "hope"
+MODELS = {"hope": "HOPE", "titans": "Titans", "transformer": "the Transformer"}
 CHUNK = 8  # the self-modifying memories' chunk in mad.yaml (selfmod.chunk_size)
 DIST_BANDS = [(1, 1), (2, 3), (4, 7), (8, 15), (16, 63)]
 POS_BANDS = [(0, 15), (16, 31), (32, 47), (48, 63)]
@@ -86,9 +91,12 @@ def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = F
     """Right/wrong of every scored query over ``batches`` test batches (the suite's test seeds first, then
     further seeds of the same generator), with each query's descriptors."""
     model.eval()
-    reads = [block.mixer.cfg.read for block in model.blocks]
-    for block in model.blocks:
-        block.mixer.cfg.read = read
+    mixers = [block.mixer.cfg for block in model.blocks if hasattr(getattr(block.mixer, "cfg", None), "read")]
+    if read != "token" and not mixers:
+        raise ValueError(f"read={read!r}: this model's mixers have no read to change")
+    reads = [cfg.read for cfg in mixers]
+    for cfg in mixers:
+        cfg.read = read
     parts: dict[str, list] = {}
     try:
         with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
@@ -102,8 +110,8 @@ def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = F
                 for name, t in q.items():
                     parts.setdefault(name, []).append(t)
     finally:
-        for block, was in zip(model.blocks, reads, strict=True):
-            block.mixer.cfg.read = was
+        for cfg, was in zip(mixers, reads, strict=True):
+            cfg.read = was
     out = {name: torch.cat(ts) for name, ts in parts.items()}
     return {name: t[out["scored"]] for name, t in out.items()}
 
@@ -146,8 +154,9 @@ def breakdown(res: dict) -> list[str]:
     only = (res["occ"] == 1) & res["same_chunk"] & (res["dist"] >= 2)
     k, w, r = counts(res, only)
     k2, w2, r2 = counts(res, ~only)
-    lines += ["", "**The key's one earlier occurrence is in the query's chunk, 2 or more pairs back** (no CMS step "
-              f"has seen it, and the short convolution does not reach it): {r:.2f}% wrong ({w} of {k} queries); "
+    lines += ["", "**The key's one earlier occurrence is in the query's chunk, 2 or more pairs back** (the chunk-start "
+              "state has not seen it, the short convolution does not reach it, and in HOPE no CMS step has seen it): "
+              f"{r:.2f}% wrong ({w} of {k} queries); "
               f"all other queries: {r2:.2f}% wrong ({w2} of {k2}).", ""]
     lines += ["| queries | count | wrong | error rate |", "|---|---:|---:|---:|"]
     lines += band_rows(res, "occ", OCC_BANDS,
@@ -157,9 +166,11 @@ def breakdown(res: dict) -> list[str]:
     return lines
 
 
-def trained_model(recipe, lr: float, seed: int, until: int, resume: str | None = None):
+def trained_model(recipe, lr: float, seed: int, until: int, resume: str | None = None, block: str = MODEL,
+                  mlp_mult: float | None = None):
     """The suite's run (``run_one``), stopped after ``until`` steps; returns its model with the best weights.
-    ``resume``: a ``.partial`` folder of that run, copied and continued from its latest checkpoint."""
+    ``resume``: a ``.partial`` folder of that run, copied and continued from its latest checkpoint; ``block`` and
+    ``mlp_mult``: the model the suite ran (a baseline's SwiGLU width matches HOPE's parameters)."""
     made = []
 
     class Catch(suite.CausalLM):
@@ -178,9 +189,9 @@ def trained_model(recipe, lr: float, seed: int, until: int, resume: str | None =
         if resume:
             with tempfile.TemporaryDirectory() as tmp:
                 shutil.copytree(resume, Path(tmp) / "run")
-                row = suite.run_one(recipe, TASK, MODEL, seed, None, log=print, resume_dir=Path(tmp) / "run")
+                row = suite.run_one(recipe, TASK, block, seed, mlp_mult, log=print, resume_dir=Path(tmp) / "run")
         else:
-            row = suite.run_one(recipe, TASK, MODEL, seed, None, log=print)
+            row = suite.run_one(recipe, TASK, block, seed, mlp_mult, log=print)
     finally:
         suite.CausalLM, suite.Trainer = saved
     return made[-1], row
@@ -188,6 +199,7 @@ def trained_model(recipe, lr: float, seed: int, until: int, resume: str | None =
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=MODEL, choices=list(MODELS), help="whose run of the suite (default: HOPE)")
     p.add_argument("--checkpoint", help="a best.safetensors the suite wrote for this run (see above)")
     p.add_argument("--init", action="store_true", help="score the model at initialization (no training)")
     p.add_argument("--step", type=int, help="the step of the checkpoint's weights (for the report)")
@@ -201,27 +213,30 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     recipe = load_recipe(str(RECIPE))
+    stored = stored_row(RECIPE.parent / recipe.out / "mad.jsonl", args.model, TASK, args.seed)
     if args.lr is None:
-        args.lr = stored_row(RECIPE.parent / recipe.out / "mad.jsonl", MODEL, TASK, args.seed)["lr"]
+        args.lr = stored["lr"]
+    who = MODELS[args.model]
+    mult = None if args.model == "hope" else stored["mlp_mult"]  # the suite's width for a baseline
     if args.init:
         torch.manual_seed(args.seed)  # as run_one builds the run's model
-        model = suite.CausalLM(model_config(recipe, TASK, MODEL, None, None))
-        source = f"HOPE at initialization (seed {args.seed}, as the suite's run builds it; no training step)"
+        model = suite.CausalLM(model_config(recipe, TASK, args.model, mult, None))
+        source = f"{who} at initialization (seed {args.seed}, as the suite's run builds it; no training step)"
     elif args.checkpoint:
-        model = suite.CausalLM(model_config(recipe, TASK, MODEL, None, None))
+        model = suite.CausalLM(model_config(recipe, TASK, args.model, mult, None))
         weights = load_file(args.checkpoint)  # best.safetensors holds the tied head, model.safetensors does not
         check_weights(model, weights, Path(args.checkpoint), tied=model.head.weight is model.embed.weight)
         model.load_state_dict(weights, strict=False)
         print(f"loaded {args.checkpoint}", flush=True)
-        source = (f"the suite's checkpoint of HOPE's in-context recall seed {args.seed} at lr {args.lr:g} "
+        source = (f"the suite's checkpoint of {who}'s in-context recall seed {args.seed} at lr {args.lr:g} "
                   f"(the best weights at step {args.step})")
     else:
-        model, row = trained_model(recipe, args.lr, args.seed, args.until, args.resume)
+        model, row = trained_model(recipe, args.lr, args.seed, args.until, args.resume, args.model, mult)
         if args.save:  # first, so that a failure below does not cost the training
             Path(args.save).parent.mkdir(parents=True, exist_ok=True)
             save_model(model, args.save)
             print(f"weights saved to {args.save} (--checkpoint scores them again)", flush=True)
-        source = (f"the suite's run of HOPE's in-context recall seed {args.seed} at lr {args.lr:g}, trained here "
+        source = (f"the suite's run of {who}'s in-context recall seed {args.seed} at lr {args.lr:g}, trained here "
                   + (f"from its checkpoint at step {row['resumed_at'][0]} " if row.get("resumed_at") else "")
                   + f"and stopped after step {args.until}: the best weights (step {row.get('best_step')}, "
                   f"validation loss {row.get('val_loss', float('nan')):.3g}, accuracy {row.get('val_acc', 0):.2f}%; "
@@ -231,8 +246,12 @@ def main() -> int:
             "memories write nothing (η = 0, α = 1: they keep their meta-learned initial state)":
                 {"memories_frozen": True},
             "CMS frozen and memories write nothing": {"cms_frozen": True, "memories_frozen": True}}
+    if args.model == "titans":  # no CMS; its memory is not run through the in-context driver that _Frozen follows
+        runs = {"as trained": {}, "the memory read at the chunk start (D21)": {"read": "chunk_start"}}
+    elif args.model == "transformer":
+        runs = {"as trained": {}}
     cmd = "python experiments/synthetic/probes/recall_errors.py " + " ".join(sys.argv[1:])
-    lines = ["# Which in-context recall queries HOPE gets wrong", "",
+    lines = [f"# Which in-context recall queries {who} gets wrong", "",
              f"Command: `{cmd.strip()}`  ",
              f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, code version "
              f"{code_version()['code']} (commit {code_version()['commit'][:12]}). Weights: {source}. "
