@@ -155,8 +155,8 @@ def breakdown(res: dict) -> list[str]:
     k, w, r = counts(res, only)
     k2, w2, r2 = counts(res, ~only)
     lines += ["", "**The key's one earlier occurrence is in the query's chunk, 2 or more pairs back** (the chunk-start "
-              "state has not seen it, the short convolution does not reach it, and in HOPE no CMS step has seen it): "
-              f"{r:.2f}% wrong ({w} of {k} queries); "
+              "state has not seen it, one layer's short convolution does not reach it, and in HOPE no CMS step "
+              f"has seen it): {r:.2f}% wrong ({w} of {k} queries); "
               f"all other queries: {r2:.2f}% wrong ({w2} of {k2}).", ""]
     lines += ["| queries | count | wrong | error rate |", "|---|---:|---:|---:|"]
     lines += band_rows(res, "occ", OCC_BANDS,
