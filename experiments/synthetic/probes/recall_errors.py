@@ -217,6 +217,7 @@ def main() -> int:
     if args.lr is None:
         args.lr = stored["lr"]
     who = MODELS[args.model]
+    whose = who + ("'" if who.endswith("s") else "'s")
     mult = None if args.model == "hope" else stored["mlp_mult"]  # the suite's width for a baseline
     if args.init:
         torch.manual_seed(args.seed)  # as run_one builds the run's model
@@ -228,7 +229,7 @@ def main() -> int:
         check_weights(model, weights, Path(args.checkpoint), tied=model.head.weight is model.embed.weight)
         model.load_state_dict(weights, strict=False)
         print(f"loaded {args.checkpoint}", flush=True)
-        source = (f"the suite's checkpoint of {who}'s in-context recall seed {args.seed} at lr {args.lr:g} "
+        source = (f"the suite's checkpoint of {whose} in-context recall seed {args.seed} at lr {args.lr:g} "
                   f"(the best weights at step {args.step})")
     else:
         model, row = trained_model(recipe, args.lr, args.seed, args.until, args.resume, args.model, mult)
@@ -236,7 +237,7 @@ def main() -> int:
             Path(args.save).parent.mkdir(parents=True, exist_ok=True)
             save_model(model, args.save)
             print(f"weights saved to {args.save} (--checkpoint scores them again)", flush=True)
-        source = (f"the suite's run of {who}'s in-context recall seed {args.seed} at lr {args.lr:g}, trained here "
+        source = (f"the suite's run of {whose} in-context recall seed {args.seed} at lr {args.lr:g}, trained here "
                   + (f"from its checkpoint at step {row['resumed_at'][0]} " if row.get("resumed_at") else "")
                   + f"and stopped after step {args.until}: the best weights (step {row.get('best_step')}, "
                   f"validation loss {row.get('val_loss', float('nan')):.3g}, accuracy {row.get('val_acc', 0):.2f}%; "
