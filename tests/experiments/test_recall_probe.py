@@ -68,3 +68,15 @@ def test_baselines_are_scored_alike_and_only_their_own_reads_change(probe):
         else:
             with pytest.raises(ValueError, match="no read to change"):
                 probe.score(model, recipe, batches=1, read="chunk_start")
+
+
+def test_trained_model_returns_the_weights_its_row_scored(probe):
+    """``trained_model`` stops the suite's run after ``until`` steps and returns the weights the run scored (kept
+    and read back with ``load_weights``): scoring them again gives the row's accuracy."""
+    recipe = dataclasses.replace(S.load_recipe(str(probe.RECIPE)), steps=4, warmup=1, batch_size=2, eval_batches=1,
+                                 eval_batch_size=2, val_batches=1, eval_every=2, patience=0, min_steps=0)
+    model, row = probe.trained_model(recipe, 1e-3, 0, until=2, block="transformer")
+    assert row["steps_run"] == 2
+    with torch.no_grad():
+        acc, _, _ = S._score(model, recipe, probe.TASK, "eval", [S._eval_seed(0)])
+    assert acc == pytest.approx(row["acc"], abs=1e-9)

@@ -171,30 +171,24 @@ def trained_model(recipe, lr: float, seed: int, until: int, resume: str | None =
     """The suite's run (``run_one``), stopped after ``until`` steps; returns its model with the best weights.
     ``resume``: a ``.partial`` folder of that run, copied and continued from its latest checkpoint; ``block`` and
     ``mlp_mult``: the model the suite ran (a baseline's SwiGLU width matches HOPE's parameters)."""
-    made = []
-
-    class Catch(suite.CausalLM):
-        def __init__(self, cfg):
-            super().__init__(cfg)
-            made.append(self)
-
     class Until(suite.Trainer):
         def run(self, until=until):  # run_one calls run(): stop where an interruption at ``until`` would
             return super().run(until=until)
 
     recipe = dataclasses.replace(recipe, lr=lr)
-    saved = suite.CausalLM, suite.Trainer
-    suite.CausalLM, suite.Trainer = Catch, Until
+    saved = suite.Trainer
+    suite.Trainer = Until
     try:
-        if resume:
-            with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
+            kept = Path(tmp) / "kept.pt"  # the scored weights, read back as every kept file is (load_weights)
+            if resume:
                 shutil.copytree(resume, Path(tmp) / "run")
-                row = suite.run_one(recipe, TASK, block, seed, mlp_mult, log=print, resume_dir=Path(tmp) / "run")
-        else:
-            row = suite.run_one(recipe, TASK, block, seed, mlp_mult, log=print)
+            row = suite.run_one(recipe, TASK, block, seed, mlp_mult, log=print,
+                                resume_dir=Path(tmp) / "run" if resume else None, keep=kept)
+            model = suite.load_weights(kept)[0]
     finally:
-        suite.CausalLM, suite.Trainer = saved
-    return made[-1], row
+        suite.Trainer = saved
+    return model, row
 
 
 def main() -> int:
