@@ -80,3 +80,49 @@ def test_trained_model_returns_the_weights_its_row_scored(probe):
     with torch.no_grad():
         acc, _, _ = S._score(model, recipe, probe.TASK, "eval", [S._eval_seed(0)])
     assert acc == pytest.approx(row["acc"], abs=1e-9)
+
+
+def test_current_token_convolutions_change_the_answers_and_are_restored(probe):
+    """``conv_current``: the named layers' short convolutions pass the current token only while scoring (so the
+    answers change), and their weights are the same tensors' values afterwards; a mixer without one is refused."""
+    recipe = dataclasses.replace(S.load_recipe(str(probe.RECIPE)), eval_batch_size=2)
+    for block in ("titans", "hope"):
+        torch.manual_seed(0)
+        model = CausalLM(S.model_config(recipe, probe.TASK, block, None, None))
+        with torch.no_grad():
+            for m in model.modules():  # taps on earlier tokens large enough to matter at initialization
+                if isinstance(m, probe.ShortConv):
+                    m.weight.normal_()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        ids = S.make_batch(recipe, probe.TASK, 2, S._eval_seed(0), "eval")[0]
+        with torch.no_grad():
+            logits = model(ids)[0]
+            with probe._CurrentTokenConv(model, (0, 1)):
+                changed = model(ids)[0]
+                convs = [m for m in model.modules() if isinstance(m, probe.ShortConv)]
+                assert convs and all(bool((m.weight[:, :-1] == 0).all()) for m in convs)
+        assert not torch.allclose(logits, changed)
+        res = probe.score(model, recipe, batches=1, read="chunk_start", conv_current=(1,))
+        assert res["right"].numel() > 0
+        assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    torch.manual_seed(0)
+    plain = CausalLM(S.model_config(recipe, probe.TASK, "transformer", None, None))
+    with pytest.raises(ValueError, match="no short convolution"):
+        probe.score(plain, recipe, batches=1, conv_current=(0,))
+
+
+def test_chunk_layout_follows_the_persistent_tokens(probe):
+    """Titans writes its persistent tokens before the sequence, so its chunks start 4 tokens before the sequence's
+    (mad.yaml); HOPE's start with it. The query table sorts in-chunk queries by that layout."""
+    recipe = S.load_recipe(str(probe.RECIPE))
+    layouts = {}
+    for block in ("hope", "titans", "transformer"):
+        torch.manual_seed(0)
+        layouts[block] = probe.chunk_layout(CausalLM(S.model_config(recipe, probe.TASK, block, None, None)))
+    assert layouts == {"hope": (8, 0), "titans": (8, 4), "transformer": (8, 0)}
+    # pair 2 (token 4) needs pair 0's value (token 1): one chunk from position 0; with offset 4, token 1 sits in the
+    # chunk of tokens −4…3 and token 4 in the next one
+    keys = torch.tensor([[3, 5, 3, 1]])
+    ids = torch.stack([keys + 1, torch.full_like(keys, 12)], 2).flatten(1)
+    assert bool(probe.query_table(ids, 8)["same_chunk"][0, 2])
+    assert not bool(probe.query_table(ids, 8, chunk=8, offset=4)["same_chunk"][0, 2])

@@ -46,6 +46,7 @@ from safetensors.torch import load_file, save_model
 from nestlearn.experiments import synthetic as suite
 from nestlearn.experiments.protocol import code_version
 from nestlearn.experiments.synthetic import load_recipe, make_batch, model_config
+from nestlearn.modules import ShortConv
 from nestlearn.train.loop import check_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,10 +62,11 @@ POS_BANDS = [(0, 15), (16, 31), (32, 47), (48, 63)]
 OCC_BANDS = [(1, 1), (2, 3), (4, 63)]
 
 
-def query_table(ids: torch.Tensor, n_keys: int) -> dict[str, torch.Tensor]:
+def query_table(ids: torch.Tensor, n_keys: int, chunk: int = CHUNK, offset: int = 0) -> dict[str, torch.Tensor]:
     """Per scored query (a key token whose key occurred before): its pair index, the distance in pairs to the
     key's last occurrence, whether that occurrence's value token lies in the query's chunk, and how many times
-    the key occurred before. Tensors of shape ``[B, pairs]``; ``scored`` marks the queries."""
+    the key occurred before. Tensors of shape ``[B, pairs]``; ``scored`` marks the queries. The memory's chunks
+    hold ``chunk`` tokens and the sequence's first token sits at position ``offset`` of one (``chunk_layout``)."""
     keys = ids[:, 0::2] - 1
     B, n = keys.shape
     last = torch.full((B, n_keys), -1, dtype=torch.long)
@@ -81,30 +83,69 @@ def query_table(ids: torch.Tensor, n_keys: int) -> dict[str, torch.Tensor]:
         count[rows, k] += 1
     pair = torch.arange(n).expand(B, n)
     prev_value_pos = 2 * (pair - dist) + 1  # the value token of the last occurrence
-    same_chunk = (prev_value_pos // CHUNK) == ((2 * pair) // CHUNK)
+    same_chunk = ((prev_value_pos + offset) // chunk) == ((2 * pair + offset) // chunk)
     return {"scored": occ > 0, "dist": dist, "occ": occ, "pair": pair, "same_chunk": same_chunk}
+
+
+class _CurrentTokenConv:
+    """Inside the block: the short convolutions (``ShortConv``) of the mixers of ``layers`` pass the current token
+    only (their taps on the earlier ``w − 1`` tokens zeroed); the weights are restored on exit."""
+
+    def __init__(self, model, layers):
+        self.convs = [m for i in layers for m in model.blocks[i].mixer.modules() if isinstance(m, ShortConv)]
+        if layers and not self.convs:
+            raise ValueError(f"layers {list(layers)}: their mixers have no short convolution")
+
+    def __enter__(self):
+        self.saved = [conv.weight.detach().clone() for conv in self.convs]
+        with torch.no_grad():
+            for conv in self.convs:
+                conv.weight[:, :-1] = 0.0
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for conv, w in zip(self.convs, self.saved, strict=True):
+                conv.weight.copy_(w)
+
+
+@torch.no_grad()
+def chunk_layout(model) -> tuple[int, int]:
+    """The chunk of the mixers' memories (``mixer.memory``) and the position inside it at which a sequence's first
+    token is written: Titans writes its persistent tokens first (D13), so its chunks start that many tokens
+    before the sequence's (4 in mad.yaml: a chunk spans tokens 4–11, 12–19, …); HOPE's start with the sequence.
+    A model without such memories (the Transformer) gets the suite's chunk from position 0."""
+    ref = next(model.parameters())
+    layouts = {(block.mixer.memory.chunk_size, block.mixer.init_state(1, ref).memory.offset)
+               for block in model.blocks if hasattr(getattr(block.mixer, "memory", None), "chunk_size")}
+    if len(layouts) > 1:
+        raise ValueError(f"the layers' memories have different chunk layouts {sorted(layouts)}: one table cannot sort "
+                         "their queries")
+    return layouts.pop() if layouts else (CHUNK, 0)
 
 
 @torch.no_grad()
 def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = False,
-          memories_frozen: bool = False) -> dict:
+          memories_frozen: bool = False, conv_current: tuple[int, ...] = ()) -> dict:
     """Right/wrong of every scored query over ``batches`` test batches (the suite's test seeds first, then
-    further seeds of the same generator), with each query's descriptors."""
+    further seeds of the same generator), with each query's descriptors. ``conv_current``: the layers whose short
+    convolutions pass the current token only."""
     model.eval()
     mixers = [block.mixer.cfg for block in model.blocks if hasattr(getattr(block.mixer, "cfg", None), "read")]
     if read != "token" and not mixers:
         raise ValueError(f"read={read!r}: this model's mixers have no read to change")
     reads = [cfg.read for cfg in mixers]
+    layout = chunk_layout(model)
     for cfg in mixers:
         cfg.read = read
     parts: dict[str, list] = {}
     try:
-        with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
+        with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None), \
+                _CurrentTokenConv(model, conv_current):
             for i in range(batches):
                 ids, targets = make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
                 logits = model(ids)[0]
                 right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
-                q = query_table(ids, recipe.tasks[TASK]["n_keys"])
+                q = query_table(ids, recipe.tasks[TASK]["n_keys"], *layout)
                 q["right"] = right[:, 0::2]
                 assert bool(((targets[:, 0::2] != -100) == q["scored"]).all()), "query table disagrees with targets"
                 for name, t in q.items():
@@ -203,8 +244,13 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, help="default: the rate of the run's stored row (mad.yaml's selection)")
     p.add_argument("--batches", type=int, default=32, help="test batches of 64 sequences (the suite scores 4)")
+    p.add_argument("--conv", action="store_true",
+                   help="also score with the short convolutions passing the current token only (each layer, both, "
+                        "and with the memories read at the chunk start)")
     p.add_argument("--out", default=str(HERE / "recall_errors" / "RESULTS.md"))
     args = p.parse_args()
+    if args.conv and args.model == "transformer":
+        p.error("--conv: the Transformer has no short convolution")
     torch.set_num_threads(1)
     recipe = load_recipe(str(RECIPE))
     stored = stored_row(RECIPE.parent / recipe.out / "mad.jsonl", args.model, TASK, args.seed)
@@ -223,7 +269,7 @@ def main() -> int:
         check_weights(model, weights, Path(args.checkpoint), tied=model.head.weight is model.embed.weight)
         model.load_state_dict(weights, strict=False)
         print(f"loaded {args.checkpoint}", flush=True)
-        source = (f"the suite's checkpoint of {whose} in-context recall seed {args.seed} at lr {args.lr:g} "
+        source = (f"`{args.checkpoint}`, {whose} in-context recall seed {args.seed} at lr {args.lr:g} "
                   f"(the best weights at step {args.step})")
     else:
         model, row = trained_model(recipe, args.lr, args.seed, args.until, args.resume, args.model, mult)
@@ -241,10 +287,20 @@ def main() -> int:
             "memories write nothing (η = 0, α = 1: they keep their meta-learned initial state)":
                 {"memories_frozen": True},
             "CMS frozen and memories write nothing": {"cms_frozen": True, "memories_frozen": True}}
+    every = tuple(range(len(model.blocks)))
+    convs = {}
+    for which in [every] + [(i,) for i in every]:
+        name = ("the short convolutions of every layer pass" if which == every else
+                f"layer {which[0] + 1}'s short convolution passes") + " the current token only"
+        convs[name] = {"conv_current": which}
+        convs[name + ", and the memories read at the chunk start"] = {"conv_current": which, "read": "chunk_start"}
     if args.model == "titans":  # no CMS; its memory is not run through the in-context driver that _Frozen follows
         runs = {"as trained": {}, "the memory read at the chunk start (D21)": {"read": "chunk_start"}}
     elif args.model == "transformer":
         runs = {"as trained": {}}
+    if args.conv:  # which token each layer's short convolution reaches (the in-chunk queries' other path)
+        runs.update(convs)
+    chunk, offset = chunk_layout(model)
     cmd = "python experiments/synthetic/probes/recall_errors.py " + " ".join(sys.argv[1:])
     lines = [f"# Which in-context recall queries {who} gets wrong", "",
              f"Command: `{cmd.strip()}`  ",
@@ -252,7 +308,10 @@ def main() -> int:
              f"{code_version()['code']} (commit {code_version()['commit'][:12]}). Weights: {source}. "
              f"{args.batches} test batches of {recipe.eval_batch_size} sequences of {recipe.tasks[TASK]['seq_len']} "
              f"tokens (the suite's first 4 test seeds and {args.batches - 4} more of the same generator); only test "
-             "time changes between the sections.", ""]
+             "time changes between the sections.", "",
+             f"The memories' chunks hold {chunk} tokens; a sequence's first token is written at position {offset} of "
+             "a chunk" + (f" (after the persistent tokens, D13), so the chunks span tokens {chunk - offset}–"
+                          f"{2 * chunk - offset - 1}, … of the sequence" if offset else "") + ".", ""]
     for name, kw in runs.items():
         res = score(model, recipe, args.batches, **kw)
         print(name, f"{100.0 - counts(res, torch.ones_like(res['right']))[2]:.3f}%", flush=True)
