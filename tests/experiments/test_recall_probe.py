@@ -104,6 +104,12 @@ def test_current_token_convolutions_change_the_answers_and_are_restored(probe):
         assert not torch.allclose(logits, changed)
         res = probe.score(model, recipe, batches=1, read="chunk_start", conv_current=(1,))
         assert res["right"].numel() > 0
+        seen = []  # the reads in force while scoring: only the named layer's changes
+        hook = model.register_forward_pre_hook(lambda m, a: seen.append([b.mixer.cfg.read for b in m.blocks]))
+        probe.score(model, recipe, batches=1, read="chunk_start", read_layers=(1,))
+        hook.remove()
+        assert seen == [["token", "chunk_start"]]
+        assert all(b.mixer.cfg.read == "token" for b in model.blocks)
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     torch.manual_seed(0)
     plain = CausalLM(S.model_config(recipe, probe.TASK, "transformer", None, None))

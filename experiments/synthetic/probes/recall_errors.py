@@ -125,18 +125,21 @@ def chunk_layout(model) -> tuple[int, int]:
 
 @torch.no_grad()
 def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = False,
-          memories_frozen: bool = False, conv_current: tuple[int, ...] = ()) -> dict:
+          memories_frozen: bool = False, conv_current: tuple[int, ...] = (),
+          read_layers: tuple[int, ...] | None = None) -> dict:
     """Right/wrong of every scored query over ``batches`` test batches (the suite's test seeds first, then
     further seeds of the same generator), with each query's descriptors. ``conv_current``: the layers whose short
-    convolutions pass the current token only."""
+    convolutions pass the current token only; ``read_layers``: the layers whose memories read as ``read`` says (all
+    when ``None``)."""
     model.eval()
-    mixers = [block.mixer.cfg for block in model.blocks if hasattr(getattr(block.mixer, "cfg", None), "read")]
+    mixers = [block.mixer for i, block in enumerate(model.blocks)
+              if hasattr(getattr(block.mixer, "cfg", None), "read") and (read_layers is None or i in read_layers)]
     if read != "token" and not mixers:
         raise ValueError(f"read={read!r}: this model's mixers have no read to change")
-    reads = [cfg.read for cfg in mixers]
     layout = chunk_layout(model)
-    for cfg in mixers:
-        cfg.read = read
+    cfgs = [mixer.cfg for mixer in mixers]
+    for mixer in mixers:  # a copy each: the layers of a model share one config object
+        mixer.cfg = dataclasses.replace(mixer.cfg, read=read)
     parts: dict[str, list] = {}
     try:
         with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None), \
@@ -151,8 +154,8 @@ def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = F
                 for name, t in q.items():
                     parts.setdefault(name, []).append(t)
     finally:
-        for cfg, was in zip(mixers, reads, strict=True):
-            cfg.read = was
+        for mixer, cfg in zip(mixers, cfgs, strict=True):
+            mixer.cfg = cfg
     out = {name: torch.cat(ts) for name, ts in parts.items()}
     return {name: t[out["scored"]] for name, t in out.items()}
 
@@ -247,10 +250,14 @@ def main() -> int:
     p.add_argument("--conv", action="store_true",
                    help="also score with the short convolutions passing the current token only (each layer, both, "
                         "and with the memories read at the chunk start)")
+    p.add_argument("--layer-reads", action="store_true",
+                   help="also score with one layer's memories at a time reading at the chunk start")
     p.add_argument("--out", default=str(HERE / "recall_errors" / "RESULTS.md"))
     args = p.parse_args()
     if args.conv and args.model == "transformer":
         p.error("--conv: the Transformer has no short convolution")
+    if args.layer_reads and args.model == "transformer":
+        p.error("--layer-reads: the Transformer has no memory read to change")
     torch.set_num_threads(1)
     recipe = load_recipe(str(RECIPE))
     stored = stored_row(RECIPE.parent / recipe.out / "mad.jsonl", args.model, TASK, args.seed)
@@ -300,6 +307,9 @@ def main() -> int:
         runs = {"as trained": {}}
     if args.conv:  # which token each layer's short convolution reaches (the in-chunk queries' other path)
         runs.update(convs)
+    if args.layer_reads:  # whose per-token read answers the in-chunk queries
+        runs.update({f"layer {i + 1}'s memories read at the chunk start (the other layers' per token)":
+                     {"read": "chunk_start", "read_layers": (i,)} for i in every})
     chunk, offset = chunk_layout(model)
     cmd = "python experiments/synthetic/probes/recall_errors.py " + " ".join(sys.argv[1:])
     lines = [f"# Which in-context recall queries {who} gets wrong", "",
