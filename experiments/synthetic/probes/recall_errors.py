@@ -235,6 +235,17 @@ def trained_model(recipe, lr: float, seed: int, until: int, resume: str | None =
     return model, row
 
 
+def model_from_checkpoint(recipe, block: str, mult: float | None, path: str):
+    """The suite's model of ``block`` (a baseline at the SwiGLU width ``mult`` its row records) with the weights of
+    a checkpoint (``best.safetensors``, or weights ``--save`` wrote)."""
+    model = suite.CausalLM(model_config(recipe, TASK, block, mult, None))
+    weights = load_file(path)  # best.safetensors holds the tied head, model.safetensors does not
+    check_weights(model, weights, Path(path), tied=model.head.weight is model.embed.weight)
+    model.load_state_dict(weights, strict=False)
+    print(f"loaded {path}", flush=True)
+    return model
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=MODEL, choices=list(MODELS), help="whose run of the suite (default: HOPE)")
@@ -271,11 +282,7 @@ def main() -> int:
         model = suite.CausalLM(model_config(recipe, TASK, args.model, mult, None))
         source = f"{who} at initialization (seed {args.seed}, as the suite's run builds it; no training step)"
     elif args.checkpoint:
-        model = suite.CausalLM(model_config(recipe, TASK, args.model, mult, None))
-        weights = load_file(args.checkpoint)  # best.safetensors holds the tied head, model.safetensors does not
-        check_weights(model, weights, Path(args.checkpoint), tied=model.head.weight is model.embed.weight)
-        model.load_state_dict(weights, strict=False)
-        print(f"loaded {args.checkpoint}", flush=True)
+        model = model_from_checkpoint(recipe, args.model, mult, args.checkpoint)
         source = (f"`{args.checkpoint}`, {whose} in-context recall seed {args.seed} at lr {args.lr:g} "
                   f"(the best weights at step {args.step})")
     else:
