@@ -105,7 +105,8 @@ def test_current_token_convolutions_change_the_answers_and_are_restored(probe):
         res = probe.score(model, recipe, batches=1, read="chunk_start", conv_current=(1,))
         assert res["right"].numel() > 0
         seen = []  # the reads in force while scoring: only the named layer's changes
-        hook = model.register_forward_pre_hook(lambda m, a: seen.append([b.mixer.cfg.read for b in m.blocks]))
+        hook = model.register_forward_pre_hook(
+            lambda m, a, seen=seen: seen.append([b.mixer.cfg.read for b in m.blocks]))
         probe.score(model, recipe, batches=1, read="chunk_start", read_layers=(1,))
         hook.remove()
         assert seen == [["token", "chunk_start"]]

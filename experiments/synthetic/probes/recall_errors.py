@@ -246,6 +246,14 @@ def model_from_checkpoint(recipe, block: str, mult: float | None, path: str):
     return model
 
 
+def write_report(out: str, lines: list[str]) -> int:
+    """Write a probe's markdown lines to ``out`` (its folder made) and say where; 0, the probe's exit status."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("\n".join(lines) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=MODEL, choices=list(MODELS), help="whose run of the suite (default: HOPE)")
@@ -333,10 +341,7 @@ def main() -> int:
         res = score(model, recipe, args.batches, **kw)
         print(name, f"{100.0 - counts(res, torch.ones_like(res['right']))[2]:.3f}%", flush=True)
         lines += [f"## {name}", ""] + breakdown(res) + [""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"written to {args.out}")
-    return 0
+    return write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from nestlearn.experiments.synthetic import load_recipe, make_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from length_failure import stored_row  # noqa: E402
-from recall_errors import MODELS, RECIPE, TASK, chunk_layout, model_from_checkpoint  # noqa: E402
+from recall_errors import MODELS, RECIPE, TASK, chunk_layout, model_from_checkpoint, write_report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -152,10 +152,7 @@ def main() -> int:
                          f"{row['target']:.3f} | {row['read']:.3f} | "
                          + " | ".join(f"{100 * r:.1f}%" for r in row["rel"]) + " |")
             print(lines[-1], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"written to {args.out}")
-    return 0
+    return write_report(args.out, lines)
 
 
 if __name__ == "__main__":
