@@ -16,7 +16,9 @@ does and sorts its wrong answers by what the query needed:
 
 and then changes test time only: the CMS levels' in-context steps off (the levels keep their meta-learned
 weights), the self-modifying memories reading at the chunk's start (``read="chunk_start"``, D21), the memories
-writing nothing, and both off.
+writing nothing, and both off; with ``--conv`` also the short convolutions (every layer's, or one layer's)
+passing the current token only, and with ``--layer-reads`` one layer's memories at a time reading at the chunk
+start. "The query's chunk" is the model's own (``chunk_layout``): Titans' chunks start after its persistent tokens.
 
 The weights: ``--init`` scores the run's model at initialization (the CMS's in-context steps alone already
 recall); ``--checkpoint`` loads a checkpoint the suite wrote while the run was in progress (its
