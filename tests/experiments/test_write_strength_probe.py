@@ -37,7 +37,7 @@ def test_measure_leaves_the_model_as_it_was(probe, block):
     assert torch.equal(before, during) and torch.equal(before, after)
     assert all("read_write" not in vars(b.mixer.memory) and "init_state" not in vars(b.mixer) for b in model.blocks)
     T = ids.shape[1]
-    assert all(st["tokens"] == T for st in rec.stats)  # the sequence's tokens only: no persistent ones
+    assert rec.tokens() == [T] * len(model.blocks)  # the sequence's tokens only: no persistent ones
     rows = probe.measure(model, recipe, batches=1)
     assert len(rows) == len(model.blocks)
     for row in rows:
@@ -55,3 +55,15 @@ def test_no_write_no_change(probe):
             b.mixer.gates.bias[: 2 * b.mixer.heads] = -1e4  # θ = max_lr · sigmoid(−1e4) = 0; α = 1 − sigmoid(−1e4)
     rows = probe.measure(model, recipe, batches=1)
     assert all(max(row["rel"]) < 1e-6 for row in rows)
+
+
+@pytest.mark.parametrize("block", ["hope", "titans"])
+def test_a_chunk_start_reader_is_refused(probe, block):
+    """A model whose memories read at the chunk start has no per-token read to compare: refused, not zeros."""
+    recipe = dataclasses.replace(S.load_recipe(str(probe.RECIPE)), eval_batch_size=2)
+    torch.manual_seed(0)
+    model = CausalLM(S.model_config(recipe, probe.TASK, block, None, None))
+    for b in model.blocks:
+        b.mixer.cfg = dataclasses.replace(b.mixer.cfg, read="chunk_start")
+    with pytest.raises(ValueError, match="recorded no token"):
+        probe.measure(model, recipe, batches=1)

@@ -311,19 +311,17 @@ def main() -> int:
             "memories write nothing (η = 0, α = 1: they keep their meta-learned initial state)":
                 {"memories_frozen": True},
             "CMS frozen and memories write nothing": {"cms_frozen": True, "memories_frozen": True}}
-    every = tuple(range(len(model.blocks)))
-    convs = {}
-    for which in [every] + [(i,) for i in every]:
-        name = ("the short convolutions of every layer pass" if which == every else
-                f"layer {which[0] + 1}'s short convolution passes") + " the current token only"
-        convs[name] = {"conv_current": which}
-        convs[name + ", and the memories read at the chunk start"] = {"conv_current": which, "read": "chunk_start"}
     if args.model == "titans":  # no CMS; its memory is not run through the in-context driver that _Frozen follows
         runs = {"as trained": {}, "the memory read at the chunk start (D21)": {"read": "chunk_start"}}
     elif args.model == "transformer":
         runs = {"as trained": {}}
+    every = tuple(range(len(model.blocks)))
     if args.conv:  # which token each layer's short convolution reaches (the in-chunk queries' other path)
-        runs.update(convs)
+        for which in [every] + [(i,) for i in every]:
+            name = ("the short convolutions of every layer pass" if which == every else
+                    f"layer {which[0] + 1}'s short convolution passes") + " the current token only"
+            runs[name] = {"conv_current": which}
+            runs[name + ", and the memories read at the chunk start"] = {"conv_current": which, "read": "chunk_start"}
     if args.layer_reads:  # whose per-token read answers the in-chunk queries
         runs.update({f"layer {i + 1}'s memories read at the chunk start (the other layers' per token)":
                      {"read": "chunk_start", "read_layers": (i,)} for i in every})

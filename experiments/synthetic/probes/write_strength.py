@@ -47,7 +47,7 @@ class _Recorder:
         self.mixers = [block.mixer for block in model.blocks]
         self.stats = [{"rel": torch.zeros(m.memory.chunk_size, dtype=torch.float64),
                        "n": torch.zeros(m.memory.chunk_size, dtype=torch.float64),
-                       "lr": 0.0, "target": 0.0, "read": 0.0, "tokens": 0} for m in self.mixers]
+                       "lr": 0.0, "target": 0.0, "read": 0.0} for m in self.mixers]
 
     def __enter__(self):
         for i, mixer in enumerate(self.mixers):
@@ -64,7 +64,7 @@ class _Recorder:
             def read_write(state, q, k, v, lr, *args, _orig=orig_rw, _flag=flag, _st=self.stats[i],
                            _chunk=mixer.memory.chunk_size, **kw):
                 o, new = _orig(state, q, k, v, lr, *args, **kw)
-                if not _flag["init"]:
+                if not _flag["init"] and kw.get("read", "token") == "token":  # a dual-form read only
                     with torch.no_grad():  # the CMS's in-context driver runs the mixers with gradients on
                         o0, _ = _orig(state, q, k, v, lr, *args, **{**kw, "read": "chunk_start"})
                         o_, v_ = o.detach(), v.detach()
@@ -77,7 +77,6 @@ class _Recorder:
                         _st["lr"] += float(lr_t.double().mean()) * T
                         _st["target"] += float(v_.norm(dim=-1).double().mean()) * T
                         _st["read"] += float(o0.norm(dim=-1).double().mean()) * T
-                        _st["tokens"] += T
                 return o, new
 
             mixer.memory.read_write, mixer.init_state = read_write, init_state
@@ -87,10 +86,16 @@ class _Recorder:
         for mixer in self.mixers:
             del mixer.memory.read_write, mixer.init_state  # the instance attributes: the class's methods again
 
+    def tokens(self) -> list[int]:
+        """Per layer, the sequence tokens recorded."""
+        return [int(st["n"].sum()) for st in self.stats]
+
     def rows(self) -> list[dict]:
         out = []
-        for st in self.stats:
-            tokens = max(st["tokens"], 1)
+        for layer, (st, tokens) in enumerate(zip(self.stats, self.tokens(), strict=True)):
+            if tokens == 0:
+                raise ValueError(f"layer {layer + 1}'s output memory recorded no token: it did not read per token "
+                                 "through read_write (read='chunk_start'?), and this probe compares per-token reads")
             out.append({"rel": (st["rel"] / st["n"].clamp_min(1)).tolist(), "lr": st["lr"] / tokens,
                         "target": st["target"] / tokens, "read": st["read"] / tokens})
         return out
