@@ -210,7 +210,8 @@ class Runs:
                                 {"hp": hp, "settings": settings, "store": self.path.name, "device": args.device},
                                 self.version, fp, log=lambda line: print(line, flush=True))
         r = {"dataset": ds, **run(name, lr, hp, seed, data, args, size, channels, resume_dir=folder),
-             "settings": settings, "fingerprint": fp}
+             "settings": settings, "fingerprint": fp,
+             "run": folder.name}  # the run in progress this row ends (protocol.finished: not carried again)
         self.rows = append_row(self.path, r)
         shutil.rmtree(folder, ignore_errors=True)  # the row is stored: the run's checkpoints go
         print(f"{ds} {name} lr={lr:g} {hp} seed {seed}: train {r['train_loss']:.3f} val {r['val_loss']:.3f} "

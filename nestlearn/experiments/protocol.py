@@ -255,23 +255,32 @@ def _cpu_s(latest: Path) -> float:
         return math.inf
 
 
-def _written(latest: Path) -> float:
-    """When a run's latest checkpoint was written (its ``state.json``'s modification time; 0 when missing)."""
-    try:
-        return _state_file(latest).stat().st_mtime
-    except OSError:
-        return 0.0
+def finished(run: Path) -> bool:
+    """Whether the run in progress ``…/.partial/<run>`` has its row stored: a row of a store beside the
+    ``.partial`` folder (``*.jsonl``) names it (``"run": <run>``, which the suites write with each row)."""
+    name = Path(run).name
+    for store in sorted(Path(run).parent.parent.glob("*.jsonl")):
+        try:
+            text = store.read_text()
+        except OSError:
+            continue
+        if f'"{name}"' not in text:  # most stores do not name it at all: skip the parsing
+            continue
+        if any(r.get("run") == name for r in read_rows(store)):
+            return True
+    return False
 
 
-def carry_runs(root: Path, dest: Path, min_cpu_s: float = 0.0, max_age_s: float | None = None) -> list[str]:
+def carry_runs(root: Path, dest: Path, min_cpu_s: float = 0.0) -> list[str]:
     """Copy every run in progress under ``root`` (each ``…/.partial/<run>`` with a checkpoint: its files and its
     latest checkpoint only) into ``dest``, at the same relative paths, replacing what ``dest`` held; returns the
     runs carried. ``.partial/`` is ignored by git, so a new session's fresh checkout starts those runs over;
     ``dest`` is a folder that can be committed (``scripts/experiments.sh carry``), and :func:`restore_runs`
     puts the runs back. ``dest`` itself is not searched. Runs whose checkpoint records less than ``min_cpu_s``
     of CPU time are left out: cheaper to redo than to store (a checkpoint is ~2 MB in git's history). So are runs
-    whose latest checkpoint is older than ``max_age_s``: a run no process is running, such as one a past session
-    carried whose row was stored after that carry (restored, it would never be resumed, and carried again)."""
+    whose row is already stored (:func:`finished`): a past session may have carried a run whose row it stored
+    after that carry; restored, such a run would never be resumed, and would be carried again forever. A run
+    paused on purpose, however long ago, is carried: its row is not stored."""
     root, dest = Path(root), Path(dest)
     staged = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(staged, ignore_errors=True)
@@ -283,7 +292,7 @@ def carry_runs(root: Path, dest: Path, min_cpu_s: float = 0.0, max_age_s: float 
         target = staged / run.relative_to(root)
         if min_cpu_s > 0 and _cpu_s(latest) < min_cpu_s:
             continue
-        if max_age_s is not None and time.time() - _written(latest) > max_age_s:
+        if finished(run):
             continue
         for _ in range(3):  # the run may write its next checkpoint meanwhile (every few minutes): read again
             try:
@@ -309,15 +318,16 @@ def carry_runs(root: Path, dest: Path, min_cpu_s: float = 0.0, max_age_s: float 
 
 def restore_runs(dest: Path, root: Path) -> list[str]:
     """Put the runs :func:`carry_runs` copied into ``dest`` back under ``root``, each unless its ``.partial``
-    folder there already holds a checkpoint as late or later; returns the runs restored. A restored run is then
-    resumed as any other (:func:`partial_folder` checks its code's fingerprint)."""
+    folder there already holds a checkpoint as late or later, or its row is stored there (:func:`finished`);
+    returns the runs restored. A restored run is then resumed as any other (:func:`partial_folder` checks its
+    code's fingerprint)."""
     dest, root = Path(dest), Path(root)
     restored = []
     for latest in sorted(dest.glob(f"**/{PARTIAL}/*/checkpoints/latest")):
         run = latest.parent.parent
         target = root / run.relative_to(dest)
         have = target / "checkpoints" / "latest"
-        if have.is_file() and _step(have) >= _step(latest):
+        if (have.is_file() and _step(have) >= _step(latest)) or finished(target):
             continue
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(run, target)
@@ -380,12 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", nargs="?", default="experiments")
     p.add_argument("--min-cpu-min", type=float, default=15.0,
                    help="carry only runs that have spent at least this many CPU minutes (default 15)")
-    p.add_argument("--max-age-min", type=float, default=120.0,
-                   help="carry only runs whose latest checkpoint is at most this many minutes old (default 120)")
     args = p.parse_args(argv)
     root = Path(args.root)
     if args.verb == "carry":
-        runs = carry_runs(root, root / "carry", min_cpu_s=60 * args.min_cpu_min, max_age_s=60 * args.max_age_min)
+        runs = carry_runs(root, root / "carry", min_cpu_s=60 * args.min_cpu_min)
         print(f"carried {len(runs)} run(s) in progress to {root / 'carry'}" + "".join(f"\n  {r}" for r in runs))
     else:
         runs = restore_runs(root / "carry", root)

@@ -676,6 +676,7 @@ class _Suite:
         r["phase"] = phase
         r["fingerprint"] = self.fingerprint(task, name)
         if folder is not None:
+            r["run"] = folder.name  # the run in progress this row ends (protocol.finished: not carried again)
             self._finished.append(folder)
         return r
 

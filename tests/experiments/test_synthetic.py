@@ -266,9 +266,7 @@ def test_a_run_in_progress_is_carried_to_a_fresh_checkout(tmp_path, monkeypatch)
     (run,) = (machine / "out" / S.PARTIAL).iterdir()
     assert carry_runs(machine, machine / "few", min_cpu_s=1e9) == []  # not worth its bytes: left out
     step_file = run / "checkpoints" / "step_0000006" / "state.json"
-    os.utime(step_file, (time.time() - 7200, time.time() - 7200))  # a checkpoint no process has touched for 2 h
-    assert carry_runs(machine, machine / "old", max_age_s=3600) == []
-    os.utime(step_file)
+    os.utime(step_file, (time.time() - 86400, time.time() - 86400))  # paused a day ago: its row is not stored
     assert carry_runs(machine, machine / "carry") == [f"out/{S.PARTIAL}/{run.name}"]
     carried = machine / "carry" / "out" / S.PARTIAL / run.name / "checkpoints"
     assert sorted(p.name for p in carried.iterdir()) == ["latest", "step_0000006"]  # the latest checkpoint only
@@ -280,6 +278,11 @@ def test_a_run_in_progress_is_carried_to_a_fresh_checkout(tmp_path, monkeypatch)
     assert any("resumed at step 6" in line for line in logs)
     timing = {"wall_s", "train_s", "cpu_s", "resumed_at"}
     assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in clean.items() if k not in timing}
+    assert again["run"] == run.name  # the row names the run in progress it ends
+    assert not (fresh / "out" / S.PARTIAL / run.name).exists()
+    # the carried copy is stale now (the row was stored after the carry): not restored, and not carried again
+    assert restore_runs(fresh / "carry", fresh) == []
+    shutil.copytree(machine / "carry" / "out" / S.PARTIAL, fresh / "out" / S.PARTIAL, dirs_exist_ok=True)
     assert carry_runs(fresh, fresh / "carry") == [] and not (fresh / "carry").exists()  # nothing left in progress
 
 
