@@ -1015,14 +1015,9 @@ def _wall(rows, m) -> str:
 
 
 def _plot_mqar(recipe: Recipe, rows: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    """Accuracy against the number of pairs, a line per model, written to ``path``; False (nothing written)
+    without matplotlib or before any row."""
+    series = []
     for m in recipe.models:
         xs, ys, es = [], [], []
         for t, args in recipe.tasks.items():
@@ -1032,7 +1027,19 @@ def _plot_mqar(recipe: Recipe, rows: list[dict], path: Path) -> bool:
                 ys.append(statistics.mean(accs))
                 es.append(statistics.stdev(accs) if len(accs) > 1 else 0.0)
         if xs:
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
+            series.append((m, xs, ys, es))
+    if not series:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for m, xs, ys, es in series:
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
     ax.set_xlabel("key–value pairs")
     ax.set_ylabel("query accuracy (%)")
     ax.set_ylim(0, 102)
