@@ -257,17 +257,30 @@ def _cpu_s(latest: Path) -> float:
 
 def finished(run: Path) -> bool:
     """Whether the run in progress ``…/.partial/<run>`` has its row stored: a row of a store beside the
-    ``.partial`` folder (``*.jsonl``) names it (``"run": <run>``, which the suites write with each row)."""
-    name = Path(run).name
-    for store in sorted(Path(run).parent.parent.glob("*.jsonl")):
+    ``.partial`` folder (``*.jsonl``) names it (``"run": <run>``, which the suites write with each row) and ran
+    the same computation as the run's ``run.json`` records (the same code version, or a fingerprint equal to
+    it, the rule :func:`partial_folder` resumes by). A row of an older computation that names the same folder
+    (a run started over after a change of fingerprint) does not end the run in progress. Without a
+    ``run.json``, the name alone decides."""
+    run = Path(run)
+    name = run.name
+    try:
+        meta = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        meta = None
+    for store in sorted(run.parent.parent.glob("*.jsonl")):
         try:
             text = store.read_text()
         except OSError:
             continue
         if f'"{name}"' not in text:  # most stores do not name it at all: skip the parsing
             continue
-        if any(r.get("run") == name for r in read_rows(store)):
-            return True
+        for r in read_rows(store):
+            if r.get("run") != name:
+                continue
+            if meta is None or r.get("code") == meta.get("code") or same_behaviour(
+                    r.get("fingerprint"), meta.get("fingerprint")):
+                return True
     return False
 
 

@@ -286,6 +286,30 @@ def test_a_run_in_progress_is_carried_to_a_fresh_checkout(tmp_path, monkeypatch)
     assert carry_runs(fresh, fresh / "carry") == [] and not (fresh / "carry").exists()  # nothing left in progress
 
 
+def test_a_row_of_an_older_computation_does_not_end_a_run_in_progress(tmp_path):
+    """A run started over after a change of fingerprint keeps its folder's name; the older code's row naming it
+    does not make it finished (it is carried), the row of the same code or of an equal fingerprint does."""
+    from nestlearn.experiments.protocol import carry_runs, finished
+
+    run = tmp_path / "out" / S.PARTIAL / "parity-hope-final-seed0-lr0.01-abc"
+    (run / "checkpoints" / "step_0000004").mkdir(parents=True)
+    (run / "checkpoints" / "step_0000004" / "state.json").write_text("{}")
+    (run / "checkpoints" / "latest").write_text("step_0000004")
+    (run / "run.json").write_text(json.dumps({"code": "new", "fingerprint": [1.0, 2.0]}))
+    store = tmp_path / "out" / "formal.jsonl"
+    store.write_text(json.dumps({"run": run.name, "code": "old", "fingerprint": [1.0, 3.0]}) + "\n")
+    assert not finished(run)
+    assert carry_runs(tmp_path, tmp_path / "carry") == [f"out/{S.PARTIAL}/{run.name}"]
+    store.write_text(json.dumps({"run": run.name, "code": "older", "fingerprint": [1.0, 2.00001]}) + "\n")
+    assert finished(run)  # another code version, the same computation
+    store.write_text(json.dumps({"run": run.name, "code": "new", "fingerprint": None}) + "\n")
+    assert finished(run)
+    (run / "run.json").unlink()
+    store.write_text(json.dumps({"run": run.name, "code": "old"}) + "\n")
+    assert finished(run)  # no run.json: the name decides
+    assert carry_runs(tmp_path, tmp_path / "carry") == []
+
+
 def test_a_run_in_progress_of_other_code_starts_over(tmp_path, monkeypatch):
     """A checkpoint left by another code version whose fingerprint differs is not resumed: the run starts over."""
     path = tmp_path / "r.yaml"
