@@ -50,8 +50,8 @@ from ..data.registry import TASKS, task_batch, task_vocab
 from ..models import CausalLM, apply_overrides, from_dict
 from ..models.autoencoder import LastTokenAutoencoder
 from ..train import OptimConfig, RunConfig, Trainer, TrainSettings
-from ..train.config import device_problem
-from ..train.loop import early_stop
+from ..train.config import STOP_REFS, device_problem
+from ..train.loop import replay_stop
 from .protocol import (
     CHECKPOINT_EVERY,
     PARTIAL,
@@ -86,10 +86,14 @@ PAPER_FORMAL = {  # Bin0/Bin1 for parity, (aa)*, (abab)*, aⁿbⁿ, aⁿbⁿcⁿ
 FORMAL_BINS = ("bin0", "bin1", "bin2")
 # the settings a row must share with the recipe to count (besides its rate, and its code through the fingerprint)
 PROTOCOL = ("steps", "batch_size", "weight_decay", "warmup", "max_len", "eval_batches", "eval_batch_size",
-            "eval_every", "patience", "min_delta", "solved_patience", "val_batches", "val_lengths", "min_steps")
+            "eval_every", "patience", "min_delta", "solved_patience", "val_batches", "val_lengths", "min_steps",
+            "patience_from")
 # what a row written before a PROTOCOL key existed ran with (the key's default, which was then the only behaviour)
-PROTOCOL_SINCE = {"val_lengths": None, "min_steps": 0}
-STOPPING = ("patience", "min_delta", "solved_patience", "min_steps")  # the keys of the early-stopping rule alone
+PROTOCOL_SINCE = {"val_lengths": None, "min_steps": 0, "patience_from": "best"}
+STOPPING = ("patience", "min_delta", "solved_patience", "min_steps", "patience_from")  # the early-stopping rule's keys
+# keys left out of a run in progress's identity (``resume_dir``): a run checkpointed under another early-stopping
+# rule resumes under this one, its counters rebuilt from its validations so far (``Trainer.load``)
+RESUME_ACROSS = ("patience_from",)
 _MAD_ORDER = ("compression", "in_context_recall", "fuzzy_in_context_recall", "selective_copying", "memorization")
 # (the paper's Table 4 has no noisy-recall column: that column is ours alone)
 
@@ -112,7 +116,9 @@ class Recipe:
     eval_every: int = 0  # validate every this many steps (0: never; the run takes its last weights)
     patience: int = 0  # stop after this many validations without a better validation loss, or at 100%
     #                    validation accuracy (0: never stop early)
-    min_delta: float = 0.01  # an improvement is a validation loss below (1 − min_delta) × the best so far
+    min_delta: float = 0.01  # an improvement is a validation loss below (1 − min_delta) × the reference:
+    patience_from: str = "last_gain"  # the loss of the last improvement, or "best": the lowest loss so far (the
+    #                                   rule until 2026-12-01 22:50 UTC; train.loop.early_stop)
     min_steps: int = 0  # a flat validation loss stops no run before this step (a solved one still stops): a
     #                     model on a plateau before a sudden gain (the Transformer's recall) is not cut off there
     solved_patience: int = 0  # stop after this many validations in a row at 100% accuracy (0: they count as
@@ -182,6 +188,8 @@ class Recipe:
             raise ValueError("patience needs eval_every > 0: early stopping watches the validation loss")
         if not 0 <= self.min_delta < 1:
             raise ValueError(f"min_delta must be in [0, 1) (got {self.min_delta!r})")
+        if self.patience_from not in STOP_REFS:
+            raise ValueError(f"patience_from must be one of {STOP_REFS} (got {self.patience_from!r})")
         if self.min_steps > self.steps:
             raise ValueError(f"min_steps must be at most steps = {self.steps} (got {self.min_steps})")
         if self.lr_grid:
@@ -291,13 +299,8 @@ def stop_step(curve: list, recipe: Recipe) -> int | None:
     """The step at which the recipe's early-stopping rule (:func:`~nestlearn.train.loop.early_stop`, the one the
     Trainer runs) stops a run whose validations gave ``curve`` (rows ``[step, loss, accuracy %]``), or None when
     it runs to its last validation."""
-    best, stale, solved = float("inf"), 0, 0
-    for step, loss, acc in curve:
-        stale, solved, why = early_stop(best, stale, solved, step, loss, acc / 100.0, recipe)
-        if why is not None:
-            return step
-        best = min(best, loss) if loss == loss else best  # a NaN loss is never the best
-    return None
+    return replay_stop([{"step": step, "val_loss": loss, "val_acc": acc / 100.0} for step, loss, acc in curve],
+                       recipe)[3]
 
 
 def _formal_loss(logits, targets, mask):
@@ -395,7 +398,8 @@ def run_one(recipe: Recipe, task: str, block: str, seed: int, mlp_mult: float | 
         device=recipe.device, log_every=max(1, recipe.steps // 5), eval_every=recipe.eval_every or recipe.steps + 1,
         ckpt_every=CHECKPOINT_EVERY if resume_dir else recipe.steps, max_bad_steps=10,
         on_nonfinite="stop", patience=recipe.patience, min_delta=recipe.min_delta,
-        solved_patience=recipe.solved_patience, min_steps=recipe.min_steps, keep_best=bool(recipe.eval_every)))
+        solved_patience=recipe.solved_patience, min_steps=recipe.min_steps, patience_from=recipe.patience_from,
+        keep_best=bool(recipe.eval_every)))
 
     def loss(ids, targets, mask=None):
         ids, targets = ids.to(recipe.device), targets.to(recipe.device)
@@ -658,7 +662,8 @@ class _Suite:
         """Where this run checkpoints while in progress (``protocol.partial_folder``), or None."""
         if self.partial is None:
             return None
-        what = {"family": self.recipe.family, "settings": {k: getattr(sub, k) for k in (*PROTOCOL, "lr", "device")},
+        what = {"family": self.recipe.family, "settings": {k: getattr(sub, k) for k in (*PROTOCOL, "lr", "device")
+                                                           if k not in RESUME_ACROSS},
                 "spec": self.spec(name),
                 "recipe_model": self.recipe.model, "task_args": self.recipe.tasks[task]}
         return partial_folder(self.partial, f"{task}-{name}-{phase}-seed{seed}-lr{rate(sub.lr):g}", what,
@@ -781,6 +786,7 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
             if recipe.lr_grid else f"lr {recipe.lr}")
     stop = (f"; validation every {recipe.eval_every} steps, the weights of the best validation loss kept"
             + (f", stopped after {recipe.patience} validations without a {recipe.min_delta:.0%} improvement"
+               + (" on the lowest loss so far" if recipe.patience_from == "best" else " on the loss of the last one")
                if recipe.patience else "") if recipe.eval_every else "")
     lines += [f"Budget {recipe.steps} steps × batch {recipe.batch_size}, AdamW with {rate_text} "
               f"(cosine, warm-up {recipe.warmup}){stop}; "

@@ -16,6 +16,8 @@ from ..config import build, override, parse_override, read_yaml
 from ..models.config import ModelConfig, expand
 from ..optim import OPTIMIZERS
 
+STOP_REFS = ("last_gain", "best")  # what early stopping measures a gain against (TrainSettings.patience_from)
+
 
 @dataclass
 class DataConfig:
@@ -63,7 +65,8 @@ class TrainSettings:
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
     on_nonfinite: str = "raise"  # after max_bad_steps: "raise" (an error naming the last checkpoint) or "stop"
     patience: int = 0  # stop after this many evaluations without a min_delta gain, or at accuracy 1 (0: never)
-    min_delta: float = 0.01  # a gain is a validation loss below (1 − min_delta) × the best so far
+    min_delta: float = 0.01  # a gain is a validation loss below (1 − min_delta) × the loss of the last gain
+    patience_from: str = "last_gain"  # or "best": gains measured against the lowest loss so far (loop.early_stop)
     solved_patience: int = 0  # stop after this many evaluations in a row at accuracy 1 (0: they count as patience)
     min_steps: int = 0  # a flat validation loss (patience) stops no run before this step; solved_patience still does
     keep_best: bool = False  # end the run with the weights of the best validation loss
@@ -149,6 +152,8 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"train.min_steps must be an int in [0, train.steps = {t.steps}] (got {t.min_steps!r})")
     if not 0 <= t.min_delta < 1:
         raise ValueError(f"train.min_delta must be in [0, 1) (got {t.min_delta!r})")
+    if t.patience_from not in STOP_REFS:
+        raise ValueError(f"train.patience_from must be one of {STOP_REFS} (got {t.patience_from!r})")
     if device_problem(t.device):
         raise ValueError(f"train.device: {device_problem(t.device)}")
     if not isinstance(d.seq_len, int) or d.seq_len < 2:

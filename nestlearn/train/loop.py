@@ -34,25 +34,51 @@ def every(step: int, n: int) -> bool:
     return n > 0 and step % n == 0
 
 
-def early_stop(best: float, stale: int, solved: int, step: int, loss: float, acc: float,
-               rule) -> tuple[int, int, str | None]:
-    """The early-stopping rule, one validation at a time: ``best`` is the lowest validation loss before this one
-    (inf when none), ``stale`` and ``solved`` the counters before it, ``loss`` and ``acc`` (a fraction) this
-    validation's. ``rule`` has ``min_delta``, ``patience``, ``solved_patience`` and ``min_steps`` (a
-    :class:`TrainSettings`, or a synthetic recipe replaying a stored curve). Returns the new ``stale`` and
-    ``solved`` and, when the run stops here, why (else None).
+def early_stop(ref: float, stale: int, solved: int, step: int, loss: float, acc: float,
+               rule) -> tuple[float, int, int, str | None]:
+    """The early-stopping rule, one validation at a time: ``ref`` is the loss a gain is measured against (inf
+    before the first validation), ``stale`` and ``solved`` the counters before this validation, ``loss`` and
+    ``acc`` (a fraction) its own. ``rule`` has ``min_delta``, ``patience``, ``solved_patience``, ``min_steps``
+    and ``patience_from`` (a :class:`TrainSettings`, or a synthetic recipe replaying a stored curve). Returns the
+    new ``ref``, ``stale`` and ``solved`` and, when the run stops here, why (else None).
 
-    A validation gains when its loss is below ``(1 − min_delta) × best`` (the first always does); a solved one
-    (accuracy 1) never resets ``stale``. ``solved_patience`` validations in a row at accuracy 1 stop the run at any
-    step; ``patience`` validations without a gain stop it only from step ``min_steps`` on."""
-    gained = best == float("inf") or loss < best * (1 - rule.min_delta)
+    A validation gains when its loss is below ``(1 − min_delta) × ref`` (the first finite one always does).
+    ``patience_from="last_gain"`` (the default): ``ref`` is the loss of the last gain, so that a slow, steady
+    decline adds up to a gain (``patience`` validations without a gain: less than ``min_delta`` gained in all
+    of them together, Keras' and Lightning's rule). ``"best"``: ``ref`` is the lowest loss so far, so a
+    decline of less than ``min_delta`` per validation never gains, however long it goes on (nestlearn's rule
+    until 2026-12-01; it stopped runs still improving by several percent over their last ``patience``
+    validations). A solved validation (accuracy 1) never resets ``stale``. ``solved_patience`` validations in
+    a row at accuracy 1 stop the run at any step; ``patience`` validations without a gain stop it only from
+    step ``min_steps`` on."""
+    if getattr(rule, "patience_from", "last_gain") == "best":
+        gained = ref == float("inf") or loss < ref * (1 - rule.min_delta)
+        ref = loss if loss < ref else ref  # a NaN loss is never the best
+    else:
+        gained = (ref == float("inf") and loss == loss) or loss < ref * (1 - rule.min_delta)
+        ref = loss if gained else ref
     stale = 0 if gained and acc < 1.0 else stale + 1
     solved = solved + 1 if acc >= 1.0 else 0
     if rule.solved_patience and solved >= rule.solved_patience:
-        return stale, solved, f"100% validation accuracy for {solved} checks"
+        return ref, stale, solved, f"100% validation accuracy for {solved} checks"
     if rule.patience and stale >= rule.patience and step >= rule.min_steps:
-        return stale, solved, f"validation loss flat for {stale} checks"
-    return stale, solved, None
+        return ref, stale, solved, f"validation loss flat for {stale} checks"
+    return ref, stale, solved, None
+
+
+def replay_stop(history: list[dict], rule) -> tuple[float, int, int, int | None]:
+    """:func:`early_stop` over the validations of ``history`` (rows with ``step``, ``val_loss`` and ``val_acc``
+    as a fraction): the counters after the last one, and the step at which the rule stopped (None: it did
+    not)."""
+    ref, stale, solved = float("inf"), 0, 0
+    for row in history:
+        if row.get("val_loss") is None:
+            continue
+        ref, stale, solved, why = early_stop(ref, stale, solved, row["step"], row["val_loss"],
+                                             row.get("val_acc", 0.0), rule)
+        if why is not None:
+            return ref, stale, solved, row["step"]
+    return ref, stale, solved, None
 
 
 def optimizer_from_config(cfg: RunConfig, model: nn.Module) -> Optimizers:
@@ -207,6 +233,7 @@ class Trainer:
         self.stopped_at: int | None = None  # the step at which early stopping ended the run
         self.stop_reason: str | None = None  # why early stopping ended it
         self.best_loss, self.best_step, self._best_weights, self._stale, self._solved = float("inf"), None, None, 0, 0
+        self._ref = float("inf")  # the validation loss a gain is measured against (early_stop)
         self._best_whole = False  # whether _best_weights are whole tensors read from a checkpoint
         self.losses: list[float] = []  # every step's training loss, non-finite ones included
         self.last_ckpt: Path | None = None
@@ -279,13 +306,13 @@ class Trainer:
         val, acc = row.get("val_loss"), row.get("val_acc", 0.0)
         if val is None:
             return False
-        best_before = self.best_loss
         if val < self.best_loss:
             self.best_loss, self.best_step = val, self.step
             if t.keep_best:
                 self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 self._best_whole = False
-        self._stale, self._solved, why = early_stop(best_before, self._stale, self._solved, self.step, val, acc, t)
+        self._ref, self._stale, self._solved, why = early_stop(self._ref, self._stale, self._solved, self.step, val,
+                                                               acc, t)
         if why is not None:
             self.stopped_at, self.stop_reason = self.step, why
             return True
@@ -353,9 +380,11 @@ class Trainer:
         self.step, self.bad_total, self.bad_in_a_row = state["step"], state["bad_total"], state["bad_in_a_row"]
         # checkpoints from before the early-stopping state was saved resume with a fresh one
         self.best_loss, self.best_step = state.get("best_loss", float("inf")), state.get("best_step")
-        self._stale, self._solved = state.get("stale", 0), state.get("solved", 0)
         self.stopped_at, self.stop_reason = state.get("stopped_at"), state.get("stop_reason")
         self.history = state.get("history", [])
+        # the early-stopping counters are rebuilt from the validations so far under this run's rule, so that a
+        # checkpoint written under another rule (or before the counters were saved) resumes as this rule's run
+        self._ref, self._stale, self._solved, _ = replay_stop(self.history, self.cfg.train)
         self.extra = state.get("extra", {})
         if "losses" in extra:
             self.losses = extra["losses"].tolist()

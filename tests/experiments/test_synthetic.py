@@ -391,8 +391,36 @@ def test_min_steps_counts_the_rows_it_would_not_have_changed():
                 st = r["settings"]
                 own = dataclasses.replace(rule, patience=st["patience"], min_delta=st["min_delta"],
                                           solved_patience=st.get("solved_patience", 0),
-                                          min_steps=st.get("min_steps", 0))
+                                          min_steps=st.get("min_steps", 0),
+                                          patience_from=st.get("patience_from", "best"))
                 assert S.stop_step(r["curve"], own) == r["stopped_at"], (r["task"], r["model"], r["seed"])
+
+
+def test_rows_of_the_old_patience_rule_count_where_the_new_one_stops_them_alike(tmp_path):
+    """``patience_from`` (since 2026-12-01 "last_gain": a gain is measured from the loss of the last gain). A row
+    written before the key ran under "best" (from the lowest loss so far); it counts when the new rule, replayed
+    on its curve, stops where it stopped (a plateau, a solved run, a whole budget), and not when the new rule
+    would have gone on (a slow, steady decline). A run in progress keeps its folder across the change: its
+    counters are rebuilt from its validations when it resumes."""
+    recipe = S.load_recipe(RECIPES / "mad.yaml")
+    new = dataclasses.replace(recipe, patience=3, solved_patience=2, min_delta=0.01, min_steps=0)
+    assert new.patience_from == "last_gain"
+    old = dataclasses.replace(new, patience_from="best")
+    ctx = S._Suite(new, [])
+    row = {"model": "transformer", "settings": {k: getattr(old, k) for k in S.PROTOCOL if k != "patience_from"}}
+    plateau = [[100, 1.0, 30.0], [200, 0.5, 30.0]] + [[100 * i, 0.5, 30.0] for i in range(3, 6)]
+    assert S.stop_step(plateau, old) == S.stop_step(plateau, new) == 500
+    assert ctx.same_protocol({**row, "curve": plateau, "stopped_at": 500})
+    decline = [[100 * i, 0.996 ** i, 30.0] for i in range(1, 8)]  # 0.4% a check: 1% every third check
+    assert S.stop_step(decline, old) == 400 and S.stop_step(decline, new) is None
+    assert not ctx.same_protocol({**row, "curve": decline[:4], "stopped_at": 400})
+    assert ctx.same_protocol({**row, "curve": decline, "stopped_at": None})  # the whole budget: the same run
+    with pytest.raises(ValueError, match="patience_from must be one of"):
+        dataclasses.replace(recipe, patience_from="lowest").validate()
+    # the folder of a run in progress does not depend on the rule
+    a = S._Suite(new, [], partial=tmp_path / "p").resume_dir(new, "compression", "transformer", 0, "final", None)
+    b = S._Suite(old, [], partial=tmp_path / "p").resume_dir(old, "compression", "transformer", 0, "final", None)
+    assert a == b
 
 
 def test_val_lengths_hold_validation_lengths_out_of_training(tmp_path):

@@ -393,19 +393,59 @@ def test_the_trainer_and_the_replay_of_a_stored_curve_stop_at_the_same_step(tmp_
         "plateau then gain": [(1.0, 0.3)] * 4 + [(0.5, 0.6), (0.49, 0.6), (0.2, 0.9)] + [(0.2, 0.9)] * 3,
         "nan, then solved": [(2.0, 0.1), (float("nan"), 0.0), (1.0, 0.5), (0.1, 1.0), (0.1, 1.0), (0.09, 1.0),
                              (0.5, 0.9), (0.5, 0.9), (0.5, 0.9), (0.5, 0.9)],
+        "nan first": [(float("nan"), 0.0), (1.0, 0.5), (1.0, 0.5), (0.5, 0.6)] + [(0.5, 0.6)] * 6,
+        "slow decline": [(0.996 ** i, 0.5) for i in range(10)],
     }
     for name, points in curves.items():
         for patience, solved_patience, min_steps, min_delta in [(2, 0, 0, 0.01), (2, 2, 0, 0.01), (3, 0, 6, 0.01),
                                                                (2, 3, 8, 0.6), (0, 2, 0, 0.01), (0, 0, 0, 0.01)]:
-            trainer, _ = _plugin_trainer(tmp_path, [1.0] * 10, patience=patience, solved_patience=solved_patience,
-                                         min_steps=min_steps, min_delta=min_delta)
-            trainer.evaluate = lambda t=trainer, p=points: dict(zip(("val_loss", "val_acc"), p[t.step - 1],
-                                                                    strict=True))
-            trainer.run()
-            rule = types.SimpleNamespace(patience=patience, solved_patience=solved_patience, min_steps=min_steps,
-                                         min_delta=min_delta)
-            stored = [[step, loss, 100 * acc] for step, (loss, acc) in enumerate(points, 1)]
-            assert stop_step(stored, rule) == trainer.stopped_at, (name, patience, solved_patience, min_steps)
+            for patience_from in ("last_gain", "best"):
+                trainer, _ = _plugin_trainer(tmp_path, [1.0] * 10, patience=patience, solved_patience=solved_patience,
+                                             min_steps=min_steps, min_delta=min_delta, patience_from=patience_from)
+                trainer.evaluate = lambda t=trainer, p=points: dict(zip(("val_loss", "val_acc"), p[t.step - 1],
+                                                                        strict=True))
+                trainer.run()
+                rule = types.SimpleNamespace(patience=patience, solved_patience=solved_patience, min_steps=min_steps,
+                                             min_delta=min_delta, patience_from=patience_from)
+                stored = [[step, loss, 100 * acc] for step, (loss, acc) in enumerate(points, 1)]
+                assert stop_step(stored, rule) == trainer.stopped_at, (name, patience, solved_patience, min_steps,
+                                                                       patience_from)
+
+
+def test_a_slow_steady_decline_is_a_gain_measured_from_the_last_gain(tmp_path, monkeypatch):
+    """``patience_from="last_gain"`` (the default): a validation loss falling 0.4% a check gains 1% every third
+    check, so ``patience`` 4 never stops the run; against the lowest loss so far (``"best"``, the rule until
+    2026-12-01) no single check gains 1%, and the run stopped after 4 checks although the loss kept falling.
+    A checkpoint written under "best" resumes under "last_gain" with its counters rebuilt from its validations:
+    the run ends as one that ran under "last_gain" throughout."""
+    monkeypatch.chdir(tmp_path)
+    points = [(0.996 ** i, 0.5) for i in range(12)]
+
+    def trainer(**kw):
+        t, _ = _plugin_trainer(tmp_path, [1.0] * 12, patience=4, **kw)
+        t.evaluate = lambda: dict(zip(("val_loss", "val_acc"), points[t.step - 1], strict=True))
+        return t
+
+    best = trainer(patience_from="best")
+    best.run()
+    assert best.stopped_at == 5 and best.stop_reason == "validation loss flat for 4 checks"
+    last = trainer()
+    last.run()
+    assert last.stopped_at is None and last.step == 12
+    kw = dict(out_dir=str(tmp_path / "run"), ckpt_every=1)
+    half = trainer(patience_from="best", **kw)
+    half.run(until=4)
+    assert half._stale == 3 and half.stopped_at is None  # under "best": three checks without a gain
+    resumed = trainer(**kw)
+    resumed.load()
+    assert resumed._stale == 0  # under "last_gain": the fourth check gained (0.996³ < 0.99)
+    resumed.run()
+    assert resumed.stopped_at is None and resumed.step == 12 and resumed.best_step == last.best_step
+    from nestlearn.train import RunConfig, TrainSettings
+    from nestlearn.train.config import validate
+
+    with pytest.raises(ValueError, match="train.patience_from must be one of"):
+        validate(RunConfig(train=TrainSettings(patience_from="lowest")))
 
 
 def test_compiled_training_of_hope_runs(tmp_path):
