@@ -118,7 +118,7 @@ class Recipe:
     #                    validation accuracy (0: never stop early)
     min_delta: float = 0.01  # an improvement is a validation loss below (1 − min_delta) × the reference:
     patience_from: str = "last_gain"  # the loss of the last improvement, or "best": the lowest loss so far (the
-    #                                   rule until 2026-12-01 22:50 UTC; train.loop.early_stop)
+    #                                   rule until 2026-12-01 22:45 UTC; train.loop.early_stop)
     min_steps: int = 0  # a flat validation loss stops no run before this step (a solved one still stops): a
     #                     model on a plateau before a sudden gain (the Transformer's recall) is not cut off there
     solved_patience: int = 0  # stop after this many validations in a row at 100% accuracy (0: they count as

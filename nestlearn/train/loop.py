@@ -51,7 +51,7 @@ def early_stop(ref: float, stale: int, solved: int, step: int, loss: float, acc:
     validations). A solved validation (accuracy 1) never resets ``stale``. ``solved_patience`` validations in
     a row at accuracy 1 stop the run at any step; ``patience`` validations without a gain stop it only from
     step ``min_steps`` on."""
-    if getattr(rule, "patience_from", "last_gain") == "best":
+    if rule.patience_from == "best":
         gained = ref == float("inf") or loss < ref * (1 - rule.min_delta)
         ref = loss if loss < ref else ref  # a NaN loss is never the best
     else:
@@ -349,7 +349,7 @@ class Trainer:
         # stops, keeps its best weights and reports its history as the uninterrupted run would
         (tmp / "state.json").write_text(json.dumps({
             "step": self.step, "bad_total": self.bad_total, "bad_in_a_row": self.bad_in_a_row,
-            "best_loss": self.best_loss, "best_step": self.best_step, "stale": self._stale, "solved": self._solved,
+            "best_loss": self.best_loss, "best_step": self.best_step,
             "stopped_at": self.stopped_at, "stop_reason": self.stop_reason, "history": self.history,
             "extra": self.on_save() if self.on_save is not None else {}}, default=_plain))
         shutil.rmtree(final, ignore_errors=True)
@@ -378,7 +378,7 @@ class Trainer:
         self.dist.load_full_state(self.model, list(self.opt.opts), weights, extra["optim"], self.cfg.train.parallel)
         torch.set_rng_state(extra["rng"])
         self.step, self.bad_total, self.bad_in_a_row = state["step"], state["bad_total"], state["bad_in_a_row"]
-        # checkpoints from before the early-stopping state was saved resume with a fresh one
+        # the best loss and step (absent from the oldest checkpoints: a fresh start)
         self.best_loss, self.best_step = state.get("best_loss", float("inf")), state.get("best_step")
         self.stopped_at, self.stop_reason = state.get("stopped_at"), state.get("stop_reason")
         self.history = state.get("history", [])
