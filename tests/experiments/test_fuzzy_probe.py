@@ -42,6 +42,19 @@ def test_pairs_and_the_context_bound_by_hand(probe):
     assert t["dist"].tolist() == [5, 5, 13, 13]
     # chunks of 12 tokens: the queries at tokens 9 and 11 share chunk 0 with their earlier answers, 13 and 14 do not
     assert t["same_chunk"].tolist() == [True, True, False, False]
+    # every earlier occurrence in the query's chunk: C's (token 5, query at 9) and B's (token 7, query at 11)
+    assert t["only_chunk"].tolist() == [True, True, False, False]
+    # chunks of 8: C's earlier answer (5) and query (9) in chunks 0 and 1; B's query at 11 and its answer at 7 too
+    t8 = probe.answer_table(ids, targets, vocab=8, chunk=8)
+    assert t8["same_chunk"].tolist() == [False, False, False, False]
+    # C three times, chunks of 4 tokens: the third query (token 7) has its last answer in its chunk (token 5) and an
+    # older one before it (token 2); the second (token 4) its one earlier answer in the chunk before
+    ccc = torch.tensor([[4, 5, 12] * 3])
+    tc = torch.full_like(ccc, -100)
+    tc[0, 4], tc[0, 7] = 12, 12
+    t4 = probe.answer_table(ccc, tc, vocab=8, chunk=4)
+    assert t4["same_chunk"].tolist() == [False, True] and t4["only_chunk"].tolist() == [False, False]
+    assert t4["dist"].tolist() == [3, 3]
     bad = targets.clone()
     bad[0, 14] = -100  # half of A's value scored
     with pytest.raises(AssertionError, match="differ from the suite's targets"):
@@ -60,3 +73,17 @@ def test_the_parse_finds_the_suites_targets_and_all_answers_score_as_the_suite(p
     lines = probe.report([("a", res), ("b", res)])
     assert lines[0].startswith(f"{res['right'].numel()} scored answers")
     assert any(line.startswith("| all answers |") for line in lines)
+
+
+def test_the_chunk_start_read_is_test_time_only_and_refused_where_there_is_none(probe):
+    recipe = dataclasses.replace(S.load_recipe(str(PROBE.parents[1] / "mad.yaml")), eval_batch_size=2)
+    torch.manual_seed(0)
+    model = CausalLM(S.model_config(recipe, probe.TASK, "hope", None, None))
+    res = probe.score(model, recipe, batches=1)
+    start = probe.score(model, recipe, batches=1, read="chunk_start")
+    assert start["right"].shape == res["right"].shape
+    assert all(m.cfg.read == "token" for m in probe.readable(model))
+    assert torch.equal(probe.score(model, recipe, batches=1)["right"], res["right"])
+    transformer = CausalLM(S.model_config(recipe, probe.TASK, "transformer", None, None))
+    with pytest.raises(ValueError, match="no read to change"):
+        probe.score(transformer, recipe, batches=1, read="chunk_start")

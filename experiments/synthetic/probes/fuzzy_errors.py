@@ -16,7 +16,11 @@ different values: after that span no model can know which value follows. This pr
 - whether it is a value's first token (the key span read whole) or a later one (the value continued);
 - the key span's length;
 - the distance back, in tokens, to the same answer in the key's last occurrence, and whether that earlier answer lies
-  in the query's chunk of the memories (8 tokens in mad.yaml; only the per-token read holds it there).
+  in the query's chunk of the memories (8 tokens in mad.yaml; only the per-token read holds it there), and whether
+  every earlier occurrence does (no chunk's end, no memory's chunk-start state and no CMS step, has passed any).
+
+``--chunk-start`` adds, for each model whose memories have the per-token read (HOPE), a column of the same weights
+read at the chunk start (D21 as printed; test time only).
 
 The weights are those a suite run kept (:func:`nestlearn.experiments.synthetic.load_weights`: the row's identity
 travels with them). A probe of the mechanism, not a protocol result; written to ``--out``
@@ -26,6 +30,7 @@ travels with them). A probe of the mechanism, not a protocol result; written to 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import sys
 from pathlib import Path
@@ -68,7 +73,7 @@ def answer_table(ids: torch.Tensor, targets: torch.Tensor, vocab: int, chunk: in
     in the query's chunk (chunks of ``chunk`` tokens, the sequence's first token at position ``offset`` of one).
     Checks that the parse finds exactly the suite's targets: a pair is a query when its key (by the generator's
     index, which the spans do not always tell apart) occurred before, which the targets record."""
-    cols: dict[str, list] = {k: [] for k in ("bound", "first", "key_len", "dist", "same_chunk")}
+    cols: dict[str, list] = {k: [] for k in ("bound", "first", "key_len", "dist", "same_chunk", "only_chunk")}
     for b in range(ids.shape[0]):
         row = ids[b].tolist()
         want = {p: t for p, t in enumerate(targets[b].tolist()) if t != -100}
@@ -97,7 +102,11 @@ def answer_table(ids: torch.Tensor, targets: torch.Tensor, vocab: int, chunk: in
                     same = [v_start for v, v_start in earlier if v[:t + 1] == value[:t + 1]]
                     back = (same[-1] if same else earlier[-1][1]) + t
                     cols["dist"].append(v0 + t - back)
-                    cols["same_chunk"].append((back + offset) // chunk == (pos + offset) // chunk)
+                    here = (pos + offset) // chunk
+                    cols["same_chunk"].append((back + offset) // chunk == here)
+                    # every earlier occurrence of this answer in the query's chunk: no chunk's end has passed it
+                    cols["only_chunk"].append(bool(same) and all((v_start + t + offset) // chunk == here
+                                                                  for v_start in same))
             seen.setdefault(key, []).append((value, v0))
         if got != want:
             raise AssertionError(f"sequence {b}: the parsed answers differ from the suite's targets")
@@ -105,21 +114,37 @@ def answer_table(ids: torch.Tensor, targets: torch.Tensor, vocab: int, chunk: in
     return out
 
 
+def readable(model) -> list:
+    """The mixers whose memories' read can move to the chunk start (``cfg.read``, D21): HOPE's, not the others'."""
+    return [block.mixer for block in model.blocks if hasattr(getattr(block.mixer, "cfg", None), "read")]
+
+
 @torch.no_grad()
-def score(model, recipe, batches: int) -> dict[str, torch.Tensor]:
+def score(model, recipe, batches: int, read: str = "token") -> dict[str, torch.Tensor]:
     """Right/wrong of every scored answer over ``batches`` test batches (the suite's test seeds first, then further
-    seeds of the same generator), with each answer's descriptors."""
+    seeds of the same generator), with each answer's descriptors. ``read="chunk_start"`` scores the model with its
+    memories read at the chunk start (D21 as printed; test time only, restored after)."""
     model.eval()
+    mixers = readable(model)
+    if read != "token" and not mixers:
+        raise ValueError(f"read={read!r}: this model's mixers have no read to change")
+    cfgs = [mixer.cfg for mixer in mixers]
+    for mixer in mixers:  # a copy each: the layers share one config object
+        mixer.cfg = dataclasses.replace(mixer.cfg, read=read)
     vocab = recipe.tasks[TASK]["vocab"]
     parts: dict[str, list] = {}
-    for i in range(batches):
-        ids, targets = suite.make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
-        logits = model(ids)[0]
-        right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
-        table = answer_table(ids, targets, vocab)
-        table["right"] = right[targets != -100]
-        for k, v in table.items():
-            parts.setdefault(k, []).append(v)
+    try:
+        for i in range(batches):
+            ids, targets = suite.make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
+            logits = model(ids)[0]
+            right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
+            table = answer_table(ids, targets, vocab)
+            table["right"] = right[targets != -100]
+            for k, v in table.items():
+                parts.setdefault(k, []).append(v)
+    finally:
+        for mixer, cfg in zip(mixers, cfgs, strict=True):
+            mixer.cfg = cfg
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
@@ -145,6 +170,9 @@ def rows(res: dict) -> list[tuple[str, torch.Tensor]]:
     near = det & (res["dist"] <= CHUNK - 1)  # near enough to lie in the query's chunk or in the one before
     out += [("determined, the earlier answer in the query's chunk", det & res["same_chunk"]),
             ("determined, the earlier answer in an earlier chunk", det & ~res["same_chunk"]),
+            ("determined, every earlier occurrence in the query's chunk", det & res["only_chunk"]),
+            ("determined, the last in the query's chunk, an older one in an earlier chunk",
+             det & res["same_chunk"] & ~res["only_chunk"]),
             (f"determined, 1–{CHUNK - 1} tokens back, in the query's chunk", near & res["same_chunk"]),
             (f"determined, 1–{CHUNK - 1} tokens back, in the chunk before", near & ~res["same_chunk"])]
     return out
@@ -172,6 +200,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("weights", nargs="+", help="kept weights of fuzzy-recall runs (runs/weights/mad/…pt)")
     p.add_argument("--batches", type=int, default=16, help="test batches of the suite's size (it scores 4)")
+    p.add_argument("--chunk-start", action="store_true",
+                   help="also score each model whose memories can read at the chunk start (D21) that way")
     p.add_argument("--out", default=str(HERE / "fuzzy_errors" / "RESULTS.md"))
     args = p.parse_args()
     results, described = [], []
@@ -184,6 +214,8 @@ def main() -> int:
         name = (f"{model_name} selection, lr {row['lr']:g}" if row["seed"] == recipe.select_seed
                 else f"{model_name} seed {row['seed']}")
         results.append((name, score(model, recipe, args.batches)))
+        if args.chunk_start and readable(model):
+            results.append((f"{name}, read at the chunk start", score(model, recipe, args.batches, "chunk_start")))
         described.append(f"{name}: `{path}` (lr {row['lr']}, best weights at step {row['best_step']}, "
                          f"code {row['code']})")
     if any(not torch.equal(r["bound"], results[0][1]["bound"]) for _, r in results):
@@ -192,7 +224,8 @@ def main() -> int:
     cv = code_version()
     lines = ["# Fuzzy in-context recall: which answers the models get wrong", "",
              f"Command: `python experiments/synthetic/probes/fuzzy_errors.py {' '.join(args.weights)}"
-             f"{f' --batches {args.batches}' if args.batches != 16 else ''}`  ",
+             f"{f' --batches {args.batches}' if args.batches != 16 else ''}"
+             f"{' --chunk-start' if args.chunk_start else ''}`  ",
              f"Run {stamp}, code version {cv['code']} (commit {cv['commit'][:12]}). {args.batches} test batches "
              f"(the suite's 4 test seeds and {max(args.batches - 4, 0)} more of the same generator). Accuracy in % "
              "per kind of answer.", "", *[f"- {d}" for d in described], "",
