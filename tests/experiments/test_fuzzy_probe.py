@@ -3,6 +3,7 @@ model can score: its parse must find the suite's targets, its bound must be righ
 accuracy must be the suite's."""
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ PROBE = Path(__file__).resolve().parents[2] / "experiments" / "synthetic" / "pro
 
 @pytest.fixture(scope="module")
 def probe():
-    return load_script(PROBE)
+    yield load_script(PROBE)
+    sys.path.remove(str(PROBE.parent))  # the probe puts its folder on the path to import length_failure
 
 
 def test_pairs_and_the_context_bound_by_hand(probe):
@@ -75,7 +77,7 @@ def test_the_parse_finds_the_suites_targets_and_all_answers_score_as_the_suite(p
     assert any(line.startswith("| all answers |") for line in lines)
 
 
-def test_the_chunk_start_read_is_test_time_only_and_refused_where_there_is_none(probe):
+def test_the_test_time_changes_are_undone_and_refused_where_there_is_no_read(probe):
     recipe = dataclasses.replace(S.load_recipe(str(PROBE.parents[1] / "mad.yaml")), eval_batch_size=2)
     torch.manual_seed(0)
     model = CausalLM(S.model_config(recipe, probe.TASK, "hope", None, None))
@@ -84,6 +86,9 @@ def test_the_chunk_start_read_is_test_time_only_and_refused_where_there_is_none(
     assert start["right"].shape == res["right"].shape
     assert all(m.cfg.read == "token" for m in probe.readable(model))
     assert torch.equal(probe.score(model, recipe, batches=1)["right"], res["right"])
+    for kw in ({"cms_frozen": True}, {"memories_frozen": True}):  # test time only: undone after
+        assert probe.score(model, recipe, batches=1, **kw)["right"].shape == res["right"].shape
+        assert torch.equal(probe.score(model, recipe, batches=1)["right"], res["right"])
     transformer = CausalLM(S.model_config(recipe, probe.TASK, "transformer", None, None))
     with pytest.raises(ValueError, match="no read to change"):
         probe.score(transformer, recipe, batches=1, read="chunk_start")

@@ -20,7 +20,8 @@ different values: after that span no model can know which value follows. This pr
   every earlier occurrence does (no chunk's end, no memory's chunk-start state and no CMS step, has passed any).
 
 ``--chunk-start`` adds, for each model whose memories have the per-token read (HOPE), a column of the same weights
-read at the chunk start (D21 as printed; test time only).
+read at the chunk start (D21 as printed; test time only); ``--ablate`` two more, its CMS levels frozen in context and
+its memories writing nothing (test time only).
 
 The weights are those a suite run kept (:func:`nestlearn.experiments.synthetic.load_weights`: the row's identity
 travels with them). A probe of the mechanism, not a protocol result; written to ``--out``
@@ -39,6 +40,9 @@ import torch
 
 from nestlearn.experiments import synthetic as suite
 from nestlearn.experiments.protocol import code_version
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from length_failure import _Capped, _Frozen  # noqa: E402  (CMS frozen in context; memories' writes off)
 
 HERE = Path(__file__).resolve().parent
 TASK = "fuzzy_in_context_recall"
@@ -120,10 +124,13 @@ def readable(model) -> list:
 
 
 @torch.no_grad()
-def score(model, recipe, batches: int, read: str = "token") -> dict[str, torch.Tensor]:
+def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = False,
+          memories_frozen: bool = False) -> dict[str, torch.Tensor]:
     """Right/wrong of every scored answer over ``batches`` test batches (the suite's test seeds first, then further
-    seeds of the same generator), with each answer's descriptors. ``read="chunk_start"`` scores the model with its
-    memories read at the chunk start (D21 as printed; test time only, restored after)."""
+    seeds of the same generator), with each answer's descriptors. Test time only, each undone after:
+    ``read="chunk_start"`` reads the memories at the chunk start (D21 as printed); ``cms_frozen``: no CMS level
+    steps in context (the levels keep their meta-learned weights); ``memories_frozen``: the self-modifying memories
+    write nothing."""
     model.eval()
     mixers = readable(model)
     if read != "token" and not mixers:
@@ -134,14 +141,15 @@ def score(model, recipe, batches: int, read: str = "token") -> dict[str, torch.T
     vocab = recipe.tasks[TASK]["vocab"]
     parts: dict[str, list] = {}
     try:
-        for i in range(batches):
-            ids, targets = suite.make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
-            logits = model(ids)[0]
-            right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
-            table = answer_table(ids, targets, vocab)
-            table["right"] = right[targets != -100]
-            for k, v in table.items():
-                parts.setdefault(k, []).append(v)
+        with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
+            for i in range(batches):
+                ids, targets = suite.make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
+                logits = model(ids)[0]
+                right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
+                table = answer_table(ids, targets, vocab)
+                table["right"] = right[targets != -100]
+                for k, v in table.items():
+                    parts.setdefault(k, []).append(v)
     finally:
         for mixer, cfg in zip(mixers, cfgs, strict=True):
             mixer.cfg = cfg
@@ -202,6 +210,8 @@ def main() -> int:
     p.add_argument("--batches", type=int, default=16, help="test batches of the suite's size (it scores 4)")
     p.add_argument("--chunk-start", action="store_true",
                    help="also score each model whose memories can read at the chunk start (D21) that way")
+    p.add_argument("--ablate", action="store_true",
+                   help="also score HOPE with its CMS frozen in context, and with its memories writing nothing")
     p.add_argument("--out", default=str(HERE / "fuzzy_errors" / "RESULTS.md"))
     args = p.parse_args()
     results, described = [], []
@@ -216,6 +226,10 @@ def main() -> int:
         results.append((name, score(model, recipe, args.batches)))
         if args.chunk_start and readable(model):
             results.append((f"{name}, read at the chunk start", score(model, recipe, args.batches, "chunk_start")))
+        if args.ablate and readable(model):
+            results.append((f"{name}, CMS frozen in context", score(model, recipe, args.batches, cms_frozen=True)))
+            results.append((f"{name}, memories write nothing",
+                            score(model, recipe, args.batches, memories_frozen=True)))
         described.append(f"{name}: `{path}` (lr {row['lr']}, best weights at step {row['best_step']}, "
                          f"code {row['code']})")
     if any(not torch.equal(r["bound"], results[0][1]["bound"]) for _, r in results):
@@ -225,7 +239,7 @@ def main() -> int:
     lines = ["# Fuzzy in-context recall: which answers the models get wrong", "",
              f"Command: `python experiments/synthetic/probes/fuzzy_errors.py {' '.join(args.weights)}"
              f"{f' --batches {args.batches}' if args.batches != 16 else ''}"
-             f"{' --chunk-start' if args.chunk_start else ''}`  ",
+             f"{' --chunk-start' if args.chunk_start else ''}{' --ablate' if args.ablate else ''}`  ",
              f"Run {stamp}, code version {cv['code']} (commit {cv['commit'][:12]}). {args.batches} test batches "
              f"(the suite's 4 test seeds and {max(args.batches - 4, 0)} more of the same generator). Accuracy in % "
              "per kind of answer.", "", *[f"- {d}" for d in described], "",
