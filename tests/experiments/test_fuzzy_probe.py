@@ -20,7 +20,8 @@ PROBE = Path(__file__).resolve().parents[2] / "experiments" / "synthetic" / "pro
 @pytest.fixture(scope="module")
 def probe():
     yield load_script(PROBE)
-    sys.path.remove(str(PROBE.parent))  # the probe puts its folder on the path to import length_failure
+    while str(PROBE.parent) in sys.path:  # the probes put their folder on the path to import each other
+        sys.path.remove(str(PROBE.parent))
 
 
 def test_pairs_and_the_context_bound_by_hand(probe):

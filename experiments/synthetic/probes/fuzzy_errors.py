@@ -31,7 +31,6 @@ travels with them). A probe of the mechanism, not a protocol result; written to 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import sys
 from pathlib import Path
@@ -42,7 +41,7 @@ from nestlearn.experiments import synthetic as suite
 from nestlearn.experiments.protocol import code_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from length_failure import _Capped, _Frozen  # noqa: E402  (CMS frozen in context; memories' writes off)
+from ablate import changed, readable  # noqa: E402  (the test-time changes: read, CMS frozen, memories' writes off)
 
 HERE = Path(__file__).resolve().parent
 TASK = "fuzzy_in_context_recall"
@@ -118,11 +117,6 @@ def answer_table(ids: torch.Tensor, targets: torch.Tensor, vocab: int, chunk: in
     return out
 
 
-def readable(model) -> list:
-    """The mixers whose memories' read can move to the chunk start (``cfg.read``, D21): HOPE's, not the others'."""
-    return [block.mixer for block in model.blocks if hasattr(getattr(block.mixer, "cfg", None), "read")]
-
-
 @torch.no_grad()
 def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = False,
           memories_frozen: bool = False) -> dict[str, torch.Tensor]:
@@ -132,27 +126,17 @@ def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = F
     steps in context (the levels keep their meta-learned weights); ``memories_frozen``: the self-modifying memories
     write nothing."""
     model.eval()
-    mixers = readable(model)
-    if read != "token" and not mixers:
-        raise ValueError(f"read={read!r}: this model's mixers have no read to change")
-    cfgs = [mixer.cfg for mixer in mixers]
-    for mixer in mixers:  # a copy each: the layers share one config object
-        mixer.cfg = dataclasses.replace(mixer.cfg, read=read)
     vocab = recipe.tasks[TASK]["vocab"]
     parts: dict[str, list] = {}
-    try:
-        with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
-            for i in range(batches):
-                ids, targets = suite.make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
-                logits = model(ids)[0]
-                right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
-                table = answer_table(ids, targets, vocab)
-                table["right"] = right[targets != -100]
-                for k, v in table.items():
-                    parts.setdefault(k, []).append(v)
-    finally:
-        for mixer, cfg in zip(mixers, cfgs, strict=True):
-            mixer.cfg = cfg
+    with changed(model, read, cms_frozen, memories_frozen):
+        for i in range(batches):
+            ids, targets = suite.make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
+            logits = model(ids)[0]
+            right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
+            table = answer_table(ids, targets, vocab)
+            table["right"] = right[targets != -100]
+            for k, v in table.items():
+                parts.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in parts.items()}
 
 

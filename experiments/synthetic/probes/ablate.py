@@ -1,0 +1,109 @@
+"""What does a trained HOPE compute its answers with? Its kept weights scored with one in-context part switched off.
+
+    python experiments/synthetic/probes/ablate.py runs/weights/mad/*-hope-*.pt
+
+HOPE learns in context in two places: its CMS levels take gradient steps on the sequence's own next tokens (every
+8 and 16 tokens in mad.yaml), and its self-modifying memories write every token (read per token, D21's dual form).
+This probe scores each kept run of the suite (``--keep-weights``) on the suite's test sequences as trained and with
+one of them switched off, at test time only:
+
+- the CMS levels frozen in context (they keep their meta-learned weights);
+- the self-modifying memories writing nothing (η = 0 and no decay: each keeps its initial state);
+- the memories read at the chunk start instead of per token (D21 as printed).
+
+Accuracy as the suite scores it (MAD: ``acc``; the formal languages: ``--split``, Bin1 by default). A probe of the
+mechanism, not a protocol result; written to ``--out`` (``ablate/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import sys
+from pathlib import Path
+
+import torch
+
+from nestlearn.experiments import synthetic as suite
+from nestlearn.experiments.protocol import code_version
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from length_failure import _Capped, _Frozen  # noqa: E402  (CMS frozen in context; memories' writes off)
+
+HERE = Path(__file__).resolve().parent
+CHANGES = {"as trained": {}, "CMS frozen in context": {"cms_frozen": True},
+           "memories write nothing": {"memories_frozen": True}, "read at the chunk start": {"read": "chunk_start"}}
+
+
+def readable(model) -> list:
+    """The mixers whose memories' read can move to the chunk start (``cfg.read``, D21): HOPE's, not the others'."""
+    lm = getattr(model, "lm", model)  # MAD's compression wraps the language model (LastTokenAutoencoder)
+    return [block.mixer for block in lm.blocks if hasattr(getattr(block.mixer, "cfg", None), "read")]
+
+
+@contextlib.contextmanager
+def changed(model, read: str = "token", cms_frozen: bool = False, memories_frozen: bool = False):
+    """Inside the block the model runs with its memories read as ``read`` (``"chunk_start"``: D21 as printed), its
+    CMS levels frozen in context (``cms_frozen``), its self-modifying memories writing nothing
+    (``memories_frozen``); all undone on exit. A read change on a model without such memories is refused."""
+    mixers = readable(model)
+    if read != "token" and not mixers:
+        raise ValueError(f"read={read!r}: this model's mixers have no read to change")
+    cfgs = [mixer.cfg for mixer in mixers]
+    for mixer in mixers:  # a copy each: the layers share one config object
+        mixer.cfg = dataclasses.replace(mixer.cfg, read=read)
+    try:
+        with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
+            yield model
+    finally:
+        for mixer, cfg in zip(mixers, cfgs, strict=True):
+            mixer.cfg = cfg
+
+
+@torch.no_grad()
+def accuracy(model, recipe, task: str, batches: int, split: str | None = None, **change) -> float:
+    """The suite's test accuracy (%) over ``batches`` test batches (its test seeds first), under ``change``;
+    ``split``: the formal languages' bin (default Bin1, the generalisation test), MAD's test split otherwise."""
+    model.eval()
+    split = split or ("bin1" if recipe.family == "formal" else "eval")
+    with changed(model, **change):
+        return suite._score(model, recipe, task, split, [suite._eval_seed(i) for i in range(batches)])[0]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("weights", nargs="+", help="kept weights of HOPE runs (runs/weights/…pt)")
+    p.add_argument("--batches", type=int, default=8, help="test batches of the suite's size (it scores 4)")
+    p.add_argument("--split", choices=["bin0", "bin1", "bin2"], help="formal runs: the bin scored (default bin1)")
+    p.add_argument("--out", default=str(HERE / "ablate" / "RESULTS.md"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    lines = ["| run | rate | " + " | ".join(CHANGES) + " |", "|---|---:|" + "---:|" * len(CHANGES)]
+    for path in args.weights:
+        model, recipe, row = suite.load_weights(path)
+        if not readable(model):
+            raise SystemExit(f"{path}: a run of {row['model']}, which has no self-modifying memories to change")
+        cells = [f"{accuracy(model, recipe, row['task'], args.batches, args.split, **kw):.2f}"
+                 for kw in CHANGES.values()]
+        what = "selection" if row["seed"] == recipe.select_seed else f"seed {row['seed']}"
+        lines.append(f"| {row['task']} {row['model']} {what} (`{Path(path).name}`) | {row['lr']:g} | "
+                     + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cv = code_version()
+    head = ["# What HOPE computes its answers with: one in-context part switched off at test time", "",
+            f"Command: `python experiments/synthetic/probes/ablate.py {' '.join(args.weights)}"
+            f"{f' --batches {args.batches}' if args.batches != 8 else ''}"
+            f"{f' --split {args.split}' if args.split else ''}`  ",
+            f"Run {stamp}, code version {cv['code']} (commit {cv['commit'][:12]}). {args.batches} test batches (the "
+            "suite's test seeds first). Test accuracy in % as the suite scores it (formal runs: "
+            f"{(args.split or 'bin1').capitalize()}).", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(head + lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

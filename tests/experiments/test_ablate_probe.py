@@ -1,0 +1,46 @@
+"""experiments/synthetic/probes/ablate.py scores kept HOPE weights with one in-context part off at test time: as
+trained it must score what the suite scores, each change must change HOPE's answers and be undone after, and a model
+without self-modifying memories is refused."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nestlearn.experiments import synthetic as S
+from nestlearn.models import CausalLM
+
+from .conftest import load_script
+
+PROBE = Path(__file__).resolve().parents[2] / "experiments" / "synthetic" / "probes" / "ablate.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    yield load_script(PROBE)
+    while str(PROBE.parent) in sys.path:  # the probe puts its folder on the path to import length_failure
+        sys.path.remove(str(PROBE.parent))
+
+
+def test_changes_score_apart_and_are_undone(probe, tmp_path):
+    recipe = dataclasses.replace(S.load_recipe(str(PROBE.parents[1] / "mad.yaml")), eval_batch_size=4)
+    task = "in_context_recall"
+    torch.manual_seed(0)
+    model = CausalLM(S.model_config(recipe, task, "hope", None, None))
+    with torch.no_grad():
+        suite_acc = S._score(model, recipe, task, "eval", [S._eval_seed(0)])[0]
+        ids = S.make_batch(recipe, task, 4, S._eval_seed(0), "eval")[0]
+        before = model.eval()(ids)[0]
+    assert probe.accuracy(model, recipe, task, 1) == pytest.approx(suite_acc, abs=1e-9)
+    for name, change in probe.CHANGES.items():
+        if not change:
+            continue
+        with probe.changed(model, **change), torch.no_grad():
+            assert not torch.allclose(model(ids)[0], before), f"{name} left HOPE's outputs unchanged"
+        with torch.no_grad():
+            assert torch.equal(model(ids)[0], before), f"{name} was not undone"
+    transformer = CausalLM(S.model_config(recipe, task, "transformer", None, None))
+    with pytest.raises(ValueError, match="no read to change"), probe.changed(transformer, read="chunk_start"):
+        pass
