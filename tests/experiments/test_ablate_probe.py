@@ -44,3 +44,15 @@ def test_changes_score_apart_and_are_undone(probe, tmp_path):
     transformer = CausalLM(S.model_config(recipe, task, "transformer", None, None))
     with pytest.raises(ValueError, match="no read to change"), probe.changed(transformer, read="chunk_start"):
         pass
+
+
+def test_write_strength_per_layer_for_the_lm_and_for_compressions_wrapper(probe):
+    recipe = dataclasses.replace(S.load_recipe(str(PROBE.parents[1] / "mad.yaml")), eval_batch_size=2)
+    for task in ("in_context_recall", "compression"):
+        torch.manual_seed(0)
+        model = S._build(recipe, task, S.model_config(recipe, task, "hope", None, None))
+        rows = probe.write_strength(model, recipe, task, 1)
+        assert len(rows) == recipe.model["layers"]
+        for row in rows:
+            assert len(row["rel"]) == recipe.model["selfmod"]["chunk_size"] and row["lr"] > 0
+            assert all(r >= 0 for r in row["rel"]) and max(row["rel"]) > 0  # the chunk's writes move the read

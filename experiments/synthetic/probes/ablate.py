@@ -11,6 +11,9 @@ one of them switched off, at test time only:
 - the self-modifying memories writing nothing (η = 0 and no decay: each keeps its initial state);
 - the memories read at the chunk start instead of per token (D21 as printed).
 
+and, as trained, measures how far each layer's output memory's per-token read moves from its chunk-start read as
+the chunk's writes accumulate (``write_strength.py``'s measure), with the writes' mean learning rate.
+
 Accuracy as the suite scores it (MAD: ``acc``; the formal languages: ``--split``, Bin1 by default). A probe of the
 mechanism, not a protocol result; written to ``--out`` (``ablate/RESULTS.md``).
 """
@@ -31,6 +34,7 @@ from nestlearn.experiments.protocol import code_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from length_failure import _Capped, _Frozen  # noqa: E402  (CMS frozen in context; memories' writes off)
+from write_strength import _Recorder  # noqa: E402  (the per-token read against the chunk-start read)
 
 HERE = Path(__file__).resolve().parent
 CHANGES = {"as trained": {}, "CMS frozen in context": {"cms_frozen": True},
@@ -72,6 +76,18 @@ def accuracy(model, recipe, task: str, batches: int, split: str | None = None, *
         return suite._score(model, recipe, task, split, [suite._eval_seed(i) for i in range(batches)])[0]
 
 
+@torch.no_grad()
+def write_strength(model, recipe, task: str, batches: int) -> list[dict]:
+    """Per layer of the self-modifying memories' output memory: the mean learning rate of its writes (η), and how
+    far a chunk's own writes move its per-token read from the chunk-start state's read of the same query (relative
+    change by position in the chunk; ``write_strength.py``), over ``batches`` test batches."""
+    model.eval()
+    with _Recorder(getattr(model, "lm", model)) as rec:
+        for i in range(batches):
+            model(suite.make_batch(recipe, task, recipe.eval_batch_size, suite._eval_seed(i), "eval")[0])
+    return rec.rows()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("weights", nargs="+", help="kept weights of HOPE runs (runs/weights/…pt)")
@@ -81,6 +97,10 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     lines = ["| run | rate | " + " | ".join(CHANGES) + " |", "|---|---:|" + "---:|" * len(CHANGES)]
+    writes = ["", "How far a chunk's own writes move the output memory's per-token read (``write_strength.py``'s "
+              "measure: ‖o_t − o⁰_t‖ / ‖o⁰_t‖ against the chunk-start read, after the chunk's first, middle and last "
+              "write; η: the writes' mean learning rate):", "",
+              "| run | layer | η | after 1 | after C/2 | after C |", "|---|---:|---:|---:|---:|---:|"]
     for path in args.weights:
         model, recipe, row = suite.load_weights(path)
         if not readable(model):
@@ -91,6 +111,10 @@ def main() -> int:
         lines.append(f"| {row['task']} {row['model']} {what} (`{Path(path).name}`) | {row['lr']:g} | "
                      + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
+        for layer, st in enumerate(write_strength(model, recipe, row["task"], args.batches)):
+            rel = st["rel"]
+            writes.append(f"| {row['task']} {what}, lr {row['lr']:g} | {layer + 1} | {st['lr']:.4f} | "
+                          f"{100 * rel[0]:.1f}% | {100 * rel[len(rel) // 2 - 1]:.1f}% | {100 * rel[-1]:.1f}% |")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cv = code_version()
     head = ["# What HOPE computes its answers with: one in-context part switched off at test time", "",
@@ -101,7 +125,7 @@ def main() -> int:
             "suite's test seeds first). Test accuracy in % as the suite scores it (formal runs: "
             f"{(args.split or 'bin1').capitalize()}).", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(head + lines) + "\n")
+    Path(args.out).write_text("\n".join(head + lines + writes) + "\n")
     return 0
 
 
