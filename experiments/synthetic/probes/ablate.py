@@ -76,6 +76,14 @@ def accuracy(model, recipe, task: str, batches: int, split: str | None = None, *
         return suite._score(model, recipe, task, split, [suite._eval_seed(i) for i in range(batches)])[0]
 
 
+def report_head(title: str, command: str, what: str) -> list[str]:
+    """A probe report's first lines: its title, the exact command, when and on which code it ran, and ``what``."""
+    cv = code_version()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [f"# {title}", "", f"Command: `{command}`  ",
+            f"Run {stamp}, code version {cv['code']} (commit {cv['commit'][:12]}). {what}", ""]
+
+
 @torch.no_grad()
 def write_strength(model, recipe, task: str, batches: int) -> list[dict]:
     """Per layer of the self-modifying memories' output memory: the mean learning rate of its writes (η), and how
@@ -115,15 +123,12 @@ def main() -> int:
             rel = st["rel"]
             writes.append(f"| {row['task']} {what}, lr {row['lr']:g} | {layer + 1} | {st['lr']:.4f} | "
                           f"{100 * rel[0]:.1f}% | {100 * rel[len(rel) // 2 - 1]:.1f}% | {100 * rel[-1]:.1f}% |")
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cv = code_version()
-    head = ["# What HOPE computes its answers with: one in-context part switched off at test time", "",
-            f"Command: `python experiments/synthetic/probes/ablate.py {' '.join(args.weights)}"
-            f"{f' --batches {args.batches}' if args.batches != 8 else ''}"
-            f"{f' --split {args.split}' if args.split else ''}`  ",
-            f"Run {stamp}, code version {cv['code']} (commit {cv['commit'][:12]}). {args.batches} test batches (the "
-            "suite's test seeds first). Test accuracy in % as the suite scores it (formal runs: "
-            f"{(args.split or 'bin1').capitalize()}).", ""]
+    head = report_head(
+        "What HOPE computes its answers with: one in-context part switched off at test time",
+        f"python experiments/synthetic/probes/ablate.py {' '.join(args.weights)}"
+        f"{f' --batches {args.batches}' if args.batches != 8 else ''}{f' --split {args.split}' if args.split else ''}",
+        f"{args.batches} test batches (the suite's test seeds first). Test accuracy in % as the suite scores it "
+        f"(formal runs: {(args.split or 'bin1').capitalize()}).")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(head + lines + writes) + "\n")
     return 0

@@ -31,17 +31,15 @@ travels with them). A probe of the mechanism, not a protocol result; written to 
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from pathlib import Path
 
 import torch
 
 from nestlearn.experiments import synthetic as suite
-from nestlearn.experiments.protocol import code_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablate import changed, readable  # noqa: E402  (the test-time changes: read, CMS frozen, memories' writes off)
+from ablate import changed, readable, report_head  # noqa: E402  (the test-time changes: read, CMS frozen, memories' writes off)
 
 HERE = Path(__file__).resolve().parent
 TASK = "fuzzy_in_context_recall"
@@ -218,16 +216,14 @@ def main() -> int:
                          f"code {row['code']})")
     if any(not torch.equal(r["bound"], results[0][1]["bound"]) for _, r in results):
         raise AssertionError("the runs were scored on different answers")
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cv = code_version()
-    lines = ["# Fuzzy in-context recall: which answers the models get wrong", "",
-             f"Command: `python experiments/synthetic/probes/fuzzy_errors.py {' '.join(args.weights)}"
-             f"{f' --batches {args.batches}' if args.batches != 16 else ''}"
-             f"{' --chunk-start' if args.chunk_start else ''}{' --ablate' if args.ablate else ''}`  ",
-             f"Run {stamp}, code version {cv['code']} (commit {cv['commit'][:12]}). {args.batches} test batches "
-             f"(the suite's 4 test seeds and {max(args.batches - 4, 0)} more of the same generator). Accuracy in % "
-             "per kind of answer.", "", *[f"- {d}" for d in described], "",
-             *report(results)]
+    lines = [*report_head(
+        "Fuzzy in-context recall: which answers the models get wrong",
+        f"python experiments/synthetic/probes/fuzzy_errors.py {' '.join(args.weights)}"
+        f"{f' --batches {args.batches}' if args.batches != 16 else ''}"
+        f"{' --chunk-start' if args.chunk_start else ''}{' --ablate' if args.ablate else ''}",
+        f"{args.batches} test batches (the suite's {min(args.batches, 4)} of its 4 test seeds and "
+        f"{max(args.batches - 4, 0)} more of the same generator). Accuracy in % per kind of answer."),
+        *[f"- {d}" for d in described], "", *report(results)]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
