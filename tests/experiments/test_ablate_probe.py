@@ -51,7 +51,7 @@ def test_write_strength_per_layer_for_the_lm_and_for_compressions_wrapper(probe)
     for task in ("in_context_recall", "compression"):
         torch.manual_seed(0)
         model = S._build(recipe, task, S.model_config(recipe, task, "hope", None, None))
-        rows = probe.write_strength(model, recipe, task, 1)
+        rows = probe.measure(model, recipe, 1, task)
         assert len(rows) == recipe.model["layers"]
         for row in rows:
             assert len(row["rel"]) == recipe.model["selfmod"]["chunk_size"] and row["lr"] > 0

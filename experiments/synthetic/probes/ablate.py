@@ -21,8 +21,6 @@ mechanism, not a protocol result; written to ``--out`` (``ablate/RESULTS.md``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import datetime
 import sys
 from pathlib import Path
@@ -33,37 +31,12 @@ from nestlearn.experiments import synthetic as suite
 from nestlearn.experiments.protocol import code_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from length_failure import _Capped, _Frozen  # noqa: E402  (CMS frozen in context; memories' writes off)
-from write_strength import _Recorder  # noqa: E402  (the per-token read against the chunk-start read)
+from length_failure import changed, readable  # noqa: E402  (the test-time changes)
+from write_strength import measure  # noqa: E402  (the per-token read against the chunk-start read)
 
 HERE = Path(__file__).resolve().parent
 CHANGES = {"as trained": {}, "CMS frozen in context": {"cms_frozen": True},
            "memories write nothing": {"memories_frozen": True}, "read at the chunk start": {"read": "chunk_start"}}
-
-
-def readable(model) -> list:
-    """The mixers whose memories' read can move to the chunk start (``cfg.read``, D21): HOPE's, not the others'."""
-    lm = getattr(model, "lm", model)  # MAD's compression wraps the language model (LastTokenAutoencoder)
-    return [block.mixer for block in lm.blocks if hasattr(getattr(block.mixer, "cfg", None), "read")]
-
-
-@contextlib.contextmanager
-def changed(model, read: str = "token", cms_frozen: bool = False, memories_frozen: bool = False):
-    """Inside the block the model runs with its memories read as ``read`` (``"chunk_start"``: D21 as printed), its
-    CMS levels frozen in context (``cms_frozen``), its self-modifying memories writing nothing
-    (``memories_frozen``); all undone on exit. A read change on a model without such memories is refused."""
-    mixers = readable(model)
-    if read != "token" and not mixers:
-        raise ValueError(f"read={read!r}: this model's mixers have no read to change")
-    cfgs = [mixer.cfg for mixer in mixers]
-    for mixer in mixers:  # a copy each: the layers share one config object
-        mixer.cfg = dataclasses.replace(mixer.cfg, read=read)
-    try:
-        with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
-            yield model
-    finally:
-        for mixer, cfg in zip(mixers, cfgs, strict=True):
-            mixer.cfg = cfg
 
 
 @torch.no_grad()
@@ -84,16 +57,9 @@ def report_head(title: str, command: str, what: str) -> list[str]:
             f"Run {stamp}, code version {cv['code']} (commit {cv['commit'][:12]}). {what}", ""]
 
 
-@torch.no_grad()
-def write_strength(model, recipe, task: str, batches: int) -> list[dict]:
-    """Per layer of the self-modifying memories' output memory: the mean learning rate of its writes (η), and how
-    far a chunk's own writes move its per-token read from the chunk-start state's read of the same query (relative
-    change by position in the chunk; ``write_strength.py``), over ``batches`` test batches."""
-    model.eval()
-    with _Recorder(getattr(model, "lm", model)) as rec:
-        for i in range(batches):
-            model(suite.make_batch(recipe, task, recipe.eval_batch_size, suite._eval_seed(i), "eval")[0])
-    return rec.rows()
+def run_label(row: dict, recipe) -> str:
+    """A kept run's label: its seed, or "selection" for the suite's selection seed."""
+    return "selection" if row["seed"] == recipe.select_seed else f"seed {row['seed']}"
 
 
 def main() -> int:
@@ -115,11 +81,11 @@ def main() -> int:
             raise SystemExit(f"{path}: a run of {row['model']}, which has no self-modifying memories to change")
         cells = [f"{accuracy(model, recipe, row['task'], args.batches, args.split, **kw):.2f}"
                  for kw in CHANGES.values()]
-        what = "selection" if row["seed"] == recipe.select_seed else f"seed {row['seed']}"
+        what = run_label(row, recipe)
         lines.append(f"| {row['task']} {row['model']} {what} (`{Path(path).name}`) | {row['lr']:g} | "
                      + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-        for layer, st in enumerate(write_strength(model, recipe, row["task"], args.batches)):
+        for layer, st in enumerate(measure(model, recipe, args.batches, row["task"])):
             rel = st["rel"]
             writes.append(f"| {row['task']} {what}, lr {row['lr']:g} | {layer + 1} | {st['lr']:.4f} | "
                           f"{100 * rel[0]:.1f}% | {100 * rel[len(rel) // 2 - 1]:.1f}% | {100 * rel[-1]:.1f}% |")

@@ -39,7 +39,8 @@ import torch
 from nestlearn.experiments import synthetic as suite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablate import changed, readable, report_head  # noqa: E402  (the test-time changes: read, CMS frozen, memories' writes off)
+from ablate import CHANGES, report_head, run_label  # noqa: E402
+from length_failure import changed, readable  # noqa: E402  (the test-time changes)
 
 HERE = Path(__file__).resolve().parent
 TASK = "fuzzy_in_context_recall"
@@ -111,22 +112,18 @@ def answer_table(ids: torch.Tensor, targets: torch.Tensor, vocab: int, chunk: in
             seen.setdefault(key, []).append((value, v0))
         if got != want:
             raise AssertionError(f"sequence {b}: the parsed answers differ from the suite's targets")
-    out = {k: torch.tensor(v) for k, v in cols.items()}
-    return out
+    return {k: torch.tensor(v) for k, v in cols.items()}
 
 
 @torch.no_grad()
-def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = False,
-          memories_frozen: bool = False) -> dict[str, torch.Tensor]:
+def score(model, recipe, batches: int, **change) -> dict[str, torch.Tensor]:
     """Right/wrong of every scored answer over ``batches`` test batches (the suite's test seeds first, then further
-    seeds of the same generator), with each answer's descriptors. Test time only, each undone after:
-    ``read="chunk_start"`` reads the memories at the chunk start (D21 as printed); ``cms_frozen``: no CMS level
-    steps in context (the levels keep their meta-learned weights); ``memories_frozen``: the self-modifying memories
-    write nothing."""
+    seeds of the same generator), with each answer's descriptors; ``change``: a test-time change of
+    ``length_failure.changed`` (read at the chunk start, CMS frozen, memories writing nothing), undone after."""
     model.eval()
     vocab = recipe.tasks[TASK]["vocab"]
     parts: dict[str, list] = {}
-    with changed(model, read, cms_frozen, memories_frozen):
+    with changed(model, **change):
         for i in range(batches):
             ids, targets = suite.make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
             logits = model(ids)[0]
@@ -177,8 +174,9 @@ def report(results: list[tuple[str, dict]]) -> list[str]:
              "| answers | count | " + " | ".join(name for name, _ in results) + " |",
              "|---|---:|" + "---:|" * len(results)]
     labels = rows(first)
+    per_model = [rows(res) for _, res in results]
     for i, (label, sel) in enumerate(labels):
-        cells = [_rate(res, rows(res)[i][1]) for _, res in results]
+        cells = [_rate(res, model_rows[i][1]) for (_, res), model_rows in zip(results, per_model, strict=True)]
         lines.append(f"| {label} | {int(sel.sum())} | " + " | ".join(cells) + " |")
     undetermined = labels[2][1]
     lines += ["", f"The context bound on the answers the context does not determine: "
@@ -202,16 +200,14 @@ def main() -> int:
         if row["task"] != TASK:
             raise SystemExit(f"{path}: a run of {row['task']}, not {TASK}")
         torch.set_num_threads(1)
-        model_name = NAMES.get(row["model"], row["model"])
-        name = (f"{model_name} selection, lr {row['lr']:g}" if row["seed"] == recipe.select_seed
-                else f"{model_name} seed {row['seed']}")
-        results.append((name, score(model, recipe, args.batches)))
-        if args.chunk_start and readable(model):
-            results.append((f"{name}, read at the chunk start", score(model, recipe, args.batches, "chunk_start")))
-        if args.ablate and readable(model):
-            results.append((f"{name}, CMS frozen in context", score(model, recipe, args.batches, cms_frozen=True)))
-            results.append((f"{name}, memories write nothing",
-                            score(model, recipe, args.batches, memories_frozen=True)))
+        what = run_label(row, recipe)
+        name = (f"{NAMES.get(row['model'], row['model'])} {what}"
+                + (f", lr {row['lr']:g}" if what == "selection" else ""))
+        wanted = ["as trained"] + (["read at the chunk start"] if args.chunk_start and readable(model) else []) \
+            + (["CMS frozen in context", "memories write nothing"] if args.ablate and readable(model) else [])
+        for change in wanted:  # ablate.CHANGES names them
+            results.append((name if change == "as trained" else f"{name}, {change}",
+                            score(model, recipe, args.batches, **CHANGES[change])))
         described.append(f"{name}: `{path}` (lr {row['lr']}, best weights at step {row['best_step']}, "
                          f"code {row['code']})")
     if any(not torch.equal(r["bound"], results[0][1]["bound"]) for _, r in results):

@@ -38,6 +38,7 @@ is scored from those, and nothing is trained. A probe of the mechanism, not a pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -144,6 +145,34 @@ class _Frozen:
 
     def __exit__(self, *exc):
         icl._segment, Memory.read_write, Memory.write = self.orig
+
+
+def readable(model, layers=None) -> list:
+    """The mixers (of ``layers``, all when ``None``) whose memories' read can move to the chunk start (``cfg.read``,
+    D21): HOPE's, not the others'. MAD's compression model wraps its language model (``.lm``)."""
+    lm = getattr(model, "lm", model)
+    return [block.mixer for i, block in enumerate(lm.blocks)
+            if hasattr(getattr(block.mixer, "cfg", None), "read") and (layers is None or i in layers)]
+
+
+@contextlib.contextmanager
+def changed(model, read: str = "token", cms_frozen: bool = False, memories_frozen: bool = False, layers=None):
+    """Inside the block the model runs with the memories of ``layers`` (all when ``None``) read as ``read``
+    (``"chunk_start"``: D21 as printed), its CMS levels frozen in context (``cms_frozen``), its self-modifying
+    memories writing nothing (``memories_frozen``); all undone on exit. A read change on a model without such
+    memories is refused."""
+    mixers = readable(model, layers)
+    if read != "token" and not mixers:
+        raise ValueError(f"read={read!r}: this model's mixers have no read to change")
+    cfgs = [mixer.cfg for mixer in mixers]
+    for mixer in mixers:  # a copy each: the layers of a model share one config object
+        mixer.cfg = dataclasses.replace(mixer.cfg, read=read)
+    try:
+        with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None):
+            yield model
+    finally:
+        for mixer, cfg in zip(mixers, cfgs, strict=True):
+            mixer.cfg = cfg
 
 
 def wrong_sets(logits, targets, mask):

@@ -52,7 +52,7 @@ from nestlearn.modules import ShortConv
 from nestlearn.train.loop import check_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from length_failure import _Capped, _Frozen, stored_row  # noqa: E402  (CMS frozen; memories' writes off)
+from length_failure import changed, stored_row  # noqa: E402  (the test-time changes; a stored row)
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parents[0] / "mad.yaml"
@@ -134,30 +134,19 @@ def score(model, recipe, batches: int, read: str = "token", cms_frozen: bool = F
     convolutions pass the current token only; ``read_layers``: the layers whose memories read as ``read`` says (all
     when ``None``)."""
     model.eval()
-    mixers = [block.mixer for i, block in enumerate(model.blocks)
-              if hasattr(getattr(block.mixer, "cfg", None), "read") and (read_layers is None or i in read_layers)]
-    if read != "token" and not mixers:
-        raise ValueError(f"read={read!r}: this model's mixers have no read to change")
     layout = chunk_layout(model)
-    cfgs = [mixer.cfg for mixer in mixers]
-    for mixer in mixers:  # a copy each: the layers of a model share one config object
-        mixer.cfg = dataclasses.replace(mixer.cfg, read=read)
     parts: dict[str, list] = {}
-    try:
-        with _Capped(0 if cms_frozen else None), _Frozen(0 if memories_frozen else None), \
-                _CurrentTokenConv(model, conv_current):
-            for i in range(batches):
-                ids, targets = make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
-                logits = model(ids)[0]
-                right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
-                q = query_table(ids, recipe.tasks[TASK]["n_keys"], *layout)
-                q["right"] = right[:, 0::2]
-                assert bool(((targets[:, 0::2] != -100) == q["scored"]).all()), "query table disagrees with targets"
-                for name, t in q.items():
-                    parts.setdefault(name, []).append(t)
-    finally:
-        for mixer, cfg in zip(mixers, cfgs, strict=True):
-            mixer.cfg = cfg
+    with changed(model, read, cms_frozen, memories_frozen, layers=read_layers), \
+            _CurrentTokenConv(model, conv_current):
+        for i in range(batches):
+            ids, targets = make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
+            logits = model(ids)[0]
+            right = (logits.argmax(-1) == targets) & torch.isfinite(logits).all(-1)
+            q = query_table(ids, recipe.tasks[TASK]["n_keys"], *layout)
+            q["right"] = right[:, 0::2]
+            assert bool(((targets[:, 0::2] != -100) == q["scored"]).all()), "query table disagrees with targets"
+            for name, t in q.items():
+                parts.setdefault(name, []).append(t)
     out = {name: torch.cat(ts) for name, ts in parts.items()}
     return {name: t[out["scored"]] for name, t in out.items()}
 

@@ -102,13 +102,14 @@ class _Recorder:
 
 
 @torch.no_grad()
-def measure(model, recipe, batches: int) -> list[dict]:
+def measure(model, recipe, batches: int, task: str = TASK) -> list[dict]:
     """Per layer: the mean relative change of the read by position in the chunk, the mean learning rate, the mean
-    norm of the written target and of the chunk-start read, over ``batches`` of the suite's test sequences."""
+    norm of the written target and of the chunk-start read, over ``batches`` of the suite's test sequences of
+    ``task`` (MAD's compression model wraps its language model: ``.lm``)."""
     model.eval()
-    with _Recorder(model) as rec:
+    with _Recorder(getattr(model, "lm", model)) as rec:
         for i in range(batches):
-            ids, _ = make_batch(recipe, TASK, recipe.eval_batch_size, suite._eval_seed(i), "eval")
+            ids, _ = make_batch(recipe, task, recipe.eval_batch_size, suite._eval_seed(i), "eval")
             model(ids)
     return rec.rows()
 
