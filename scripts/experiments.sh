@@ -92,15 +92,15 @@ carry() {
 
 # The queue: `start` without suites runs the first suites of QUEUE that have a run left, one per core (CORES), and
 # the commit loop starts the next one whenever a core is free (a suite finished, or died). The priority order:
-# MAD's recall columns and the optimizer experiment (the two targets with the least measured: m3-ema and
-# Fashion-MNIST, about 8 CPU hours, close Fig. 11's), then HOPE's formal rows (aⁿbⁿcⁿ's seeds and Shuffle-2 left),
+# MAD's recall columns (the optimizer experiment, finished 2026-11-30, left the queue on 2026-12-02: on another CPU
+# M3's stored fingerprints do not match and it would retrain M3's runs; experiments/optimizers/README.md), then HOPE's formal rows (aⁿbⁿcⁿ's seeds and Shuffle-2 left),
 # Titans' formal rows (the target "no diverged run"), the other baselines (the paper's rows: the delta rule), the
 # rest of MAD's target columns (compression and memorization), HOPE under D20's default bound (since 2026-12-01
 # 19:10 UTC before the delta rule's MAD rows, which no target reads), the delta rule's MAD rows, the baselines'
 # negative-eigenvalue variants (titans_lr2 and delta_beta2, from 2026-12-01 13:45 UTC a suite of their own), and
 # the Transformer's MAD budget rows. First, one probe run (about an hour): HOPE's Shuffle-2 with α = 1 and plain gradient descent. `hold` stops the refilling (the running suites go on); `start`
 # turns it on again.
-QUEUE=${QUEUE:-probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-recall optimizers formal formal-titans formal-baselines mad-long formal-hope mad-delta formal-variants budget-mad}
+QUEUE=${QUEUE:-probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-recall formal formal-titans formal-baselines mad-long formal-hope mad-delta formal-variants budget-mad}
 CORES=${CORES:-$(nproc)}
 
 # Every synthetic suite keeps its finished runs' scored weights under runs/weights/<family>/ (git ignores runs/), so

@@ -219,6 +219,34 @@ def test_step_size_probe_measures_the_matrices_updates():
     assert m3[0]["p999"] / m3[0]["median"] > muon[-1]["p999"] / muon[-1]["median"]
 
 
+def test_cpu_fingerprint_probe_measures_one_step_and_leaves_the_model():
+    """experiments/optimizers/probes/cpu_fingerprint.py: the largest relative difference of two fingerprints
+    (inf when their lengths differ), and one step's size against what a rounding-sized change of the gradient
+    moves: AdamW's step is its rate, M3's first step is far larger (√V of near-zero gradient entries), and the
+    model given is not changed."""
+    import argparse
+
+    import torch
+
+    from nestlearn.experiments.optimizers import ViT, ViTConfig
+
+    probe = _probe("cpu_fingerprint")
+    assert probe.largest_relative([1.0, 2.0], [1.0, 2.0]) == 0
+    assert probe.largest_relative([1.0, 2.2], [1.0, 2.0]) == pytest.approx(0.1)
+    assert probe.largest_relative([1.0], [1.0, 2.0]) == float("inf")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=32, channels=3, patch=4, dim=16, depth=1, heads=4, classes=10))
+    before = [p.detach().clone() for p in model.parameters()]
+    args = argparse.Namespace(rest_lr=1e-3, weight_decay=0.0)
+    step, moved = probe.amplification(model, "adamw", 1e-3, {}, args, x, y)
+    assert step == pytest.approx(1e-3, rel=1e-3) and 0 <= moved < 1e-6
+    step_m3, moved_m3 = probe.amplification(model, "m3", 1e-3, {"alpha": 0.1, "slow_every": 25}, args, x, y)
+    assert step_m3 > 10 * step and moved_m3 > moved
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
 def test_the_table_marks_hyperparameters_selected_on_an_edge_of_their_grids(tmp_path):
     """The rate grid grows past its edges and its † says so; the hyperparameter grids (Muon's momentum, M3's α
     and f) do not grow, so a value selected on their edge is named in the settings column."""
