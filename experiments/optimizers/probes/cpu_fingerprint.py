@@ -43,15 +43,6 @@ HERE = Path(__file__).parent
 STORE = HERE.parent / "runs.jsonl"
 
 
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (``unknown`` elsewhere)."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
-
-
 def largest_relative(a: list[float], b: list[float]) -> float:
     """max |a − b| / max(|b|, 1e-12) over the entries (inf when the lengths differ)."""
     if len(a) != len(b):
@@ -91,7 +82,7 @@ def main() -> int:
     runs = Runs(STORE, code_version()["code"])
     lines = ["# The optimizer experiment's fingerprints on this CPU", "",
              "Command: `python experiments/optimizers/probes/cpu_fingerprint.py`  ",
-             f"{stamp()} on {cpu_name()} ({machine()}).", "",
+             f"{stamp()} on {machine()}.", "",
              "## 1. This CPU's fingerprint against the stored rows'", "",
              "| dataset | optimizer | stored rows | distinct stored fingerprints | largest relative difference "
              "| the store accepts them |", "|---|---|---:|---:|---:|---|"]
