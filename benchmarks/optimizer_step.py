@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from nestlearn.benchmarking import stamp
+from nestlearn.benchmarking import cpu, stamp
 from nestlearn.models.vit import ViT, ViTConfig
 from nestlearn.optim import build_optimizer
 from nestlearn.optim.newton_schulz import newton_schulz
@@ -87,8 +87,8 @@ def _cpu() -> str:
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+        return cpu()
+    name = cpu()
     flags = [f for f in ("avx512_bf16", "amx_bf16") if f in info]
     return f"{name}, {', '.join(flags) if flags else 'no native bfloat16 instructions'}"
 

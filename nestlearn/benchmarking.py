@@ -75,9 +75,19 @@ def commit() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--", "nestlearn", "benchmarks") else "")
 
 
+def cpu() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows: numbers can depend on it (M3's
+    first steps do, ``experiments/optimizers/probes/cpu_fingerprint.md``), so results rows record it."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown"
+
+
 def machine() -> str:
     """``x86_64 <cpu>, N threads, torch X, malloc: Y``."""
-    return (f"{platform.machine()} {platform.processor() or ''}".strip() + f", {torch.get_num_threads()} threads, "
+    return (f"{platform.machine()} {cpu()}, {torch.get_num_threads()} threads, "
             f"torch {torch.__version__}, malloc: {allocator()}")
 
 
@@ -96,4 +106,4 @@ def write_lines(out: str | Path, lines: list[str]) -> None:
     print(f"wrote {out}")
 
 
-__all__ = ["allocator", "commit", "machine", "preloaded", "stamp", "throughput", "timed", "write_lines"]
+__all__ = ["allocator", "commit", "cpu", "machine", "preloaded", "stamp", "throughput", "timed", "write_lines"]

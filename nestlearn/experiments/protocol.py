@@ -352,13 +352,16 @@ class RunClock:
     """A run's time across interruptions, for a ``Trainer`` that checkpoints in ``folder`` (or None: a run that
     is not resumable). ``on_save`` (the trainer's hook) records the time spent so far with each checkpoint and
     removes the checkpoints older than the latest; ``resume`` loads the latest checkpoint, when there is one;
-    ``totals`` gives ``cpu_s``, ``wall_s`` and ``train_s`` summed over every part, and ``resumed_at`` (when
-    resumed) the steps the run continued from."""
+    ``totals`` gives ``cpu_s``, ``wall_s`` and ``train_s`` summed over every part, ``resumed_at`` (when
+    resumed) the steps the run continued from, and ``cpus``: the CPU model of each part, in order, a repeat
+    merged (``"unknown"`` for parts checkpointed before 2026-12-02, which did not record it). M3's numbers
+    depend on the CPU beyond rounding (``experiments/optimizers/probes/cpu_fingerprint.md``), so a row says
+    where it was trained."""
 
     def __init__(self, folder: Path | None):
         self.folder = None if folder is None else Path(folder)
         self.t0, self.c0 = time.perf_counter(), time.process_time()
-        self.before = {"cpu_s": 0.0, "wall_s": 0.0, "train_s": 0.0, "resumed_at": []}
+        self.before = {"cpu_s": 0.0, "wall_s": 0.0, "train_s": 0.0, "resumed_at": [], "cpus": []}
         self.train_s: float | None = None  # this part's training time, once ``trained`` is called
 
     def on_save(self) -> dict:
@@ -370,13 +373,22 @@ class RunClock:
         now = time.perf_counter() - self.t0
         return {"cpu_s": self.before["cpu_s"] + time.process_time() - self.c0,
                 "wall_s": self.before["wall_s"] + now, "train_s": self.before["train_s"] + now,
-                "resumed_at": self.before["resumed_at"]}
+                "resumed_at": self.before["resumed_at"], "cpus": self.cpus()}
+
+    def cpus(self) -> list[str]:
+        """The CPU model of every part so far, this one last, a repeat merged."""
+        from ..benchmarking import cpu  # imported here: the carry command needs no torch
+
+        parts = [*self.before["cpus"], cpu()]
+        return [c for i, c in enumerate(parts) if i == 0 or c != parts[i - 1]]
 
     def resume(self, trainer) -> bool:
         if self.folder is None or not (self.folder / "checkpoints" / "latest").is_file():
             return False
         trainer.load()
         self.before.update(trainer.extra)
+        if "cpus" not in trainer.extra:  # checkpointed before the parts recorded their CPU
+            self.before["cpus"] = ["unknown"]
         self.before["resumed_at"] = [*self.before["resumed_at"], trainer.step]
         return True
 
@@ -390,6 +402,7 @@ class RunClock:
                "cpu_s": self.before["cpu_s"] + time.process_time() - self.c0}
         if self.before["resumed_at"]:
             out["resumed_at"] = self.before["resumed_at"]
+        out["cpus"] = self.cpus()
         return out
 
 

@@ -49,3 +49,32 @@ def test_a_rerun_is_compared_number_by_number():
     assert first_difference([1], [1, 2]) == [1, None, 2] and first_difference(1.0, 2.0) == [None, 1.0, 2.0]
     c = rerun_comparison({"a": 1.0, "b": [1, 2], "old": 3}, {"a": 1.0, "b": [1, 3], "new": 4}, ["a", "b", "old"])
     assert c == {"equal": {"a": True, "b": False}, "differences": {"b": [1, 2, 3]}}
+
+
+def test_run_clock_records_the_cpu_of_every_part(tmp_path, monkeypatch):
+    """RunClock.totals names the CPU of each part of a run, a repeat merged; a part checkpointed before the
+    parts recorded their CPU is "unknown", never guessed."""
+    import types
+
+    import nestlearn.benchmarking as bench
+    from nestlearn.experiments.protocol import RunClock
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest").write_text("step_4")
+    monkeypatch.setattr(bench, "cpu", lambda: "CPU A")
+    assert RunClock(None).totals()["cpus"] == ["CPU A"]
+    first = RunClock(tmp_path)
+    saved = first.on_save()  # what a checkpoint keeps (the trainer's ``extra``)
+    assert saved["cpus"] == ["CPU A"]
+
+    def resumed(extra):
+        clock = RunClock(tmp_path)
+        assert clock.resume(types.SimpleNamespace(load=lambda: None, extra=extra, step=4))
+        return clock.totals()
+
+    assert resumed(saved)["cpus"] == ["CPU A"]  # the same CPU: one part named once
+    monkeypatch.setattr(bench, "cpu", lambda: "CPU B")
+    again = resumed(saved)
+    assert again["cpus"] == ["CPU A", "CPU B"] and again["resumed_at"] == [4]
+    old = {k: v for k, v in saved.items() if k != "cpus"}
+    assert resumed(old)["cpus"] == ["unknown", "CPU B"]
