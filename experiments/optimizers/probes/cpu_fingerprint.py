@@ -76,8 +76,7 @@ def main() -> int:
     a = p.parse_args()
     torch.set_num_threads(1)
     args = parser().parse_args(["--data-root", a.data_root])
-    args.steps, args.seeds, args.extend = 2000, 3, 5  # the experiment's settings (main's defaults)
-    args.grid = [float(g) for g in args.grid.split(",")]
+    args.grid = [float(g) for g in args.grid.split(",")]  # only the grid and the model settings reach the fingerprint
     lr = args.grid[len(args.grid) // 2]
     runs = Runs(STORE, code_version()["code"])
     lines = ["# The optimizer experiment's fingerprints on this CPU", "",
