@@ -1,4 +1,4 @@
-"""Causal softmax attention with RoPE; the KV cache is explicit state."""
+"""Causal softmax attention with RoPE (or with no position signal, ``rope=False``); the KV cache is explicit state."""
 
 from __future__ import annotations
 
@@ -21,17 +21,19 @@ class KVCache(NamedTuple):
 
 
 class Attention(nn.Module):
-    """Multi-head causal attention (SDPA), optional sliding window; ``forward(x, state) -> (y, state)``."""
+    """Multi-head causal attention (SDPA), optional sliding window; ``forward(x, state) -> (y, state)``.
+    ``rope=False`` leaves queries and keys unrotated: the attention has no position signal but its causal mask
+    (NoPE)."""
 
     def __init__(self, dim: int, heads: int, max_seq_len: int, window: int | None = None,
-                 rope_base: float = 10000.0):
+                 rope_base: float = 10000.0, rope: bool = True):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim must be divisible by heads (got dim={dim}, heads={heads})")
         if window is not None and window < 1:
             raise ValueError(f"window must be a positive int or None (got {window})")
         self.heads, self.head_dim = heads, dim // heads
-        self.max_seq_len, self.window, self.rope_base = max_seq_len, window, rope_base
+        self.max_seq_len, self.window, self.rope_base, self.rope = max_seq_len, window, rope_base, rope
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
@@ -49,8 +51,9 @@ class Attention(nn.Module):
             raise ValueError(f"sequence reaches position {pos + T}, past the attention's positional limit "
                              f"max_seq_len={self.max_seq_len}; raise model.max_seq_len or use a shorter input")
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).unbind(2)
-        cos, sin = rotary_tables(torch.arange(pos, pos + T, device=x.device), self.head_dim, self.rope_base)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.rope:
+            cos, sin = rotary_tables(torch.arange(pos, pos + T, device=x.device), self.head_dim, self.rope_base)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if state is not None:
             k = torch.cat([state.k, k], dim=1)
             v = torch.cat([state.v, v], dim=1)

@@ -42,7 +42,7 @@ def _titans(c) -> None:
 
 
 MIXERS: dict[str, Part] = {
-    "attention": Part(lambda c: Attention(c.dim, c.heads, c.max_seq_len, c.window, c.rope_base)),
+    "attention": Part(lambda c: Attention(c.dim, c.heads, c.max_seq_len, c.window, c.rope_base, c.rope)),
     "selfmod": Part(lambda c: SelfModifyingTitans(c.dim, c.selfmod), lambda c: c.selfmod.validate(c.dim)),
     "titans_lmm": Part(lambda c: TitansLMM(c.dim, c.titans), _titans),
     "titans_mac": Part(lambda c: TitansMAC(c.dim, c.heads, c.titans), _titans),

@@ -24,6 +24,7 @@ class ModelConfig:
     window: int | None = None  # sliding-window attention for transformer / hope_attention
     tie_embeddings: bool = True
     rope_base: float = 10000.0  # rotary base of the attention mixer (a Llama's rope_theta)
+    rope: bool = True  # rotary positions in the attention mixer; false: no position signal but the mask (NoPE)
     norm_eps: float = 1e-6  # the blocks' and the final RMSNorm's epsilon
     selfmod: SelfModConfig = field(default_factory=SelfModConfig)
     cms: CMSConfig = field(default_factory=lambda: CMSConfig(hidden_mult=8 / 3))
