@@ -31,7 +31,9 @@
 # Transformer's asymptote on MAD: budget/mad.yaml), budget-mqar-zero and budget-mqar-k32 (its MQAR budget with token
 # 0 as the filler, and with 32 keys); optimizers (the ViT experiment, experiments/optimizers);
 # probe-shuffle2-no-decay (probes/no_decay_shuffle2.yaml: one probe run, resumed and carried as a suite's; finished
-# 2026-12-01), probe-shuffle2-no-dgd (probes/no_dgd_shuffle2.yaml: the same run with plain gradient descent).
+# 2026-12-01), probe-shuffle2-no-dgd (probes/no_dgd_shuffle2.yaml: the same run with plain gradient descent),
+# probe-fuzzy-cms-static (probes/cms_static_fuzzy.yaml: HOPE's fuzzy recall with its CMS frozen in context),
+# probe-compression-nope (probes/compression_nope.yaml: the Transformer's compression without rotary positions).
 # Logs: runs/experiments/<suite>.log, the queue's in queue.log. A suite already running is not started twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,7 +79,11 @@ command_of() {
     probe-shuffle2-no-decay) echo "nestlearn synthetic experiments/synthetic/probes/no_decay_shuffle2.yaml --threads 1" ;;
     # the same run with the self-modifying memories' rule plain gradient descent (no DGD erasure), α = 1
     probe-shuffle2-no-dgd) echo "nestlearn synthetic experiments/synthetic/probes/no_dgd_shuffle2.yaml --threads 1" ;;
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd)" >&2; return 1 ;;
+    # does HOPE's CMS path keep its self-modifying memories from learning fuzzy recall? Its CMS frozen in context
+    probe-fuzzy-cms-static) echo "nestlearn synthetic experiments/synthetic/probes/cms_static_fuzzy.yaml --threads 1" ;;
+    # is a position signal what the memories lack on compression? The Transformer without rotary positions (NoPE)
+    probe-compression-nope) echo "nestlearn synthetic experiments/synthetic/probes/compression_nope.yaml --threads 1" ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd, probe-fuzzy-cms-static, probe-compression-nope)" >&2; return 1 ;;
   esac
 }
 
@@ -90,17 +96,21 @@ carry() {
   fi
 }
 
-# The queue: `start` without suites runs the first suites of QUEUE that have a run left, one per core (CORES), and
-# the commit loop starts the next one whenever a core is free (a suite finished, or died). The priority order:
-# MAD's recall columns (the optimizer experiment, finished 2026-11-30, left the queue on 2026-12-02: on another CPU
-# M3's stored fingerprints do not match and it would retrain M3's runs; experiments/optimizers/README.md), then HOPE's formal rows (aⁿbⁿcⁿ's seeds and Shuffle-2 left),
-# Titans' formal rows (the target "no diverged run"), the other baselines (the paper's rows: the delta rule), the
-# rest of MAD's target columns (compression and memorization), HOPE under D20's default bound (since 2026-12-01
-# 19:10 UTC before the delta rule's MAD rows, which no target reads), the delta rule's MAD rows, the baselines'
-# negative-eigenvalue variants (titans_lr2 and delta_beta2, from 2026-12-01 13:45 UTC a suite of their own), and
-# the Transformer's MAD budget rows. First, one probe run (about an hour): HOPE's Shuffle-2 with α = 1 and plain gradient descent. `hold` stops the refilling (the running suites go on); `start`
-# turns it on again.
-QUEUE=${QUEUE:-probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-recall formal formal-titans formal-baselines mad-long formal-hope mad-delta formal-variants budget-mad}
+# The queue: `start` without suites runs the first suites of QUEUE that have a run left, one per core (CORES), and the
+# commit loop starts the next one whenever a core is free (a suite finished, or died). The priority order: first the
+# probe runs (the Transformer's compression without rotary positions, probes/compression_nope.yaml, three runs of
+# about 5 CPU minutes; HOPE's fuzzy recall with its CMS frozen in context, probes/cms_static_fuzzy.yaml, about two CPU
+# hours, both from 2026-12-02; HOPE's Shuffle-2 with α = 1 and plain gradient descent, finished); then the rest of
+# MAD's target columns (compression and memorization: since 2026-12-02 before the recall columns, so that Titans'
+# compression seeds close that column while the probes take the other core); MAD's recall columns (the optimizer
+# experiment, finished 2026-11-30, left the queue on 2026-12-02: on another CPU M3's stored fingerprints do not match
+# and it would retrain M3's runs; experiments/optimizers/README.md); HOPE's formal rows (aⁿbⁿcⁿ's seeds and Shuffle-2
+# left); Titans' formal rows (the target "no diverged run"); the other baselines (the paper's rows: the delta rule);
+# HOPE under D20's default bound (since 2026-12-01 19:10 UTC before the delta rule's MAD rows, which no target reads);
+# the delta rule's MAD rows; the baselines' negative-eigenvalue variants (titans_lr2 and delta_beta2, from 2026-12-01
+# 13:45 UTC a suite of their own); and the Transformer's MAD budget rows. `hold` stops the refilling (the running
+# suites go on); `start` turns it on again.
+QUEUE=${QUEUE:-probe-compression-nope probe-fuzzy-cms-static probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long mad-recall formal formal-titans formal-baselines formal-hope mad-delta formal-variants budget-mad}
 CORES=${CORES:-$(nproc)}
 
 # Every synthetic suite keeps its finished runs' scored weights under runs/weights/<family>/ (git ignores runs/), so
@@ -170,7 +180,8 @@ commit_loop() {
       done
     fi
     for d in experiments/synthetic/results experiments/synthetic/budget experiments/synthetic/eta experiments/optimizers \
-      experiments/synthetic/probes/no_decay_shuffle2 experiments/synthetic/probes/no_dgd_shuffle2; do
+      experiments/synthetic/probes/no_decay_shuffle2 experiments/synthetic/probes/no_dgd_shuffle2 \
+      experiments/synthetic/probes/cms_static_fuzzy experiments/synthetic/probes/compression_nope; do
       if [ -n "$(git status --porcelain -- "$d" ":(exclude)$d/README.md")" ]; then
         git add -- "$d" ":(exclude)$d/README.md" 2>/dev/null || true
         git commit -q -m "experiments: finished runs so far ($d)" -- "$d" ":(exclude)$d/README.md" \
@@ -234,7 +245,7 @@ case "${1:-status}" in
     pgrep -af "$PATTERN" || echo "no suite running"
     for f in "$LOGS"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 3 "$f"; }; done
     echo "== runs in progress (their latest checkpoints; a restarted suite resumes them)"
-    for d in experiments/synthetic/*/.partial/* experiments/optimizers/.partial/*; do
+    for d in experiments/synthetic/*/.partial/* experiments/synthetic/probes/*/.partial/* experiments/optimizers/.partial/*; do
       [ -f "$d/checkpoints/latest" ] && echo "$d: $(cat "$d/checkpoints/latest")"
     done
     ;;
