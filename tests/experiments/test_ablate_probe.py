@@ -56,3 +56,23 @@ def test_write_strength_per_layer_for_the_lm_and_for_compressions_wrapper(probe)
         for row in rows:
             assert len(row["rel"]) == recipe.model["selfmod"]["chunk_size"] and row["lr"] > 0
             assert all(r >= 0 for r in row["rel"]) and max(row["rel"]) > 0  # the chunk's writes move the read
+
+
+def test_memories_stop_in_a_model_whose_cms_does_not_learn_in_context(probe):
+    """With its CMS frozen in context a HOPE runs no in-context segments; "memories write nothing" must still stop
+    its memories (it once changed nothing there), and stopping them from a later position is refused."""
+    recipe = dataclasses.replace(S.load_recipe(str(PROBE.parents[1] / "mad.yaml")), eval_batch_size=4)
+    task = "in_context_recall"
+    static = {"cms.levels": [{"chunk_size": 0, "lr": 0.01}, {"chunk_size": 0, "lr": 0.001}]}
+    torch.manual_seed(0)
+    model = CausalLM(S.model_config(recipe, task, "hope", None, static)).eval()
+    assert model.segment == 0
+    ids = S.make_batch(recipe, task, 4, S._eval_seed(0), "eval")[0]
+    with torch.no_grad():
+        before = model(ids)[0]
+        with probe.changed(model, memories_frozen=True):
+            assert not torch.allclose(model(ids)[0], before)
+        assert torch.equal(model(ids)[0], before)
+        lf = sys.modules["length_failure"]
+        with pytest.raises(ValueError, match="does not learn in context"), lf._Frozen(16):
+            model(ids)

@@ -111,10 +111,12 @@ class _Frozen:
     stop) in every in-context segment that starts at or after absolute position ``start``; with ``mode="no
     decay"`` they write as trained there but keep all of their state (α = 1). The driver runs a
     sequence segment by segment (``icl._segment``; here each segment is one chunk of both memories), so the
-    segment's start is known while its memories write."""
+    segment's start is known while its memories write. A model whose CMS does not learn in context runs no
+    segments: from position 0 its memories are stopped everywhere; from a later position it is refused (no segment
+    says where a write is)."""
 
     def __init__(self, start: int | None, mode: str | None = "frozen"):
-        self.start, self.mode, self.end = start, mode, 0
+        self.start, self.mode, self.end, self.segments = start, mode, 0, False
         self.orig = icl._segment, Memory.read_write, Memory.write
 
     def __enter__(self):
@@ -125,10 +127,14 @@ class _Frozen:
         def segment(model, seg, targets, end, blocks, retain):
             # a pending segment (no targets) comes last: it starts where the last complete one ended
             self.end = end if targets is not None else self.end + seg.shape[1]
+            self.segments = True
             return seg_fn(model, seg, targets, end, blocks, retain)
 
         def gates(seg_len: int, lr, decay, momentum):
-            if self.end - seg_len < self.start:
+            if not self.segments and self.start > 0:
+                raise ValueError(f"the memories cannot be stopped from position {self.start} in a model whose CMS "
+                                 "does not learn in context: it runs no segments that say where a write is")
+            if self.start > 0 and self.end - seg_len < self.start:
                 return lr, decay, momentum
             if self.mode == "no decay":
                 return lr, None, momentum  # no decay given: α = 1
