@@ -765,3 +765,29 @@ def test_the_tables_state_the_issues_targets_from_the_reported_means():
     text = "\n".join(S._targets(mad, [row(t, m, 0, acc=a) for (t, m), a in accs.items()], []))
     assert "(hope): **not met**: below on memorization (90.0 < 95.0)." in text
     assert "Titans with no diverged run: met so far (2 runs" in text
+
+
+def test_snapshot_keeps_a_run_in_progress_best_weights_for_the_probes(tmp_path, monkeypatch):
+    """experiments/synthetic/probes/snapshot.py writes the best weights of a run's latest checkpoint as kept weights
+    that ``load_weights`` reads (the run untouched); a recipe the run does not belong to is refused."""
+    from safetensors.torch import load_file
+
+    probe = load_script(RECIPES / "probes" / "snapshot.py")
+    recipe = _stoppable_recipe(tmp_path, "hope")
+    monkeypatch.setattr(S, "CHECKPOINT_EVERY", 2)
+    kill_once_after(monkeypatch, 4)
+    with pytest.raises(Killed):
+        S.run_suite(recipe, tmp_path / "out", log=None)
+    (run,) = (tmp_path / "out" / S.PARTIAL).iterdir()
+    before = sorted(p.name for p in run.rglob("*"))
+    path = probe.snapshot(tmp_path / "r.yaml", run, tmp_path / "kept.pt")
+    model, kept_recipe, row = S.load_weights(path)
+    best = load_file(run / "checkpoints" / "step_0000004" / "best.safetensors")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
+    assert (row["task"], row["model"], row["seed"], row["steps_run"]) == ("parity", "hope", 0, 4)
+    assert row["best_step"] in (2, 4) and kept_recipe.steps == recipe.steps
+    assert sorted(p.name for p in run.rglob("*")) == before
+    other = tmp_path / "other.yaml"
+    other.write_text((tmp_path / "r.yaml").read_text().replace("dim: 16", "dim: 8"))
+    with pytest.raises(ValueError, match="does not match"):
+        probe.snapshot(other, run, tmp_path / "x.pt")
