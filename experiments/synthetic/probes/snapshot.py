@@ -35,7 +35,8 @@ def snapshot(recipe_path: str | Path, run_dir: str | Path, out: str | Path | Non
     run_dir = Path(run_dir)
     m = NAME.match(run_dir.name)
     if m is None:
-        raise ValueError(f"{run_dir}: not a run in progress of a suite (.partial/<task>-<model>-<phase>-seed<S>-lr<R>-…)")
+        raise ValueError(f"{run_dir}: not a run in progress of a suite "
+                         "(.partial/<task>-<model>-<phase>-seed<S>-lr<R>-…)")
     latest = run_dir / "checkpoints" / "latest"
     if not latest.is_file():
         raise FileNotFoundError(f"{run_dir}: no checkpoint yet (checkpoints/latest)")
