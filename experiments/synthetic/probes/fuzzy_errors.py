@@ -194,6 +194,7 @@ def main() -> int:
                    help="also score HOPE with its CMS frozen in context, and with its memories writing nothing")
     p.add_argument("--out", default=str(HERE / "fuzzy_errors" / "RESULTS.md"))
     args = p.parse_args()
+    out = "" if args.out == p.get_default("out") else f" --out {args.out}"
     results, described = [], []
     for path in args.weights:
         model, recipe, row = suite.load_weights(path)
@@ -216,7 +217,7 @@ def main() -> int:
         "Fuzzy in-context recall: which answers the models get wrong",
         f"python experiments/synthetic/probes/fuzzy_errors.py {' '.join(args.weights)}"
         f"{f' --batches {args.batches}' if args.batches != 16 else ''}"
-        f"{' --chunk-start' if args.chunk_start else ''}{' --ablate' if args.ablate else ''}",
+        f"{' --chunk-start' if args.chunk_start else ''}{' --ablate' if args.ablate else ''}{out}",
         f"{args.batches} test batches (the suite's {min(args.batches, 4)} of its 4 test seeds and "
         f"{max(args.batches - 4, 0)} more of the same generator). Accuracy in % per kind of answer."),
         *[f"- {d}" for d in described], "", *report(results)]
