@@ -31,6 +31,7 @@ travels with them). A probe of the mechanism, not a protocol result; written to 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -184,6 +185,9 @@ def report(results: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
+SNAPSHOT = re.compile(r"-step\d+$")  # the name snapshot.py gives a run in progress's weights
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("weights", nargs="+", help="kept weights of fuzzy-recall runs (runs/weights/mad/…pt)")
@@ -203,7 +207,8 @@ def main() -> int:
         torch.set_num_threads(1)
         what = run_label(row, recipe)
         name = (f"{NAMES.get(row['model'], row['model'])} {what}"
-                + (f", lr {row['lr']:g}" if what == "selection" else ""))
+                + (f", lr {row['lr']:g}" if what == "selection" else "")
+                + (f", step {row['best_step']} of a run in progress" if SNAPSHOT.search(Path(path).stem) else ""))
         wanted = ["as trained"] + (["read at the chunk start"] if args.chunk_start and readable(model) else []) \
             + (["CMS frozen in context", "memories write nothing"] if args.ablate and readable(model) else [])
         for change in wanted:  # ablate.CHANGES names them
