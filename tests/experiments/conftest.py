@@ -1,6 +1,7 @@
 """Helpers shared by the experiment runners' tests."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 
@@ -10,6 +11,14 @@ def load_script(path: Path, name: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def probe_script(path: Path):
+    """A module-scoped fixture's body: the probe script loaded as a module, then its folder (which the probe puts on
+    ``sys.path`` to import its sibling probes) taken off the path again."""
+    yield load_script(path)
+    while str(Path(path).parent) in sys.path:
+        sys.path.remove(str(Path(path).parent))
 
 
 def record_trainer_devices(monkeypatch, module) -> list[str]:

@@ -12,16 +12,14 @@ import torch
 from nestlearn.experiments import synthetic as S
 from nestlearn.models import CausalLM
 
-from .conftest import load_script
+from .conftest import probe_script
 
 PROBE = Path(__file__).resolve().parents[2] / "experiments" / "synthetic" / "probes" / "ablate.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    yield load_script(PROBE)
-    while str(PROBE.parent) in sys.path:  # the probe puts its folder on the path to import length_failure
-        sys.path.remove(str(PROBE.parent))
+    yield from probe_script(PROBE)
 
 
 def test_changes_score_apart_and_are_undone(probe, tmp_path):

@@ -11,16 +11,14 @@ import torch
 from nestlearn.experiments import synthetic as S
 from nestlearn.models.config import to_dict
 
-from .conftest import load_script
+from .conftest import probe_script
 
 PROBE = Path(__file__).resolve().parents[2] / "experiments" / "synthetic" / "probes" / "compression_positions.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    yield load_script(PROBE)
-    while str(PROBE.parent) in sys.path:  # the probe puts its folder on the path to import ablate
-        sys.path.remove(str(PROBE.parent))
+    yield from probe_script(PROBE)
 
 
 def test_positions_average_to_the_suites_accuracy_and_the_report_names_each_run(probe, tmp_path, monkeypatch):
