@@ -73,8 +73,8 @@ def main() -> int:
     lines = ["| run | rate | " + " | ".join(CHANGES) + " |", "|---|---:|" + "---:|" * len(CHANGES)]
     writes = ["", "How far a chunk's own writes move the output memory's per-token read (``write_strength.py``'s "
               "measure: ‖o_t − o⁰_t‖ / ‖o⁰_t‖ against the chunk-start read, after the chunk's first, middle and last "
-              "write; η: the writes' mean learning rate):", "",
-              "| run | layer | η | after 1 | after C/2 | after C |", "|---|---:|---:|---:|---:|---:|"]
+              "write; η: the writes' mean learning rate; its bound: η_max, D20):", "",
+              "| run | layer | η | η bound | after 1 | after C/2 | after C |", "|---|---:|---:|---:|---:|---:|---:|"]
     for path in args.weights:
         model, recipe, row = suite.load_weights(path)
         if not readable(model):
@@ -85,10 +85,12 @@ def main() -> int:
         lines.append(f"| {row['task']} {row['model']} {what} (`{Path(path).name}`) | {row['lr']:g} | "
                      + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
+        blocks = getattr(model, "lm", model).blocks  # MAD's compression model wraps its language model
         for layer, st in enumerate(measure(model, recipe, args.batches, row["task"])):
             rel = st["rel"]
-            writes.append(f"| {row['task']} {what}, lr {row['lr']:g} | {layer + 1} | {st['lr']:.4f} | "
-                          f"{100 * rel[0]:.1f}% | {100 * rel[len(rel) // 2 - 1]:.1f}% | {100 * rel[-1]:.1f}% |")
+            writes.append(f"| {row['task']} {row['model']} {what}, lr {row['lr']:g} | {layer + 1} | {st['lr']:.4f} | "
+                          f"{blocks[layer].mixer.eta_max:.4g} | {100 * rel[0]:.1f}% | "
+                          f"{100 * rel[len(rel) // 2 - 1]:.1f}% | {100 * rel[-1]:.1f}% |")
     head = report_head(
         "What HOPE computes its answers with: one in-context part switched off at test time",
         f"python experiments/synthetic/probes/ablate.py {' '.join(args.weights)}"
