@@ -94,7 +94,8 @@ def main() -> int:
     head = report_head(
         "What HOPE computes its answers with: one in-context part switched off at test time",
         f"python experiments/synthetic/probes/ablate.py {' '.join(args.weights)}"
-        f"{f' --batches {args.batches}' if args.batches != 8 else ''}{f' --split {args.split}' if args.split else ''}",
+        f"{f' --batches {args.batches}' if args.batches != 8 else ''}{f' --split {args.split}' if args.split else ''}"
+        f"{f' --out {args.out}' if Path(args.out).resolve() != (HERE / 'ablate' / 'RESULTS.md').resolve() else ''}",
         f"{args.batches} test batches (the suite's test seeds first). Test accuracy in % as the suite scores it "
         f"(formal runs: {(args.split or 'bin1').capitalize()}).")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
