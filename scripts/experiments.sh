@@ -34,7 +34,8 @@
 # 2026-12-01), probe-shuffle2-no-dgd (probes/no_dgd_shuffle2.yaml: the same run with plain gradient descent),
 # probe-fuzzy-cms-static (probes/cms_static_fuzzy.yaml: HOPE's fuzzy recall with its CMS frozen in context),
 # probe-compression-nope (probes/compression_nope.yaml: the Transformer's compression without rotary positions),
-# probe-compression-eta (probes/compression_eta.yaml: HOPE's and Titans' compression with their write bound at 2).
+# probe-compression-eta (probes/compression_eta.yaml: HOPE's and Titans' compression with their write bound at 2),
+# probe-compression-memory (probes/compression_memory.yaml: HOPE's compression with a linear memory; with chunks of 4).
 # Logs: runs/experiments/<suite>.log, the queue's in queue.log. A suite already running is not started twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,7 +87,9 @@ command_of() {
     probe-compression-nope) echo "nestlearn synthetic experiments/synthetic/probes/compression_nope.yaml --threads 1" ;;
     # is the write's strength what they lack against the delta rule there? HOPE and Titans with η, θ bounded at 2
     probe-compression-eta) echo "nestlearn synthetic experiments/synthetic/probes/compression_eta.yaml --threads 1" ;;
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd, probe-fuzzy-cms-static, probe-compression-nope, probe-compression-eta)" >&2; return 1 ;;
+    # or the memory's form, or the chunk its writes' gradients are taken at? HOPE with a linear memory; chunks of 4
+    probe-compression-memory) echo "nestlearn synthetic experiments/synthetic/probes/compression_memory.yaml --threads 1" ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd, probe-fuzzy-cms-static, probe-compression-nope, probe-compression-eta, probe-compression-memory)" >&2; return 1 ;;
   esac
 }
 
@@ -104,8 +107,9 @@ carry() {
 # probe runs (the Transformer's compression without rotary positions, probes/compression_nope.yaml, three runs of
 # about 5 CPU minutes; HOPE's fuzzy recall with its CMS frozen in context, probes/cms_static_fuzzy.yaml, about two CPU
 # hours, both from 2026-12-02; HOPE's and Titans' compression with the write bound at 2, probes/compression_eta.yaml,
-# seed 0 each, about 75 CPU minutes, from 2026-12-02 10:50 UTC; HOPE's Shuffle-2 with α = 1 and plain gradient
-# descent, finished); then the rest of
+# seed 0 each, about 75 CPU minutes, from 2026-12-02 10:36 UTC; HOPE's compression with a linear memory and with
+# chunks of 4, probes/compression_memory.yaml, seed 0 each, about 2 CPU hours, from 11:50 UTC; HOPE's Shuffle-2 with
+# α = 1 and plain gradient descent, finished); then the rest of
 # MAD's target columns (compression and memorization: since 2026-12-02 before the recall columns, so that Titans'
 # compression seeds close that column while the probes take the other core); MAD's recall columns (the optimizer
 # experiment, finished 2026-11-30, left the queue on 2026-12-02: on another CPU M3's stored fingerprints do not match
@@ -115,7 +119,7 @@ carry() {
 # the delta rule's MAD rows; the baselines' negative-eigenvalue variants (titans_lr2 and delta_beta2, from 2026-12-01
 # 13:45 UTC a suite of their own); and the Transformer's MAD budget rows. `hold` stops the refilling (the running
 # suites go on); `start` turns it on again.
-QUEUE=${QUEUE:-probe-compression-nope probe-fuzzy-cms-static probe-compression-eta probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long mad-recall formal formal-titans formal-baselines formal-hope mad-delta formal-variants budget-mad}
+QUEUE=${QUEUE:-probe-compression-nope probe-fuzzy-cms-static probe-compression-eta probe-compression-memory probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long mad-recall formal formal-titans formal-baselines formal-hope mad-delta formal-variants budget-mad}
 CORES=${CORES:-$(nproc)}
 
 # Every synthetic suite keeps its finished runs' scored weights under runs/weights/<family>/ (git ignores runs/), so
@@ -187,7 +191,7 @@ commit_loop() {
     for d in experiments/synthetic/results experiments/synthetic/budget experiments/synthetic/eta experiments/optimizers \
       experiments/synthetic/probes/no_decay_shuffle2 experiments/synthetic/probes/no_dgd_shuffle2 \
       experiments/synthetic/probes/cms_static_fuzzy experiments/synthetic/probes/compression_nope \
-      experiments/synthetic/probes/compression_eta; do
+      experiments/synthetic/probes/compression_eta experiments/synthetic/probes/compression_memory; do
       if [ -n "$(git status --porcelain -- "$d" ":(exclude)$d/README.md")" ]; then
         git add -- "$d" ":(exclude)$d/README.md" 2>/dev/null || true
         git commit -q -m "experiments: finished runs so far ($d)" -- "$d" ":(exclude)$d/README.md" \
