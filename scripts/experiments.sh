@@ -108,7 +108,7 @@ carry() {
 # about 5 CPU minutes; HOPE's fuzzy recall with its CMS frozen in context, probes/cms_static_fuzzy.yaml, about two CPU
 # hours, both from 2026-12-02; HOPE's and Titans' compression with the write bound at 2, probes/compression_eta.yaml,
 # seed 0 each, about 75 CPU minutes, from 2026-12-02 10:36 UTC; HOPE's compression with a linear memory and with
-# chunks of 4, probes/compression_memory.yaml, seed 0 each, about 2 CPU hours, from 11:50 UTC; HOPE's Shuffle-2 with
+# chunks of 4, probes/compression_memory.yaml, seed 0 each, about 2 CPU hours, from 11:43 UTC; HOPE's Shuffle-2 with
 # α = 1 and plain gradient descent, finished); then the rest of
 # MAD's target columns (compression and memorization: since 2026-12-02 before the recall columns, so that Titans'
 # compression seeds close that column while the probes take the other core); MAD's recall columns (the optimizer
