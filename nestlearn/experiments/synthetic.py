@@ -914,6 +914,16 @@ def _block(recipe: Recipe, name: str) -> str:
     return recipe.variants.get(name, {}).get("block", name)
 
 
+def _apart(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with one decimal, or as many more (up to 4) as it takes for the two to read apart: a
+    target line must not say "100.0 < 100.0" when one mean is 99.99."""
+    for d in range(1, 5):
+        x, y = f"{a:.{d}f}", f"{b:.{d}f}"
+        if x != y:
+            break
+    return x, y
+
+
 def _targets(recipe: Recipe, rows: list[dict], selection: list[dict]) -> list[str]:
     """Issue 13's targets (the paper's) against the reported seeds' means in this table: met, not met, or not
     yet measurable (a mean needs every reported seed)."""
@@ -953,7 +963,7 @@ def _targets(recipe: Recipe, rows: list[dict], selection: list[dict]) -> list[st
                     continue
                 checks.append(ours >= max(theirs))
                 if ours < max(theirs):
-                    worse.append(f"{t} ({ours:.1f} < {max(theirs):.1f})")
+                    worse.append(f"{t} ({' < '.join(_apart(ours, max(theirs)))})")
             out.append(f"- HOPE ≥ the Transformer and Titans on every column ({h}): {verdict(checks)}"
                        + (f": below on {', '.join(worse)}" if worse else "") + ".")
     titans = [r for r in rows + selection if block(r["model"]) == "titans"]

@@ -764,6 +764,10 @@ def test_the_tables_state_the_issues_targets_from_the_reported_means():
             ("memorization", "hope"): 90.0, ("memorization", "transformer"): 95.0, ("memorization", "titans"): 80.0}
     text = "\n".join(S._targets(mad, [row(t, m, 0, acc=a) for (t, m), a in accs.items()], []))
     assert "(hope): **not met**: below on memorization (90.0 < 95.0)." in text
+    accs[("memorization", "hope")] = 99.99  # a mean that rounds to its rival's: the line shows the digits that differ
+    accs[("memorization", "transformer")] = 100.0
+    text = "\n".join(S._targets(mad, [row(t, m, 0, acc=a) for (t, m), a in accs.items()], []))
+    assert "below on memorization (99.99 < 100.00)." in text
     assert "Titans with no diverged run: met so far (2 runs" in text
 
 
