@@ -35,6 +35,7 @@ from length_failure import changed, readable  # noqa: E402  (the test-time chang
 from write_strength import measure  # noqa: E402  (the per-token read against the chunk-start read)
 
 HERE = Path(__file__).resolve().parent
+OUT = HERE / "ablate" / "RESULTS.md"  # the report's default place; a command names --out only elsewhere
 CHANGES = {"as trained": {}, "CMS frozen in context": {"cms_frozen": True},
            "memories write nothing": {"memories_frozen": True}, "read at the chunk start": {"read": "chunk_start"}}
 
@@ -67,7 +68,7 @@ def main() -> int:
     p.add_argument("weights", nargs="+", help="kept weights of HOPE runs (runs/weights/…pt)")
     p.add_argument("--batches", type=int, default=8, help="test batches of the suite's size (it scores 4)")
     p.add_argument("--split", choices=["bin0", "bin1", "bin2"], help="formal runs: the bin scored (default bin1)")
-    p.add_argument("--out", default=str(HERE / "ablate" / "RESULTS.md"))
+    p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
     torch.set_num_threads(1)
     lines = ["| run | rate | " + " | ".join(CHANGES) + " |", "|---|---:|" + "---:|" * len(CHANGES)]
@@ -95,7 +96,7 @@ def main() -> int:
         "What HOPE computes its answers with: one in-context part switched off at test time",
         f"python experiments/synthetic/probes/ablate.py {' '.join(args.weights)}"
         f"{f' --batches {args.batches}' if args.batches != 8 else ''}{f' --split {args.split}' if args.split else ''}"
-        f"{f' --out {args.out}' if Path(args.out).resolve() != (HERE / 'ablate' / 'RESULTS.md').resolve() else ''}",
+        f"{f' --out {args.out}' if Path(args.out).resolve() != OUT.resolve() else ''}",
         f"{args.batches} test batches (the suite's test seeds first). Test accuracy in % as the suite scores it "
         f"(formal runs: {(args.split or 'bin1').capitalize()}).")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
