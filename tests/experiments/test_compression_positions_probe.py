@@ -45,3 +45,4 @@ def test_positions_average_to_the_suites_accuracy_and_the_report_names_each_run(
     text = out.read_text()
     assert "hope seed 0, lr 0.001" in text and "transformer seed 0, lr 0.001" in text
     assert "| 17–24 |" in text and "| 31 |" in text and "| 32 |" not in text
+    assert f"--batches 1 --out {out}`" in text  # the command as run, its report's place included

@@ -28,6 +28,7 @@ from ablate import report_head, run_label  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TASK = "compression"
+OUT = HERE / "compression_positions" / "RESULTS.md"  # the report's default place; a command names --out only elsewhere
 
 
 @torch.no_grad()
@@ -69,7 +70,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("weights", nargs="+", help="kept weights of compression runs (runs/weights/mad/compression-…pt)")
     p.add_argument("--batches", type=int, default=16, help="test batches of the suite's size (it scores 4)")
-    p.add_argument("--out", default=str(HERE / "compression_positions" / "RESULTS.md"))
+    p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
     torch.set_num_threads(1)
     runs = []
@@ -94,7 +95,8 @@ def main() -> int:
     head = report_head(
         "MAD compression: which positions each model reconstructs",
         f"python experiments/synthetic/probes/compression_positions.py {' '.join(args.weights)}"
-        f"{f' --batches {args.batches}' if args.batches != 16 else ''}",
+        f"{f' --batches {args.batches}' if args.batches != 16 else ''}"
+        f"{f' --out {args.out}' if Path(args.out).resolve() != OUT.resolve() else ''}",
         f"{args.batches} test batches of {recipe.eval_batch_size} sequences (the "
         f"suite's test seeds first), {n} sequences a run. Accuracy in % of the sequences whose token at that "
         f"position is reconstructed; chance 6.7%.")
