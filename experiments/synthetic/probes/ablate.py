@@ -63,6 +63,11 @@ def run_label(row: dict, recipe) -> str:
     return "selection" if row["seed"] == recipe.select_seed else f"seed {row['seed']}"
 
 
+def out_words(out: str, default: Path) -> str:
+    """The ``--out`` words of a report's recorded command: empty when it went to the script's default place."""
+    return f" --out {out}" if Path(out).resolve() != default.resolve() else ""
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("weights", nargs="+", help="kept weights of HOPE runs (runs/weights/…pt)")
@@ -96,7 +101,7 @@ def main() -> int:
         "What HOPE computes its answers with: one in-context part switched off at test time",
         f"python experiments/synthetic/probes/ablate.py {' '.join(args.weights)}"
         f"{f' --batches {args.batches}' if args.batches != 8 else ''}{f' --split {args.split}' if args.split else ''}"
-        f"{f' --out {args.out}' if Path(args.out).resolve() != OUT.resolve() else ''}",
+        f"{out_words(args.out, OUT)}",
         f"{args.batches} test batches (the suite's test seeds first). Test accuracy in % as the suite scores it "
         f"(formal runs: {(args.split or 'bin1').capitalize()}).")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

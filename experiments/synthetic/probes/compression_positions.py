@@ -24,7 +24,7 @@ import torch
 from nestlearn.experiments import synthetic as suite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablate import report_head, run_label  # noqa: E402
+from ablate import out_words, report_head, run_label  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TASK = "compression"
@@ -96,7 +96,7 @@ def main() -> int:
         "MAD compression: which positions each model reconstructs",
         f"python experiments/synthetic/probes/compression_positions.py {' '.join(args.weights)}"
         f"{f' --batches {args.batches}' if args.batches != 16 else ''}"
-        f"{f' --out {args.out}' if Path(args.out).resolve() != OUT.resolve() else ''}",
+        f"{out_words(args.out, OUT)}",
         f"{args.batches} test batches of {recipe.eval_batch_size} sequences (the "
         f"suite's test seeds first), {n} sequences a run. Accuracy in % of the sequences whose token at that "
         f"position is reconstructed; chance 6.7%.")
