@@ -37,7 +37,7 @@
 # probe-compression-eta (probes/compression_eta.yaml: HOPE's and Titans' compression with their write bound at 2),
 # probe-compression-memory (probes/compression_memory.yaml: HOPE's compression with a linear memory; with chunks of 4;
 # with a linear memory written by the exact delta step; that reduced to a delta-rule mixer beside the CMS; that
-# step with its momentum alone off).
+# step with its momentum, its self-generated k and v, or its retention decay alone off).
 # Logs: runs/experiments/<suite>.log, the queue's in queue.log. A suite already running is not started twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,7 +111,7 @@ carry() {
 # hours, both from 2026-12-02; HOPE's and Titans' compression with the write bound at 2, probes/compression_eta.yaml,
 # seed 0 each, about 75 CPU minutes, from 2026-12-02 10:36 UTC; HOPE's compression with a linear memory and with
 # chunks of 4, probes/compression_memory.yaml, seed 0 each, about 2 CPU hours, from 11:43 UTC, and two runs more with
-# the exact delta step, about 1 CPU hour, from 14:10 UTC, and one with its momentum off, from 16:50 UTC; HOPE's
+# the exact delta step, about 1 CPU hour, from 14:10 UTC, and three with one part off each, from 16:50 UTC; HOPE's
 # Shuffle-2 with
 # α = 1 and plain gradient descent, finished); then the rest of
 # MAD's target columns (compression and memorization: since 2026-12-02 before the recall columns, so that Titans'
