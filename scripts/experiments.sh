@@ -37,7 +37,7 @@
 # probe-compression-eta (probes/compression_eta.yaml: HOPE's and Titans' compression with their write bound at 2),
 # probe-compression-memory (probes/compression_memory.yaml: HOPE's compression with a linear memory; with chunks of 4;
 # with a linear memory written by the exact delta step; that reduced to a delta-rule mixer beside the CMS; that
-# step with its momentum, its self-generated k and v, or its retention decay alone off).
+# step with its momentum, its self-generated k and v, or its retention decay alone off; HOPE with plain k and v).
 # Logs: runs/experiments/<suite>.log, the queue's in queue.log. A suite already running is not started twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
