@@ -111,9 +111,8 @@ carry() {
 # hours, both from 2026-12-02; HOPE's and Titans' compression with the write bound at 2, probes/compression_eta.yaml,
 # seed 0 each, about 75 CPU minutes, from 2026-12-02 10:36 UTC; HOPE's compression with a linear memory and with
 # chunks of 4, probes/compression_memory.yaml, seed 0 each, about 2 CPU hours, from 11:43 UTC, and two runs more with
-# the exact delta step, about 1 CPU hour, from 14:10 UTC, and three with one part off each, from 16:50 UTC; HOPE's
-# Shuffle-2 with
-# α = 1 and plain gradient descent, finished); then the rest of
+# the exact delta step, about 1 CPU hour, from 14:10 UTC, three with one part off each and HOPE with plain k and v,
+# about 2 CPU hours, from 16:50 UTC; HOPE's Shuffle-2 with α = 1 and plain gradient descent, finished); then the rest of
 # MAD's target columns (compression and memorization: since 2026-12-02 before the recall columns, so that Titans'
 # compression seeds close that column while the probes take the other core); MAD's recall columns (the optimizer
 # experiment, finished 2026-11-30, left the queue on 2026-12-02: on another CPU M3's stored fingerprints do not match

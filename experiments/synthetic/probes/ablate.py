@@ -101,7 +101,7 @@ def main() -> int:
         "What HOPE computes its answers with: one in-context part switched off at test time",
         f"python experiments/synthetic/probes/ablate.py {' '.join(args.weights)}"
         f"{f' --batches {args.batches}' if args.batches != 8 else ''}{f' --split {args.split}' if args.split else ''}"
-        f"{out_words(args.out, OUT)}",
+        + out_words(args.out, OUT),
         f"{args.batches} test batches (the suite's test seeds first). Test accuracy in % as the suite scores it "
         f"(formal runs: {(args.split or 'bin1').capitalize()}).")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ def main() -> int:
         "MAD compression: which positions each model reconstructs",
         f"python experiments/synthetic/probes/compression_positions.py {' '.join(args.weights)}"
         f"{f' --batches {args.batches}' if args.batches != 16 else ''}"
-        f"{out_words(args.out, OUT)}",
+        + out_words(args.out, OUT),
         f"{args.batches} test batches of {recipe.eval_batch_size} sequences (the "
         f"suite's test seeds first), {n} sequences a run. Accuracy in % of the sequences whose token at that "
         f"position is reconstructed; chance 6.7%.")
