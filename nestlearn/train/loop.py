@@ -5,7 +5,7 @@
 Deterministic: batch ``s`` depends only on (seed, s), so a resumed run continues exactly (bitwise on
 CPU). Checkpoints (weights as safetensors, optimizer + RNG, the train state with the early-stopping state,
 the best weights and the logged rows) are written to a temporary folder and renamed; ``latest`` points at
-the newest. A non-finite loss skips the step and is
+the newest. A non-finite loss, or a finite loss with a non-finite gradient, skips the step and is
 counted; ``train.max_bad_steps`` in a row stop the run with the step and the last good checkpoint.
 """
 
@@ -263,26 +263,37 @@ class Trainer:
             loss = self.loss(*batch) / c.train.grad_accum
             loss.backward()
             total += loss.detach()
-        # the step's one host sync (logging, the finiteness check); every rank then sees the same
-        # loss, so all skip or all step together
-        total = self.dist.mean(total.item())
+        # the gradient's norm (clipped in place when optim.clip is set) is checked with the loss: a finite loss
+        # can have a non-finite gradient (a backward through a normalisation of a near-zero vector, an
+        # inner loop's second-order terms), and one NaN entry would make every weight NaN through the
+        # clipping and the optimizer's moments
+        if c.optim.clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if hasattr(norm, "full_tensor"):  # FSDP2's sharded gradients give a DTensor: the whole norm, every rank
+            norm = norm.full_tensor()
+        # the step's one host sync (logging, the finiteness checks); every rank then sees the same
+        # loss and norm, so all skip or all step together
+        loss_value, norm_value = torch.stack([total, norm.to(total)]).tolist()
+        total, norm_value = self.dist.mean(loss_value), self.dist.mean(norm_value)
         self.losses.append(total)
-        if not math.isfinite(total):
+        if not (math.isfinite(total) and math.isfinite(norm_value)):
             self.opt.zero_grad()
             self.bad_in_a_row += 1
             self.bad_total += 1
-            print(f"step {self.step}: non-finite loss ({total}); step skipped "
+            what = f"loss ({total})" if not math.isfinite(total) else f"gradient (norm {norm_value}; loss {total:.4g})"
+            print(f"step {self.step}: non-finite {what}; step skipped "
                   f"({self.bad_in_a_row} in a row, {self.bad_total} in all)", flush=True)
             if self.bad_in_a_row >= c.train.max_bad_steps:
                 if c.train.on_nonfinite == "stop":
                     self.diverged_at = self.step
                     return total, items
-                raise RuntimeError(f"the loss was non-finite for {self.bad_in_a_row} steps in a row (last at step "
-                                   f"{self.step}); stopping. Last good checkpoint: {self.last_ckpt or 'none yet'}")
+                raise RuntimeError(f"the loss or its gradient was non-finite for {self.bad_in_a_row} steps in a row "
+                                   f"(last at step {self.step}); stopping. Last good checkpoint: "
+                                   f"{self.last_ckpt or 'none yet'}")
             return total, items
         self.bad_in_a_row = 0
-        if c.optim.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.clip)
         self.opt.step()
         self.opt.zero_grad()
         return total, items

@@ -1,6 +1,7 @@
 """The training engine: config precedence, exact resume, checkpoints, NaN handling, data, CLI."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -456,3 +457,37 @@ def test_compiled_training_of_hope_runs(tmp_path):
                                "train.eval_every=2", "train.eval_batches=1"])
     trainer = train(cfg)
     assert trainer.step == 2 and all(np.isfinite(trainer.losses))
+
+
+def test_non_finite_gradient_with_a_finite_loss_is_skipped(tmp_path, capsys):
+    """A finite loss whose gradient holds a NaN skips the step: clipping and the optimizer's moments would
+    otherwise spread that NaN to every weight, and every later loss would be NaN."""
+    trainer = Trainer(cfg_for(tmp_path))
+    real = trainer.loss
+
+    def nan_gradient(ids, targets):
+        loss = real(ids, targets)
+        if trainer.step != 2:
+            return loss
+        w = next(trainer.model.parameters())
+        # finite forward, NaN backward: sqrt's derivative at 0 is inf, times 0 gives NaN
+        return loss + 0.0 * torch.sqrt(torch.zeros_like(w) * w).sum()
+
+    trainer.loss = nan_gradient
+    trainer.run()
+    out = capsys.readouterr().out
+    assert "step 2: non-finite gradient (norm nan" in out and all(math.isfinite(x) for x in trainer.losses)
+    assert trainer.bad_total == 1 and trainer.step == 6
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
+
+
+def test_non_finite_gradient_is_caught_without_clipping(tmp_path, capsys):
+    trainer = Trainer(cfg_for(tmp_path, "optim.clip=0"))
+    real = trainer.loss
+    w = next(trainer.model.parameters())
+    trainer.loss = lambda ids, t: real(ids, t) + 0.0 * torch.sqrt(torch.zeros_like(w) * w).sum()
+    trainer.cfg.train.max_bad_steps = 2
+    with pytest.raises(RuntimeError, match=r"loss or its gradient was non-finite for 2 steps in a row"):
+        trainer.run()
+    assert "non-finite gradient" in capsys.readouterr().out
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
