@@ -41,6 +41,7 @@ def test_the_trace_finds_the_first_non_finite_batch(probe, tmp_path, monkeypatch
     text = out.read_text()
     assert "- step 3: non-finite loss; sequences with non-finite logits: [0, 1]" in text
     assert "largest |x| entering `blocks.0.mixer.out_norm` by position" in text
+    assert "`blocks.0.mixer.memory beta (max)` by position" in text and "`blocks.1.mixer.memory eta" in text
     assert f"--steps 3-4 --out {out}`" in text
     monkeypatch.setattr(sys, "argv", ["nonfinite_trace.py", str(path), "--steps", "4-3"])
     with pytest.raises(SystemExit, match="--steps must be A-B"):

@@ -8,7 +8,8 @@ recipe and the task. ``--state`` loads other weights of the same model over them
 checkpoint (``.partial/<run>/checkpoints/step_N/model.safetensors``). Each training batch of the run with seed
 ``--train-seed`` (the suite's batch for that step) is run forward; a non-finite loss is reported with the
 sequences whose logits are not finite, and for the first of them the largest magnitude entering each block's
-mixer output norm (the memory's read, for self-modifying Titans) at every position; a finite loss is run
+mixer output norm (the memory's read, for self-modifying Titans) at every position, with the output memory's
+gates there (η, α, the momentum β) and its self-generated target's magnitude; a finite loss is run
 backward and the parameters whose gradient is not finite are named. The probe stops at the first non-finite loss.
 """
 
@@ -36,12 +37,29 @@ def read_magnitudes(model, ids: torch.Tensor) -> dict[str, list[float]]:
                 t = inp[0]
                 seen.setdefault(name, []).extend(t.abs().reshape(t.shape[0], t.shape[1], -1).amax(-1)[0].tolist())
             handles.append(mod.register_forward_pre_hook(pre))
+    patched = []
+    for name, mod in model.named_modules():  # self-modifying Titans: its output memory's gates at each token
+        memory = getattr(mod, "memory", None)
+        if name.endswith("mixer") and hasattr(memory, "read_write"):
+            def read_write(ms, q, k, vhat, eta, alpha, beta, validate=False, real=memory.read_write, name=name):
+                o, ms = real(ms, q, k, vhat, eta, alpha, beta, validate=validate)
+                gates = {"eta (max over heads)": eta[0].amax(-1), "alpha (min)": alpha[0].amin(-1),
+                         "target M(v) |x| (max)": vhat[0].abs().flatten(1).amax(-1)}
+                if beta is not None:
+                    gates["beta (max)"] = beta[0].amax(-1)
+                for g, v in gates.items():
+                    seen.setdefault(f"{name}.memory {g}", []).extend(v.tolist())
+                return o, ms
+            memory.read_write = read_write
+            patched.append(memory)
     try:
         with torch.no_grad():
             model(ids)
     finally:
         for h in handles:
             h.remove()
+        for memory in patched:
+            del memory.read_write
     return seen
 
 
@@ -63,8 +81,8 @@ def trace(model, recipe, task: str, seed: int, steps: range) -> list[str]:
                 r = rows[0]
                 lines.append(f"  - sequence {r}: {ids[r].tolist()}")
                 for name, mags in read_magnitudes(model, ids[r:r + 1]).items():
-                    lines.append(f"  - largest |x| entering `{name}` by position: "
-                                 + ", ".join(f"{m:.3g}" for m in mags))
+                    what = f"largest |x| entering `{name}`" if name.endswith("out_norm") else f"`{name}`"
+                    lines.append(f"  - {what} by position: " + ", ".join(f"{m:.3g}" for m in mags))
             return lines
         loss.backward()
         names = [k for k, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
