@@ -43,6 +43,9 @@ class SelfModConfig:
     hidden_mult: int = 1  # MLP memory hidden = hidden_mult · head_dim (the paper gives no width)
     rule: str = "dgd"  # "gd" = the ablation "w/o DGD"
     momentum: bool = True  # False = "w/o Momentum"
+    # β = momentum_max · sigmoid(·) (deviation D30): a repeated gradient accumulates to a step of up to η/(1 − β), so
+    # a bound below 1 keeps momentum from undoing η's bound (D20) by at most 1/(1 − momentum_max); 1: unbounded
+    momentum_max: float = 1.0
     weight_decay: bool = True  # False = "w/o weight decay" (α = 1)
     adaptive_k: bool = True  # False = "w/o inner-projection k" (plain projection)
     adaptive_v: bool = True  # False = "w/o inner-projection v"
@@ -77,6 +80,9 @@ class SelfModConfig:
         if self.eta_scale is not None and not 0 < self.eta_scale < eta_max:
             raise ValueError(f"selfmod.eta_scale (the initial η) must be in (0, eta_max = {eta_max:.6g}) "
                              f"(got {self.eta_scale})")
+        if not 0.0 < self.momentum_max <= 1.0:
+            raise ValueError(f"selfmod.momentum_max must be in (0, 1] (got {self.momentum_max}): the momentum gate "
+                             f"is β = momentum_max · sigmoid(·), and 1 leaves it unbounded")
         if not 0.0 < self.alpha_init < 1.0:
             raise ValueError(f"selfmod.alpha_init must be in (0, 1) (got {self.alpha_init})")
 
@@ -170,7 +176,11 @@ class SelfModifyingTitans(nn.Module):
         xc, conv = self.conv(x, state.conv)
         xh = (xc if self.mix is None else self.mix(xc)).view(B, T, H, Dh)
         static = {n: lin(xc).view(B, T, H, Dh) for n, lin in self.static.items()}
-        beta_all = torch.sigmoid(self.beta_proj(xc)) if self.beta_proj is not None else None
+        beta_all = None
+        if self.beta_proj is not None:  # deviation D30: β ≤ momentum_max (1: the sigmoid alone, as before)
+            beta_all = torch.sigmoid(self.beta_proj(xc))
+            if self.cfg.momentum_max < 1.0:
+                beta_all = beta_all * self.cfg.momentum_max
         gs, ms = state.group, state.memory
         # pieces end where either memory's chunk ends (absolute positions); split once, so that the
         # backward joins the pieces' gradients once instead of padding each slice to the full length

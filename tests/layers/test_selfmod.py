@@ -81,6 +81,44 @@ def test_plain_mlp_steps_diverge_where_proximal_ones_do_not():
                                                                               *state.memory.weights))
 
 
+@pytest.mark.parametrize("inputs", ["repeated", "random"])
+def test_bounded_momentum_keeps_the_state_finite_where_a_free_one_does_not(inputs):
+    """The reason for D30, measured: η at D20's bound and the momentum gate saturated. A repeated gradient then
+    accumulates to a step of η/(1 − β): at β = 0.99 (100 η) the weights blow up, at β ≤ 0.75 (4 η, the edge D20's
+    bound keeps a factor 4 below) they stay of order one."""
+    def largest_weight(momentum_max: float) -> float:
+        torch.manual_seed(0)
+        layer = SelfModifyingTitans(16, SelfModConfig(heads=2, chunk_size=8, chunk_size_other=8,
+                                                      momentum_max=momentum_max))
+        with torch.no_grad():
+            layer.eta_bias.fill_(50.0)  # η at its bound
+            layer.beta_proj.weight.zero_()
+            layer.beta_proj.bias.fill_(50.0)  # β = momentum_max everywhere
+            x = torch.randn(1, 1, 16).expand(2, 400, 16) if inputs == "repeated" else torch.randn(2, 400, 16)
+            _, state = layer(x)
+        w = torch.cat([t.flatten() for t in (*state.group.weights, *state.memory.weights)])
+        return float(w.abs().max()) if torch.isfinite(w).all() else float("inf")
+
+    assert largest_weight(0.75) < 10.0
+    assert largest_weight(0.5) < 10.0
+    assert largest_weight(0.99) > 1e6
+
+
+def test_momentum_max_scales_the_gate_and_is_refused_out_of_range():
+    torch.manual_seed(0)
+    free = SelfModifyingTitans(16, SelfModConfig(heads=2))
+    torch.manual_seed(0)
+    bounded = SelfModifyingTitans(16, SelfModConfig(heads=2, momentum_max=0.75))
+    x = torch.randn(2, 24, 16)
+    assert not torch.allclose(free(x)[0], bounded(x)[0])
+    torch.manual_seed(0)
+    same = SelfModifyingTitans(16, SelfModConfig(heads=2, momentum_max=1.0))
+    assert torch.equal(free(x)[0], same(x)[0])  # 1: the present form, bit for bit
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=rf"selfmod.momentum_max must be in \(0, 1\] \(got {bad}\)"):
+            SelfModifyingTitans(16, SelfModConfig(heads=2, momentum_max=bad))
+
+
 def test_alpha_init_out_of_range_is_named():
     with pytest.raises(ValueError, match=r"selfmod.alpha_init must be in \(0, 1\) \(got 1.5\)"):
         SelfModifyingTitans(16, SelfModConfig(heads=2, alpha_init=1.5))
