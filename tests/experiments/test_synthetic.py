@@ -795,3 +795,15 @@ def test_snapshot_keeps_a_run_in_progress_best_weights_for_the_probes(tmp_path, 
     other.write_text((tmp_path / "r.yaml").read_text().replace("dim: 16", "dim: 8"))
     with pytest.raises(ValueError, match="does not match"):
         probe.snapshot(other, run, tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(RECIPES).as_posix() for p in RECIPES.rglob("*.yaml")
+                                        if ".partial" not in p.parts and "carry" not in p.parts))
+def test_every_recipe_and_probe_recipe_builds_each_model(path):
+    """A misspelt setting in a probe's variant (``selfmod.momentum_max``) fails here, not hours into a suite."""
+    recipe = S.load_recipe(RECIPES / path)
+    ctx = S._Suite(recipe, [], dry=True)
+    for task in recipe.tasks:
+        for name in recipe.models:
+            spec = ctx.spec(name)
+            assert S.count_params(S.model_config(recipe, task, spec["block"], overrides=spec.get("model"))) > 0
