@@ -96,10 +96,12 @@ command_of() {
     probe-selective-momentum) echo "nestlearn synthetic experiments/synthetic/probes/selective_copying_momentum.yaml --threads 1" ;;
     # the same with the momentum gate bounded at 0.75 (D30; from 23:35 UTC)
     probe-selective-beta) echo "nestlearn synthetic experiments/synthetic/probes/selective_copying_beta.yaml --threads 1" ;;
+    # the same with η_max = 2 and the momentum off (from 2026-12-03 00:25 UTC)
+    probe-selective-eta2) echo "nestlearn synthetic experiments/synthetic/probes/selective_copying_eta2.yaml --threads 1" ;;
     # the Transformer's and Titans' selective copying (mad-recall's last column without HOPE, whose runs diverge:
     # from 2026-12-02 23:27 UTC mad-recall waits out of the queue while the momentum probe runs)
     mad-copy-baselines) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models transformer titans --tasks selective_copying --threads 1" ;;
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd, probe-fuzzy-cms-static, probe-compression-nope, probe-compression-eta, probe-compression-memory, probe-selective-momentum, probe-selective-beta, mad-copy-baselines)" >&2; return 1 ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd, probe-fuzzy-cms-static, probe-compression-nope, probe-compression-eta, probe-compression-memory, probe-selective-momentum, probe-selective-beta, probe-selective-eta2, mad-copy-baselines)" >&2; return 1 ;;
   esac
 }
 
@@ -134,7 +136,9 @@ carry() {
 # bounded at 0.75 (probes/selective_copying_beta.yaml, D30, from 23:35 UTC), then the
 # Transformer's and Titans' selective copying (mad-copy-baselines); mad-recall (HOPE's selective-copying seeds, which
 # diverge) is out of the queue until the probe says how HOPE's column is to be run (`start mad-recall` by hand).
-QUEUE=${QUEUE:-probe-selective-momentum probe-selective-beta mad-copy-baselines probe-compression-nope probe-fuzzy-cms-static probe-compression-eta probe-compression-memory probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long formal formal-titans formal-baselines formal-hope mad-delta formal-variants budget-mad}
+# From 00:25 UTC the momentum-off run waits behind η_max = 2 with the momentum off (probes/selective_copying_eta2.yaml)
+# and the baselines: at D20's bound neither stable form learned the task by step 1,500.
+QUEUE=${QUEUE:-probe-selective-beta probe-selective-eta2 mad-copy-baselines probe-selective-momentum probe-compression-nope probe-fuzzy-cms-static probe-compression-eta probe-compression-memory probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long formal formal-titans formal-baselines formal-hope mad-delta formal-variants budget-mad}
 CORES=${CORES:-$(nproc)}
 
 # Every synthetic suite keeps its finished runs' scored weights under runs/weights/<family>/ (git ignores runs/), so
