@@ -101,7 +101,10 @@ command_of() {
     # the Transformer's and Titans' selective copying (mad-recall's last column without HOPE, whose runs diverge:
     # from 2026-12-02 23:27 UTC mad-recall waits out of the queue while the momentum probe runs)
     mad-copy-baselines) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models transformer titans --tasks selective_copying --threads 1" ;;
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd, probe-fuzzy-cms-static, probe-compression-nope, probe-compression-eta, probe-compression-memory, probe-selective-momentum, probe-selective-beta, probe-selective-eta2, mad-copy-baselines)" >&2; return 1 ;;
+    # HOPE's variant with η_max = 2 and the momentum off (mad.yaml's hope_eta2_nomom) on selective copying, from
+    # 2026-12-03 04:00 UTC; its selection run at 3.16e-3 is the probe-selective-eta2 run, moved in at step 7,000
+    mad-copy-hope) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope_eta2_nomom --tasks selective_copying --threads 1" ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd, probe-fuzzy-cms-static, probe-compression-nope, probe-compression-eta, probe-compression-memory, probe-selective-momentum, probe-selective-beta, probe-selective-eta2, mad-copy-baselines, mad-copy-hope)" >&2; return 1 ;;
   esac
 }
 
@@ -138,7 +141,11 @@ carry() {
 # diverge) is out of the queue until the probe says how HOPE's column is to be run (`start mad-recall` by hand).
 # From 00:25 UTC the momentum-off run waits behind η_max = 2 with the momentum off (probes/selective_copying_eta2.yaml)
 # and the baselines: at D20's bound neither stable form learned the task by step 1,500.
-QUEUE=${QUEUE:-probe-selective-beta probe-selective-eta2 mad-copy-baselines probe-selective-momentum probe-compression-nope probe-fuzzy-cms-static probe-compression-eta probe-compression-memory probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long formal formal-titans formal-baselines formal-hope mad-delta formal-variants budget-mad}
+# From 2026-12-03 04:00 UTC: HOPE's variant (η_max = 2, momentum off: mad.yaml's hope_eta2_nomom) on selective copying
+# under the protocol (mad-copy-hope), whose selection run at 3.16e-3 is the η_max = 2 probe's run (the same identity:
+# its checkpoint moved into results/.partial, and probe-selective-eta2 left the queue), and the baselines' selective
+# copying; the β ≤ 0.75 probe (stopped at step 7,000) and the momentum-off one after them.
+QUEUE=${QUEUE:-mad-copy-hope mad-copy-baselines probe-selective-beta probe-selective-momentum probe-compression-nope probe-fuzzy-cms-static probe-compression-eta probe-compression-memory probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long formal formal-titans formal-baselines formal-hope mad-delta formal-variants budget-mad}
 CORES=${CORES:-$(nproc)}
 
 # Every synthetic suite keeps its finished runs' scored weights under runs/weights/<family>/ (git ignores runs/), so

@@ -34,10 +34,13 @@ def grid_problem(grid) -> str | None:
     return None
 
 
-def select_rate(score: Callable[[float], float], grid: Sequence[float], extend: int) -> tuple[float, list[float]]:
+def select_rate(score: Callable[[float], float], grid: Sequence[float], extend: int,
+                first: Callable[[float], bool] | None = None) -> tuple[float, list[float]]:
     """``(best rate, the grid as run)``: the rate of the lowest ``score`` over a geometric ``grid``; while
     the best rate is on an edge, one more rate past that edge (the grid's ratio), at most ``extend`` times
-    per edge. ``score`` is called once per rate (it trains, or finds the stored run)."""
+    per edge. ``score`` is called once per rate (it trains, or finds the stored run); the rates for which
+    ``first(rate)`` is true (e.g. a run in progress to resume) are scored before the others, which changes
+    the order of the runs only, never the rate selected."""
     grid = [rate(x) for x in grid]
     if len(grid) < 2:
         raise ValueError(f"a grid needs at least 2 rates (got {grid})")
@@ -45,9 +48,8 @@ def select_rate(score: Callable[[float], float], grid: Sequence[float], extend: 
     scores: dict[float, float] = {}
     added = {"low": 0, "high": 0}
     while True:
-        for x in grid:
-            if x not in scores:
-                scores[x] = score(x)
+        for x in sorted((x for x in grid if x not in scores), key=lambda x: not (first and first(x))):
+            scores[x] = score(x)
         best = min(grid, key=lambda x: scores[x])
         if best == grid[0] and added["low"] < extend:
             grid.insert(0, rate(grid[0] / ratio))
@@ -206,7 +208,8 @@ def append_row(path: Path, row: dict) -> list[dict]:
         return read_rows(path)
 
 
-__all__ = ["append_row", "code_version", "grid_problem", "locked", "rate", "read_rows", "same_behaviour", "select_rate",
+__all__ = ["append_row", "code_version", "grid_problem", "locked", "partial_path", "rate", "read_rows", "same_behaviour",
+           "select_rate",
            "write_atomic"]
 
 
@@ -216,14 +219,19 @@ PARTIAL = ".partial"  # an experiment's folder (beside its store, ignored by git
 CHECKPOINT_EVERY = 250  # steps between a run's checkpoints while it is in progress (a killed run resumes there)
 
 
+def partial_path(root: Path, label: str, what: dict) -> Path:
+    """The folder :func:`partial_folder` names for a run (without creating or checking it)."""
+    digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(root) / f"{label}-{digest}"
+
+
 def partial_folder(root: Path, label: str, what: dict, code: str, fingerprint: list[float] | None,
                    log=None) -> Path:
     """The folder where one run checkpoints while it is in progress: ``root/<label>-<digest of what>``,
     ``what`` being everything that decides the run. A run left there by another code version is resumed only
     when that version's fingerprint equals ``fingerprint`` (the same computation, as for stored rows);
     otherwise its folder is emptied and the run starts over."""
-    digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    folder = Path(root) / f"{label}-{digest}"
+    folder = partial_path(root, label, what)
     meta = folder / "run.json"
     if meta.is_file():
         old = json.loads(meta.read_text())

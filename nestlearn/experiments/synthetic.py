@@ -61,6 +61,7 @@ from .protocol import (
     grid_problem,
     locked,
     partial_folder,
+    partial_path,
     rate,
     read_rows,
     same_behaviour,
@@ -662,12 +663,24 @@ class _Suite:
         """Where this run checkpoints while in progress (``protocol.partial_folder``), or None."""
         if self.partial is None:
             return None
-        what = {"family": self.recipe.family, "settings": {k: getattr(sub, k) for k in (*PROTOCOL, "lr", "device")
-                                                           if k not in RESUME_ACROSS},
-                "spec": self.spec(name),
-                "recipe_model": self.recipe.model, "task_args": self.recipe.tasks[task]}
-        return partial_folder(self.partial, f"{task}-{name}-{phase}-seed{seed}-lr{rate(sub.lr):g}", what,
+        return partial_folder(self.partial, self._label(sub, task, name, seed, phase), self._what(sub, task, name),
                               self.version, self.fingerprint(task, name), log)
+
+    def _label(self, sub: Recipe, task: str, name: str, seed: int, phase: str) -> str:
+        return f"{task}-{name}-{phase}-seed{seed}-lr{rate(sub.lr):g}"
+
+    def _what(self, sub: Recipe, task: str, name: str) -> dict:
+        """Everything that decides a run (the identity of its folder in progress)."""
+        return {"family": self.recipe.family, "settings": {k: getattr(sub, k) for k in (*PROTOCOL, "lr", "device")
+                                                           if k not in RESUME_ACROSS},
+                "spec": self.spec(name), "recipe_model": self.recipe.model, "task_args": self.recipe.tasks[task]}
+
+    def in_progress(self, sub: Recipe, task: str, name: str, seed: int, phase: str) -> bool:
+        """Whether this run has a checkpoint in progress to resume (creates nothing)."""
+        if self.partial is None:
+            return False
+        folder = partial_path(self.partial, self._label(sub, task, name, seed, phase), self._what(sub, task, name))
+        return (folder / "checkpoints" / "latest").is_file()
 
     def run(self, sub: Recipe, task: str, name: str, seed: int, log, phase: str = "final") -> dict:
         if self.dry:
@@ -715,7 +728,10 @@ def _select(ctx: _Suite, task: str, name: str, path: Path, log, report=None) -> 
                 report()
         return r.get("val_loss", float("inf"))
 
-    return select_rate(score, recipe.lr_grid, recipe.lr_extend)[0]
+    def resumable(lr: float) -> bool:
+        return ctx.in_progress(ctx.settings(name, lr), task, name, recipe.select_seed, "select")
+
+    return select_rate(score, recipe.lr_grid, recipe.lr_extend, first=resumable)[0]
 
 
 def _selection(recipe: Recipe, rows: list[dict], task: str, name: str) -> tuple[dict[float, dict], float | None]:

@@ -25,6 +25,33 @@ def test_select_rate_grows_the_grid_while_the_best_is_on_an_edge(optimum, expect
     assert rate(0.0031622776) == 0.00316
 
 
+def test_a_rate_in_progress_runs_first_and_changes_nothing_else():
+    import math
+
+    def run(first):
+        calls = []
+
+        def score(lr):
+            calls.append(lr)
+            return (math.log(lr) - math.log(0.1)) ** 2
+
+        return (*select_rate(score, [1e-3, 3.16e-3, 1e-2], extend=2, first=first), calls)
+
+    best, grid, calls = run(None)
+    best_f, grid_f, calls_f = run(lambda lr: lr == 0.00316)
+    assert (best_f, grid_f) == (best, grid) and sorted(calls_f) == sorted(calls)
+    assert calls_f[0] == 0.00316 and calls[0] == 0.001
+
+
+def test_partial_path_is_the_folder_partial_folder_makes(tmp_path):
+    from nestlearn.experiments.protocol import partial_folder, partial_path
+
+    what = {"family": "mad", "settings": {"lr": 0.001}}
+    assert not partial_path(tmp_path, "run", what).exists()  # naming a folder creates nothing
+    assert partial_folder(tmp_path, "run", what, "code", None) == partial_path(tmp_path, "run", what)
+    assert partial_path(tmp_path, "run", {**what, "family": "formal"}) != partial_path(tmp_path, "run", what)
+
+
 def test_rows_are_appended_under_a_lock_and_a_cut_line_is_skipped(tmp_path):
     from nestlearn.experiments.protocol import append_row, read_rows
 
