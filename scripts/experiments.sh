@@ -74,6 +74,10 @@ command_of() {
     # the rest of mad.yaml, disjoint from mad-recall (so that the queue can run them beside it): the two tasks that
     # run to the budget, for every model; and the delta rule on the four recall and copying tasks
     mad-long) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope transformer titans delta --tasks compression memorization --threads 1" ;;
+    # HOPE as it is (D20's bound, momentum on) on selective copying: its three seeds at the selected 3.16e-3, all three
+    # selection runs having diverged: each seed retried once at half the rate if it diverges, and scored as it ended
+    # (the protocol's rule); from 2026-12-03 04:25 UTC
+    mad-copy-default) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope --tasks selective_copying --threads 1" ;;
     # HOPE's variant hope_eta2_nomom on MAD's other five columns (does the form that learns selective copying cost
     # elsewhere?), from 2026-12-03 04:15 UTC; its selective copying is mad-copy-hope
     mad-variant) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope_eta2_nomom --tasks compression in_context_recall noisy_in_context_recall fuzzy_in_context_recall memorization --threads 1" ;;
@@ -107,7 +111,7 @@ command_of() {
     # HOPE's variant with η_max = 2 and the momentum off (mad.yaml's hope_eta2_nomom) on selective copying, from
     # 2026-12-03 04:00 UTC; its selection run at 3.16e-3 is the probe-selective-eta2 run, moved in at step 7,000
     mad-copy-hope) echo "nestlearn synthetic experiments/synthetic/mad.yaml --models hope_eta2_nomom --tasks selective_copying --threads 1" ;;
-    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd, probe-fuzzy-cms-static, probe-compression-nope, probe-compression-eta, probe-compression-memory, probe-selective-momentum, probe-selective-beta, probe-selective-eta2, mad-copy-baselines, mad-copy-hope, mad-variant)" >&2; return 1 ;;
+    *) echo "unknown suite '$1' (formal, formal-hope, formal-baselines, formal-titans, formal-variants, mad, mad-recall, mqar, mqar-d128, budget-mad, budget-mqar-zero, budget-mqar-k32, mad-long, mad-delta, optimizers, probe-shuffle2-no-decay, probe-shuffle2-no-dgd, probe-fuzzy-cms-static, probe-compression-nope, probe-compression-eta, probe-compression-memory, probe-selective-momentum, probe-selective-beta, probe-selective-eta2, mad-copy-baselines, mad-copy-hope, mad-variant, mad-copy-default)" >&2; return 1 ;;
   esac
 }
 
@@ -146,10 +150,11 @@ carry() {
 # and the baselines: at D20's bound neither stable form learned the task by step 1,500.
 # From 2026-12-03 04:00 UTC: HOPE's variant (η_max = 2, momentum off: mad.yaml's hope_eta2_nomom) on selective copying
 # under the protocol (mad-copy-hope), whose selection run at 3.16e-3 is the η_max = 2 probe's run (the same identity:
-# its checkpoint moved into results/.partial, and probe-selective-eta2 left the queue), and the baselines' selective
-# copying; then HOPE under D20's default bound on the formal languages (formal-hope: the target's model), the β ≤ 0.75
-# probe (stopped at step 7,000), the variant on MAD's other columns (mad-variant) and the momentum-off probe.
-QUEUE=${QUEUE:-mad-copy-hope mad-copy-baselines formal-hope probe-selective-beta mad-variant probe-selective-momentum probe-compression-nope probe-fuzzy-cms-static probe-compression-eta probe-compression-memory probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long formal formal-titans formal-baselines mad-delta formal-variants budget-mad}
+# its checkpoint moved into results/.partial, and probe-selective-eta2 left the queue), HOPE's own seeds there (mad-
+# copy-default: its selection runs diverged; before Titans'), and the baselines' selective copying; then HOPE under
+# D20's default bound on the formal languages (formal-hope: the target's model), the β ≤ 0.75 probe (stopped at step
+# 7,000), the variant on MAD's other columns (mad-variant) and the momentum-off probe.
+QUEUE=${QUEUE:-mad-copy-hope mad-copy-default mad-copy-baselines formal-hope probe-selective-beta mad-variant probe-selective-momentum probe-compression-nope probe-fuzzy-cms-static probe-compression-eta probe-compression-memory probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long formal formal-titans formal-baselines mad-delta formal-variants budget-mad}
 CORES=${CORES:-$(nproc)}
 
 # Every synthetic suite keeps its finished runs' scored weights under runs/weights/<family>/ (git ignores runs/), so
