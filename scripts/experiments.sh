@@ -150,10 +150,10 @@ carry() {
 # and the baselines: at D20's bound neither stable form learned the task by step 1,500.
 # From 2026-12-03 04:00 UTC: HOPE's variant (η_max = 2, momentum off: mad.yaml's hope_eta2_nomom) on selective copying
 # under the protocol (mad-copy-hope), whose selection run at 3.16e-3 is the η_max = 2 probe's run (the same identity:
-# its checkpoint moved into results/.partial, and probe-selective-eta2 left the queue), HOPE's own seeds there (mad-
-# copy-default: its selection runs diverged; before Titans'), and the baselines' selective copying; then HOPE under
-# D20's default bound on the formal languages (formal-hope: the target's model), the β ≤ 0.75 probe (stopped at step
-# 7,000), the variant on MAD's other columns (mad-variant) and the momentum-off probe.
+# its checkpoint moved into results/.partial, and probe-selective-eta2 left the queue), HOPE's own seeds there
+# (mad-copy-default: its selection runs diverged; before Titans'), and the baselines' selective copying; then HOPE
+# under D20's default bound on the formal languages (formal-hope: the target's model), the β ≤ 0.75 probe (stopped at
+# step 7,000), the variant on MAD's other columns (mad-variant) and the momentum-off probe.
 QUEUE=${QUEUE:-mad-copy-hope mad-copy-default mad-copy-baselines formal-hope probe-selective-beta mad-variant probe-selective-momentum probe-compression-nope probe-fuzzy-cms-static probe-compression-eta probe-compression-memory probe-shuffle2-no-dgd probe-shuffle2-no-decay mad-long formal formal-titans formal-baselines mad-delta formal-variants budget-mad}
 CORES=${CORES:-$(nproc)}
 
