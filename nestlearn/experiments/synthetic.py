@@ -860,7 +860,9 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
         lines += ["", "Learning-rate selection (seed " + str(recipe.select_seed) + ", not a reported seed): "
                   "validation loss at each rate; **bold** is the rate selected (the lowest), † marks a selected "
                   f"rate on an edge of the rates run so far (the grid grows past an edge up to {recipe.lr_extend} "
-                  "times; a † left when the suite has finished is an optimum the grid did not bracket)."
+                  "times; a † left when the suite has finished is an optimum the grid did not bracket); ‡ marks a "
+                  "run that diverged (10 non-finite losses in a row: its loss is the best before that, listed below "
+                  "the tables)."
                   + (" In brackets, each selection run's Bin1 accuracy, shown only: the rate is chosen on the "
                      "validation loss at the training lengths, never on a test bin." if recipe.family == "formal"
                      else ""), ""]
@@ -881,6 +883,8 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
                     # four decimals printed every one of them as 0.0000
                     c = "" if v is None else f"{v:.3g}"
                     c = f"**{c}**{edge}" if x == best else c
+                    if v is not None and runs[x].get("diverged_at") is not None:
+                        c += "‡"
                     if v is not None and "bin1" in runs[x]:
                         c += f" [{runs[x]['bin1']:.1f}]"
                     cells.append(c)
@@ -889,6 +893,14 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     skips = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['skipped']}" for r in rows if r.get("skipped")]
     if skips:
         lines += ["", "Training steps skipped for a non-finite loss: " + "; ".join(skips) + "."]
+    unstable = [f"{r['task']}/{r['model']} lr {rate(r['lr']):g}: "
+                + (f"diverged at step {r['diverged_at']}" if r.get("diverged_at") is not None else "")
+                + (", " if r.get("diverged_at") is not None and r.get("skipped") else "")
+                + (f"{r['skipped']} steps skipped" if r.get("skipped") else "")
+                for r in selection if r.get("diverged_at") is not None or r.get("skipped")]
+    if unstable:
+        lines += ["", f"Selection runs (seed {recipe.select_seed}) that diverged or skipped steps for a non-finite "
+                  "loss or gradient: " + "; ".join(unstable) + "."]
     bad = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['nonfinite']}"
            + (" (" + ", ".join(f"{k} {v}" for k, v in r["nonfinite_by_split"].items() if v) + ")"
               if r.get("nonfinite_by_split") else "") for r in rows if r.get("nonfinite")]

@@ -771,6 +771,26 @@ def test_the_tables_state_the_issues_targets_from_the_reported_means():
     assert "Titans with no diverged run: met so far (2 runs" in text
 
 
+def test_a_diverged_selection_run_is_marked_and_listed(tmp_path):
+    """A selection run's validation loss is the best before it diverged: the table marks it and lists it."""
+    recipe = S.Recipe(family="mad", tasks={"selective_copying": {}}, seeds=[0], models=["hope"],
+                      lr_grid=[0.001, 0.00316, 0.01], select_seed=100)
+
+    def row(lr, val_loss, diverged_at=None, skipped=0, phase="select", seed=100):
+        return {"task": "selective_copying", "model": "hope", "seed": seed, "phase": phase, "lr": lr,
+                "val_loss": val_loss, "diverged_at": diverged_at, "skipped": skipped, "acc": 20.0, "code": "c",
+                "params": 100, "steps": 10, "steps_run": 10, "wall_s": 1.0, "cpu_s": 1.0}
+
+    rows = [row(0.001, 2.55, diverged_at=977), row(0.00316, 2.54, diverged_at=440), row(0.01, 2.6, skipped=30),
+            row(0.00316, None, phase="final", seed=0)]
+    S.write_results(recipe, rows, tmp_path)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| hope | 2.55‡ | **2.54**‡ | 2.6 |" in text
+    assert ("that diverged or skipped steps for a non-finite loss or gradient: selective_copying/hope lr 0.001: "
+            "diverged at step 977; selective_copying/hope lr 0.00316: diverged at step 440; selective_copying/hope "
+            "lr 0.01: 30 steps skipped.") in text
+
+
 def test_snapshot_keeps_a_run_in_progress_best_weights_for_the_probes(tmp_path, monkeypatch):
     """experiments/synthetic/probes/snapshot.py writes the best weights of a run's latest checkpoint as kept weights
     that ``load_weights`` reads (the run untouched); a recipe the run does not belong to is refused."""
