@@ -208,9 +208,8 @@ def append_row(path: Path, row: dict) -> list[dict]:
         return read_rows(path)
 
 
-__all__ = ["append_row", "code_version", "grid_problem", "locked", "partial_path", "rate", "read_rows", "same_behaviour",
-           "select_rate",
-           "write_atomic"]
+__all__ = ["append_row", "code_version", "grid_problem", "locked", "partial_path", "rate", "read_rows",
+           "same_behaviour", "select_rate", "write_atomic"]
 
 
 # ---- runs in progress --------------------------------------------------------------------------

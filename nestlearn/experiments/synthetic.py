@@ -893,11 +893,12 @@ def write_results(recipe: Recipe, rows: list[dict], out: Path, command: str = ""
     skips = [f"{r['task']}/{r['model']}/seed {r['seed']}: {r['skipped']}" for r in rows if r.get("skipped")]
     if skips:
         lines += ["", "Training steps skipped for a non-finite loss: " + "; ".join(skips) + "."]
-    unstable = [f"{r['task']}/{r['model']} lr {rate(r['lr']):g}: "
-                + (f"diverged at step {r['diverged_at']}" if r.get("diverged_at") is not None else "")
-                + (", " if r.get("diverged_at") is not None and r.get("skipped") else "")
-                + (f"{r['skipped']} steps skipped" if r.get("skipped") else "")
-                for r in selection if r.get("diverged_at") is not None or r.get("skipped")]
+    def trouble(r: dict) -> list[str]:
+        return ([f"diverged at step {r['diverged_at']}"] if r.get("diverged_at") is not None else []) \
+            + ([f"{r['skipped']} steps skipped"] if r.get("skipped") else [])
+
+    unstable = [f"{r['task']}/{r['model']} lr {rate(r['lr']):g}: " + ", ".join(trouble(r))
+                for r in selection if trouble(r)]
     if unstable:
         lines += ["", f"Selection runs (seed {recipe.select_seed}) that diverged or skipped steps for a non-finite "
                   "loss or gradient: " + "; ".join(unstable) + "."]
